@@ -1,0 +1,1 @@
+"""hotdata: a Slack ChatOps bot for PostgreSQL."""

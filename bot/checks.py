@@ -1,0 +1,112 @@
+"""The health checks behind `/hotdata status` and `hotdata doctor`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import migrate
+from bot.db import DatabaseUnavailable, connect
+from bot.dsn import redact_dsn
+from bot.settings import Settings
+
+State = Literal["ok", "warn", "fail"]
+
+EXTENSIONS = {
+    "pg_stat_statements": "query statistics for `analyze` and reports",
+    "hypopg": "what-if indexes for the advisor",
+    "amcheck": "index verification in restore drills",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: State
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.state != "fail"
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ok": self.ok}
+
+
+EXTENSIONS_SQL = """
+SELECT a.name, a.default_version, e.extversion AS installed,
+       a.name = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''),
+                                    ',')) AS preloaded
+FROM pg_available_extensions a LEFT JOIN pg_extension e ON e.extname = a.name
+WHERE a.name = ANY (%s)
+"""
+
+
+async def target_checks(settings: Settings, dsn: str | None = None) -> list[Check]:
+    target = dsn or settings.database_url
+    try:
+        async with connect(settings, "analysis", dsn=target) as conn:
+            cur = await conn.execute(
+                "SELECT current_setting('server_version') AS version, current_user AS usr")
+            server = await cur.fetchone()
+            cur = await conn.execute(EXTENSIONS_SQL, (list(EXTENSIONS),))
+            found = {row["name"]: row for row in await cur.fetchall()}
+    except DatabaseUnavailable as error:
+        return [Check("target database", "fail", str(error))]
+    checks = [Check("target database", "ok",
+                    f"{redact_dsn(target)} reachable: PostgreSQL {server['version']}, "
+                    f"connected as {server['usr']}, read-only")]
+    for name, purpose in EXTENSIONS.items():
+        checks.append(_extension_check(name, purpose, found.get(name)))
+    return checks
+
+
+def _extension_check(name: str, purpose: str, row: dict | None) -> Check:
+    if row is None:
+        return Check(name, "warn", f"not available on the server: install it for {purpose}")
+    needs_preload = name == "pg_stat_statements" and not row["preloaded"]
+    if needs_preload:
+        return Check(name, "warn", "available but not preloaded: add it to "
+                     "shared_preload_libraries, restart, then CREATE EXTENSION " + name)
+    if row["installed"] is None:
+        return Check(name, "ok", f"available {row['default_version']}, not yet created in this "
+                     f"database: run CREATE EXTENSION {name}")
+    return Check(name, "ok", f"available, installed {row['installed']}")
+
+
+async def state_check(settings: Settings) -> Check:
+    latest = max((m.version for m in migrate.available()), default=None)
+    try:
+        async with connect(settings, "state") as conn:
+            current = await migrate.version(conn)
+    except DatabaseUnavailable as error:
+        return Check("state schema", "fail", str(error))
+    if current is None:
+        return Check("state schema", "fail", "not created yet: run `hotdata db upgrade`")
+    if current != latest:
+        return Check("state schema", "warn",
+                     f"version {current}, this hotdata ships {latest}: run `hotdata db upgrade`")
+    return Check("state schema", "ok", f"version {current} (up to date)")
+
+
+async def slack_check(settings: Settings, client: AsyncWebClient | None) -> Check:
+    if client is None or settings.slack_bot_token is None:
+        return Check("slack", "warn", "not configured: SLACK_BOT_TOKEN is not set")
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as error:
+        return Check("slack", "fail", f"auth.test failed: {error.response.get('error')}")
+    except Exception as error:  # network failures: aiohttp raises many kinds
+        return Check("slack", "fail", f"cannot reach the Slack Web API: {type(error).__name__}")
+    mode = "Socket Mode" if settings.socket_mode else f"HTTP on port {settings.port}"
+    return Check("slack", "ok", f"signed in as @{identity.get('user')} in "
+                 f"{identity.get('team')} ({identity.get('team_id')}), {mode}")
+
+
+async def run_all(settings: Settings, client: AsyncWebClient | None,
+                  dsn: str | None = None) -> list[Check]:
+    return [*await target_checks(settings, dsn), await state_check(settings),
+            await slack_check(settings, client)]

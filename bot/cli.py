@@ -1,0 +1,147 @@
+"""The `hotdata` command line: the same services as the Slack commands, for a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from rich.console import Console
+
+from bot import checks, migrate
+from bot.db import DatabaseUnavailable, connect
+from bot.migrate import MigrationError
+from bot.render import status as render_status
+from bot.settings import ConfigError, Settings, load_settings
+from bot.slack import web_client
+
+FORMATS = ("text", "markdown", "json")
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _common(parser: argparse.ArgumentParser, *, reports: bool = True) -> None:
+    parser.add_argument("--dsn", help="target database URL (overrides HOTDATA_DATABASE_URL)")
+    if reports:
+        parser.add_argument("--format", choices=FORMATS, default="text",
+                            help="output format (default: text)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotdata",
+        description="hotdata: query analysis, approved index migrations, restore drills and "
+                    "reports for PostgreSQL, from Slack or this terminal.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the Slack bot (HTTP mode, or Socket Mode when "
+                                     "SLACK_APP_TOKEN is set)")
+    _common(p, reports=False)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("analyze", help="the slowest queries, their plans and fixes")
+    _common(p)
+    p.add_argument("--top", type=int, default=5, help="how many statements (1-50, default 5)")
+    p.set_defaults(run=_not_yet)
+
+    p = sub.add_parser("propose", help="write index migrations from the latest recommendations")
+    _common(p)
+    p.add_argument("--out", metavar="DIR", help="directory for the migration files")
+    p.set_defaults(run=_not_yet)
+
+    p = sub.add_parser("drill", help="restore the latest backup into a scratch database and "
+                                     "verify it")
+    _common(p)
+    p.add_argument("--scratch-dsn", metavar="URL", help="server for the scratch database "
+                                                       "(overrides HOTDATA_DRILL_DATABASE_URL)")
+    p.set_defaults(run=_not_yet)
+
+    for name, text in (("report", "the periodic report, now"),
+                       ("lint", "schema checks: missing indexes, RLS gaps, duplicates")):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        p.set_defaults(run=_not_yet)
+
+    p = sub.add_parser("db", help="hotdata's own state schema")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_sub.add_parser("upgrade", help="apply pending state-schema migrations")
+    _common(up, reports=False)
+    up.set_defaults(run=_db_upgrade)
+
+    p = sub.add_parser("demo", help="the whole story on a throwaway local database")
+    p.set_defaults(run=_not_yet)
+
+    p = sub.add_parser("doctor", help="check databases, extensions, state schema and Slack")
+    _common(p)
+    p.set_defaults(run=_doctor)
+    return parser
+
+
+async def _not_yet(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"hotdata {args.command} is not available in this version yet.", file=sys.stderr)
+    return 2
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.server import serve
+
+    await serve(settings, host=args.host)
+    return 0
+
+
+async def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    async with connect(settings, "state") as conn:
+        applied = await migrate.upgrade(conn)
+        current = await migrate.version(conn)
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}; now at {current}")
+    else:
+        print(f"state schema is up to date (version {current})")
+    return 0
+
+
+async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    client = web_client(settings) if settings.slack_bot_token else None
+    found = await checks.run_all(settings, client)
+    _emit(args.format, found)
+    return 0 if all(c.ok for c in found) else 1
+
+
+def _emit(fmt: str, found: list[checks.Check]) -> None:
+    if fmt == "json":
+        print(render_status.as_json(found))
+    elif fmt == "markdown":
+        print(render_status.markdown(found))
+    else:
+        render_status.print_text(found, Console())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.run is _not_yet:
+        return asyncio.run(_not_yet(args, None))  # type: ignore[arg-type]
+    overrides = {"database_url": args.dsn} if getattr(args, "dsn", None) else {}
+    try:
+        settings = load_settings(**overrides)
+        if args.command == "serve":
+            settings.require_for_serve()
+        return asyncio.run(args.run(args, settings))
+    except ConfigError as error:
+        print(f"hotdata: configuration error: {error}", file=sys.stderr)
+        return 2
+    except (DatabaseUnavailable, MigrationError) as error:
+        print(f"hotdata: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

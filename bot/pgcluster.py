@@ -1,0 +1,183 @@
+"""A throwaway PostgreSQL cluster from the machine's own binaries, for the demo and the tests.
+
+PostgreSQL refuses to run as root, so when hotdata runs as root (containers, CI) the server is
+started as the unprivileged `postgres` system user; a normal user on a laptop runs it as
+themselves. The cluster listens on 127.0.0.1 on a free port with a private socket directory,
+preloads pg_stat_statements, and is removed completely by `stop()`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+SUPERUSER = "postgres"
+UNPRIVILEGED_USER = "postgres"
+
+# Speed over durability: the data is thrown away.
+BASE_CONF = {
+    "listen_addresses": "'127.0.0.1'",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "'top'",
+    "pg_stat_statements.max": "10000",
+    "max_connections": "200",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_wal_size": "'2GB'",
+    "shared_buffers": "'256MB'",
+    "log_min_messages": "warning",
+    "logging_collector": "off",
+}
+
+HBA = """\
+local all all trust
+host all {superuser} 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+class ClusterError(Exception):
+    """The throwaway cluster could not be created or started."""
+
+
+def find_bindir() -> Path:
+    """The PostgreSQL server binaries: HOTDATA_PG_BINDIR, `pg_config --bindir`, then the
+    newest /usr/lib/postgresql/*/bin."""
+    candidates: list[Path] = []
+    if os.environ.get("HOTDATA_PG_BINDIR"):
+        candidates.append(Path(os.environ["HOTDATA_PG_BINDIR"]))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            candidates.append(Path(out.stdout.strip()))
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted((Path(p) for p in versions),
+                         key=lambda p: _major(p.parent.name), reverse=True)
+    for directory in candidates:
+        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
+            return directory
+    raise ClusterError("no PostgreSQL server binaries found (initdb, pg_ctl): install the "
+                       "postgresql package or set HOTDATA_PG_BINDIR")
+
+
+def _major(name: str) -> int:
+    return int(name) if name.isdigit() else 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    bindir: Path
+    root: Path
+    port: int
+    run_as: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "socket"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "server.log"
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER,
+            password: str | None = None) -> str:
+        """A TCP connection string (what a remote bot would use)."""
+        extra = {"password": password} if password else {}
+        return make_conninfo(host="127.0.0.1", port=str(self.port), dbname=dbname, user=user,
+                             **extra)
+
+    def url(self, dbname: str = "postgres", user: str = SUPERUSER,
+            password: str | None = None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        extra: dict[str, object] = {"user": self.run_as} if self.run_as else {}
+        result = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                                cwd=self.root, check=False, **extra)  # type: ignore[call-overload]
+        if check and result.returncode != 0:
+            raise ClusterError(f"{Path(str(args[0])).name} failed: "
+                               f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        return result
+
+    def tool(self, name: str) -> Path:
+        return self.bindir / name
+
+    def init(self) -> None:
+        self._run(self.tool("initdb"), "-D", self.datadir, "-U", SUPERUSER, "--auth=trust",
+                  "-E", "UTF8", "--locale=C", "--no-sync")
+        self.socket_dir.mkdir(mode=0o700)
+        self._chown(self.socket_dir)
+        conf = {**BASE_CONF, "port": str(self.port),
+                "unix_socket_directories": f"'{self.socket_dir}'", **self.settings}
+        with open(self.datadir / "postgresql.conf", "a") as fh:
+            fh.write("\n# hotdata throwaway cluster\n")
+            fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        (self.datadir / "pg_hba.conf").write_text(HBA.format(superuser=SUPERUSER))
+
+    def start(self) -> None:
+        result = self._run(self.tool("pg_ctl"), "-D", self.datadir, "-l", self.logfile,
+                           "-w", "-t", "60", "start", check=False)
+        if result.returncode != 0:
+            log = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+            raise ClusterError(f"PostgreSQL did not start: {result.stderr.strip()} {log}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            self._run(self.tool("pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "stop",
+                      check=False)
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _chown(self, path: Path) -> None:
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def create(settings: dict[str, str] | None = None, bindir: Path | None = None) -> Cluster:
+    """Init and start a throwaway cluster; the caller must `destroy()` it."""
+    bindir = bindir or find_bindir()
+    run_as = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(UNPRIVILEGED_USER)
+        except KeyError:
+            raise ClusterError(f"running as root, and there is no '{UNPRIVILEGED_USER}' user "
+                               "to run PostgreSQL as") from None
+        run_as = UNPRIVILEGED_USER
+    root = Path(tempfile.mkdtemp(prefix="hotdata-pg-"))
+    cluster = Cluster(bindir=bindir, root=root, port=free_port(), run_as=run_as,
+                      settings=settings or {})
+    cluster._chown(root)
+    try:
+        cluster.init()
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster

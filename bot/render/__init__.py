@@ -1,0 +1,1 @@
+"""Rendering of hotdata's results: Block Kit for Slack, markdown, JSON and rich text."""

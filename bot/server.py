@@ -1,0 +1,93 @@
+"""`hotdata serve`: HTTP mode (aiohttp, /slack/events, /healthz) or Socket Mode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+
+from bot import migrate
+from bot.app import build_app
+from bot.db import connect
+from bot.services import Services
+from bot.settings import Settings
+from bot.slack import web_client
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+def http_app(app: AsyncApp | None, services: Services) -> web.Application:
+    """The aiohttp application: Slack requests at /slack/events (unless Socket Mode), /healthz."""
+    web_app = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "tasks": services.tasks.running})
+
+    web_app.router.add_get("/healthz", healthz)
+    if app is not None:
+        async def events(request: web.Request) -> web.Response:
+            response = await app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(response)
+
+        web_app.router.add_post(EVENTS_PATH, events)
+
+    async def drain(_: web.Application) -> None:
+        await services.tasks.drain()
+
+    web_app.on_shutdown.append(drain)
+    return web_app
+
+
+async def start_http(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; port 0 picks a free one. Returns the runner and the bound port."""
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    return runner, sockets[0].getsockname()[1] if sockets else port
+
+
+async def upgrade_state(settings: Settings) -> list[str]:
+    async with connect(settings, "state") as conn:
+        return await migrate.upgrade(conn)
+
+
+async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
+    """Run until SIGINT/SIGTERM; running tasks get time to finish."""
+    settings.require_for_serve()
+    applied = await upgrade_state(settings)
+    if applied:
+        log.info("state schema upgraded: %s", ", ".join(applied))
+    services = Services(settings, web_client(settings))
+    app = build_app(settings, services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    socket_handler = None
+    if settings.socket_mode:
+        assert settings.slack_app_token is not None
+        socket_handler = AsyncSocketModeHandler(
+            app, settings.slack_app_token.get_secret_value(), web_client=services.client)
+        await socket_handler.connect_async()
+        runner, port = await start_http(http_app(None, services), host, settings.port)
+        log.info("hotdata connected in Socket Mode; health on port %s", port)
+    else:
+        runner, port = await start_http(http_app(app, services), host, settings.port)
+        log.info("hotdata listening on port %s (%s, /healthz)", port, EVENTS_PATH)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await runner.cleanup()

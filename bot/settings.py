@@ -1,0 +1,149 @@
+"""hotdata's configuration: environment variables and `.env`, validated once at start-up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.dsn import parse_dsn
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTDATA_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+
+    database_url: str
+    state_database_url: str | None = None
+    migrator_database_url: str | None = None
+    drill_database_url: str | None = None
+
+    manager_ids: Annotated[list[str], NoDecode] = []
+    manager_group: str | None = None
+    channel: str | None = None
+    report_cron: str = "0 */2 * * *"
+    drill_cron: str | None = None
+    port: int = Field(3000, ge=1, le=65535)
+    slack_api_url: str = "https://slack.com/api/"
+    statement_timeout_ms: int = Field(5000, ge=100)
+
+    @field_validator("manager_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url", "state_database_url", "migrator_database_url",
+                     "drill_database_url")
+    @classmethod
+    def _valid_dsn(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_dsn(value)
+        return value
+
+    @field_validator("report_cron", "drill_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value:
+            CronTrigger.from_crontab(value)
+        return value or None
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slash_terminated(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def state_dsn(self) -> str:
+        return self.state_database_url or self.database_url
+
+    @property
+    def migrator_dsn(self) -> str:
+        return self.migrator_database_url or self.database_url
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for scrubbing text before it is shown."""
+        found = [s.get_secret_value() for s in (self.slack_bot_token, self.slack_signing_secret,
+                                                 self.slack_app_token) if s is not None]
+        for dsn in (self.database_url, self.state_database_url, self.migrator_database_url,
+                    self.drill_database_url):
+            if dsn:
+                password = parse_dsn(dsn).get("password")
+                if password:
+                    found.append(password)
+        return found
+
+    def require_for_serve(self) -> None:
+        """Slack credentials `hotdata serve` cannot run without."""
+        if self.slack_bot_token is None:
+            raise ConfigError("SLACK_BOT_TOKEN is not set: the bot token (xoxb-…) from the "
+                              "Slack app's OAuth & Permissions page")
+        if not self.socket_mode and self.slack_signing_secret is None:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode needs the signing "
+                              "secret from the Slack app's Basic Information page (or set "
+                              "SLACK_APP_TOKEN for Socket Mode)")
+
+
+_EXPECTS = {
+    "database_url": "a PostgreSQL URL such as postgresql://hotdata@db.example.com:5432/app",
+    "manager_ids": "comma-separated Slack user ids such as U012ABC,U034DEF",
+    "report_cron": "a five-field crontab expression such as '0 */2 * * *'",
+    "drill_cron": "a five-field crontab expression such as '30 3 * * *'",
+    "port": "a TCP port number between 1 and 65535",
+    "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",
+    "statement_timeout_ms": "milliseconds, at least 100",
+}
+
+
+def env_name(field: str) -> str:
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"HOTDATA_{field.upper()}"
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if field not in Settings.model_fields:
+        field = next((name for name in Settings.model_fields if env_name(name) == field), field)
+    name = env_name(field) if field in Settings.model_fields else field
+    if first["type"] == "missing":
+        problem = "is not set"
+    else:
+        problem = f"is invalid ({' '.join(str(first['msg']).split())})"
+    expects = _EXPECTS.get(field)
+    return f"{name} {problem}" + (f": expected {expects}" if expects else "")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment and `.env`; raise ConfigError with one line on a bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None

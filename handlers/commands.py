@@ -1,0 +1,65 @@
+"""The `/hotdata` slash command router."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot.render import status as render_status
+from bot.services import Services
+
+COMMAND = "/hotdata"
+
+USAGE = """*hotdata* — your PostgreSQL on call
+`/hotdata help` — this text
+`/hotdata analyze [top N]` — the slowest queries, their plans and what to fix (N from 1 to 50)
+`/hotdata propose` — turn the latest recommendations into index migrations for approval
+`/hotdata proposals` — pending and recent index migrations
+`/hotdata drill` — restore the latest backup into a scratch database and verify it
+`/hotdata report` — the periodic report, now
+`/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
+`/hotdata status` — database, extensions, state schema and Slack connection"""
+
+NOT_YET = {"analyze", "propose", "proposals", "drill", "report", "lint"}
+
+
+def usage(problem: str | None = None) -> str:
+    return f"{problem}\n\n{USAGE}" if problem else USAGE
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.command(COMMAND)
+    async def hotdata(ack: AsyncAck, command: dict, respond: AsyncRespond) -> None:
+        words = (command.get("text") or "").split()
+        sub = words[0].lower() if words else "help"
+        if sub == "help" and len(words) <= 1:
+            await ack(response_type="ephemeral", text=usage())
+        elif sub == "status" and len(words) == 1:
+            await ack(response_type="ephemeral", text="Checking hotdata's status…")
+            services.tasks.spawn(_status(services, respond), name="status",
+                                 on_error=_report_failure(services, respond, "status"))
+        elif sub in NOT_YET:
+            await ack(response_type="ephemeral",
+                      text=f"`/hotdata {sub}` is not available in this version yet.")
+        elif sub in {"help", "status"}:
+            extra = " ".join(words[1:])[:80]
+            await ack(response_type="ephemeral",
+                      text=usage(f"`/hotdata {sub}` takes no arguments, got `{extra}`."))
+        else:
+            await ack(response_type="ephemeral",
+                      text=usage(f"Unknown subcommand `{words[0][:40]}`."))
+
+
+async def _status(services: Services, respond: AsyncRespond) -> None:
+    found = await services.status()
+    await respond(response_type="ephemeral", text=render_status.headline(found),
+                  blocks=render_status.blocks(found), replace_original=False)
+
+
+def _report_failure(services: Services, respond: AsyncRespond,
+                    what: str) -> Callable[[BaseException], Awaitable[None]]:
+    async def report(error: BaseException) -> None:
+        await respond(response_type="ephemeral", replace_original=False,
+                      text=services.safe(f"hotdata could not finish `{what}`: {error}"))
+    return report

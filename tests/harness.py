@@ -1,0 +1,66 @@
+"""Helpers for the suites: the template database and the bot served in a thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from aiohttp import web
+
+from bot import pgcluster
+from bot.app import build_app
+from bot.fake_slack import FakeSlack, LoopThread
+from bot.server import http_app, start_http, upgrade_state
+from bot.services import Services
+from bot.settings import Settings
+from bot.slack import web_client
+from bot.slack_requests import Reply, SlackRequests
+
+TEMPLATE = "hotdata_template"
+EXTENSIONS = ("pg_stat_statements", "hypopg", "amcheck")
+
+
+def create_template(cluster: pgcluster.Cluster) -> None:
+    """The database every test clones: the extensions hotdata uses, created once."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    with psycopg.connect(cluster.dsn(TEMPLATE), autocommit=True) as conn:
+        for name in EXTENSIONS:
+            conn.execute(f"CREATE EXTENSION {name}")
+
+
+class BotUnderTest:
+    """`hotdata serve`'s HTTP app in its own event loop thread, with signed-request helpers."""
+
+    def __init__(self, settings: Settings, slack: FakeSlack) -> None:
+        self.settings = settings
+        self.slack = slack
+        self.services = Services(settings, web_client(settings))
+        self._thread = LoopThread("hotdata-under-test")
+        self._runner: web.AppRunner | None = None
+        self.requests: SlackRequests | None = None
+
+    def start(self) -> BotUnderTest:
+        self._thread.run(upgrade_state(self.settings))
+        app = build_app(self.settings, self.services)
+        self._runner, port = self._thread.run(
+            start_http(http_app(app, self.services), "127.0.0.1", 0))
+        secret = self.settings.slack_signing_secret
+        assert secret is not None
+        self.requests = SlackRequests(f"http://127.0.0.1:{port}/slack/events",
+                                      secret.get_secret_value(), self.slack.url)
+        self.port = port
+        return self
+
+    def run(self, work: Any, timeout: float = 60.0) -> Any:
+        """Run a coroutine on the bot's loop (for service calls beside the Slack flow)."""
+        return self._thread.run(work, timeout)
+
+    def slash(self, text: str, **kwargs: Any) -> Reply:
+        assert self.requests is not None
+        return self.requests.slash(text, **kwargs)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._thread.run(self._runner.cleanup())
+        self._thread.close()
