@@ -25,7 +25,9 @@ def build_app(settings: Settings, services: Services | None = None,
         client=services.client,
         signing_secret=secret.get_secret_value() if secret else None,
         request_verification_enabled=not settings.socket_mode or secret is not None,
-        process_before_response=False,
+        # Listeners only parse, ack and spawn tracked tasks, so running them before the
+        # response costs nothing and saves Bolt's ack-polling delay (~10 ms per request).
+        process_before_response=True,
         name="hotdata",
     )
 

@@ -9,6 +9,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import migrate
+from bot.analysis.catalog import TAG
+from bot.analysis.collect import SETUP_HINT, pgss_problem
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn
 from bot.settings import Settings
@@ -36,10 +38,8 @@ class Check:
         return {**asdict(self), "ok": self.ok}
 
 
-EXTENSIONS_SQL = """
-SELECT a.name, a.default_version, e.extversion AS installed,
-       a.name = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''),
-                                    ',')) AS preloaded
+EXTENSIONS_SQL = TAG + """
+SELECT a.name, a.default_version, e.extversion AS installed
 FROM pg_available_extensions a LEFT JOIN pg_extension e ON e.extname = a.name
 WHERE a.name = ANY (%s)
 """
@@ -54,23 +54,23 @@ async def target_checks(settings: Settings, dsn: str | None = None) -> list[Chec
             server = await cur.fetchone()
             cur = await conn.execute(EXTENSIONS_SQL, (list(EXTENSIONS),))
             found = {row["name"]: row for row in await cur.fetchall()}
+            pgss = await pgss_problem(conn)
     except DatabaseUnavailable as error:
         return [Check("target database", "fail", str(error))]
     checks = [Check("target database", "ok",
                     f"{redact_dsn(target)} reachable: PostgreSQL {server['version']}, "
                     f"connected as {server['usr']}, read-only")]
     for name, purpose in EXTENSIONS.items():
-        checks.append(_extension_check(name, purpose, found.get(name)))
+        checks.append(_extension_check(name, purpose, found.get(name),
+                                       pgss if name == "pg_stat_statements" else None))
     return checks
 
 
-def _extension_check(name: str, purpose: str, row: dict | None) -> Check:
+def _extension_check(name: str, purpose: str, row: dict | None, problem: str | None) -> Check:
     if row is None:
         return Check(name, "warn", f"not available on the server: install it for {purpose}")
-    needs_preload = name == "pg_stat_statements" and not row["preloaded"]
-    if needs_preload:
-        return Check(name, "warn", "available but not preloaded: add it to "
-                     "shared_preload_libraries, restart, then CREATE EXTENSION " + name)
+    if problem and problem.startswith("not preloaded"):
+        return Check(name, "warn", f"available but {problem}: {SETUP_HINT}")
     if row["installed"] is None:
         return Check(name, "ok", f"available {row['default_version']}, not yet created in this "
                      f"database: run CREATE EXTENSION {name}")

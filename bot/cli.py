@@ -12,8 +12,11 @@ from typing import Any
 from rich.console import Console
 
 from bot import checks, migrate
+from bot.analysis.collect import WatchedQueriesError
+from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
 from bot.migrate import MigrationError
+from bot.render import analysis as render_analysis
 from bot.render import status as render_status
 from bot.settings import ConfigError, Settings, load_settings
 from bot.slack import web_client
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="the slowest queries, their plans and fixes")
     _common(p)
     p.add_argument("--top", type=int, default=5, help="how many statements (1-50, default 5)")
-    p.set_defaults(run=_not_yet)
+    p.set_defaults(run=_analyze)
 
     p = sub.add_parser("propose", help="write index migrations from the latest recommendations")
     _common(p)
@@ -85,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 async def _not_yet(args: argparse.Namespace, settings: Settings) -> int:
     print(f"hotdata {args.command} is not available in this version yet.", file=sys.stderr)
     return 2
+
+
+async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
+    result = await analyze(settings, top=args.top)
+    if args.format == "json":
+        print(render_analysis.as_json(result))
+    elif args.format == "markdown":
+        print(render_analysis.markdown(result))
+    else:
+        render_analysis.print_text(result, Console())
+    return 0
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(args.run(args, settings))
     except ConfigError as error:
         print(f"hotdata: configuration error: {error}", file=sys.stderr)
+        return 2
+    except (BadRequest, WatchedQueriesError) as error:
+        print(f"hotdata: {error}", file=sys.stderr)
         return 2
     except (DatabaseUnavailable, MigrationError) as error:
         print(f"hotdata: {error}", file=sys.stderr)

@@ -13,8 +13,8 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     """Parse a URL or key=value connection string; ValueError when it is neither."""
     try:
         parsed = conninfo_to_dict(dsn)
-    except Exception as error:  # psycopg raises ProgrammingError with libpq's message
-        raise ValueError(f"not a PostgreSQL connection string ({error})") from None
+    except Exception:  # libpq's message quotes the string, password included: not shown
+        raise ValueError("not a PostgreSQL connection string") from None
     return {key: str(value) for key, value in parsed.items() if value is not None}
 
 

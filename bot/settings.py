@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.dsn import parse_dsn
+from bot.dsn import parse_dsn, scrub
 
 
 class ConfigError(Exception):
@@ -43,6 +45,9 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535)
     slack_api_url: str = "https://slack.com/api/"
     statement_timeout_ms: int = Field(5000, ge=100)
+    watched_queries: Path | None = None
+    app_role: str | None = None
+    app_jwt_claims: str | None = None
 
     @field_validator("manager_ids", mode="before")
     @classmethod
@@ -65,6 +70,13 @@ class Settings(BaseSettings):
         if value:
             CronTrigger.from_crontab(value)
         return value or None
+
+    @field_validator("app_jwt_claims")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(json.loads(value), dict):
+            raise ValueError("must be a JSON object")
+        return value
 
     @field_validator("slack_api_url")
     @classmethod
@@ -116,6 +128,7 @@ _EXPECTS = {
     "port": "a TCP port number between 1 and 65535",
     "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",
     "statement_timeout_ms": "milliseconds, at least 100",
+    "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
 
 
@@ -138,7 +151,7 @@ def _describe(error: ValidationError) -> str:
     else:
         problem = f"is invalid ({' '.join(str(first['msg']).split())})"
     expects = _EXPECTS.get(field)
-    return f"{name} {problem}" + (f": expected {expects}" if expects else "")
+    return scrub(f"{name} {problem}" + (f": expected {expects}" if expects else ""), [])
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot.analysis.collect import MAX_TOP
+from bot.analysis.runs import AnalysisBusy, run_in_channel
 from bot.render import status as render_status
 from bot.services import Services
 
@@ -21,11 +23,24 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NOT_YET = {"analyze", "propose", "proposals", "drill", "report", "lint"}
+NOT_YET = {"propose", "proposals", "drill", "report", "lint"}
+DEFAULT_TOP = 5
 
 
 def usage(problem: str | None = None) -> str:
     return f"{problem}\n\n{USAGE}" if problem else USAGE
+
+
+def parse_top(words: list[str]) -> int:
+    """`analyze`, `analyze top N` → N; ValueError with what is wrong otherwise."""
+    if not words:
+        return DEFAULT_TOP
+    if len(words) == 2 and words[0].lower() == "top" and words[1].isdigit():
+        top = int(words[1])
+        if 1 <= top <= MAX_TOP:
+            return top
+        raise ValueError(f"`top` must be between 1 and {MAX_TOP}, got {top}.")
+    raise ValueError(f"`/hotdata analyze` takes `top N`, got `{' '.join(words)[:80]}`.")
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -39,6 +54,17 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text="Checking hotdata's status…")
             services.tasks.spawn(_status(services, respond), name="status",
                                  on_error=_report_failure(services, respond, "status"))
+        elif sub == "analyze":
+            try:
+                top = parse_top(words[1:])
+            except ValueError as problem:
+                await ack(response_type="ephemeral", text=usage(str(problem)))
+                return
+            await ack(response_type="ephemeral",
+                      text=f"Analysing the {top} slowest statements; results will appear here.")
+            services.tasks.spawn(
+                _analyze(services, respond, command["channel_id"], command["user_id"], top),
+                name="analyze", on_error=_report_failure(services, respond, "analyze"))
         elif sub in NOT_YET:
             await ack(response_type="ephemeral",
                       text=f"`/hotdata {sub}` is not available in this version yet.")
@@ -55,6 +81,14 @@ async def _status(services: Services, respond: AsyncRespond) -> None:
     found = await services.status()
     await respond(response_type="ephemeral", text=render_status.headline(found),
                   blocks=render_status.blocks(found), replace_original=False)
+
+
+async def _analyze(services: Services, respond: AsyncRespond, channel: str, user: str,
+                   top: int) -> None:
+    try:
+        await run_in_channel(services, channel, user, top)
+    except AnalysisBusy as busy:
+        await respond(response_type="ephemeral", replace_original=False, text=str(busy))
 
 
 def _report_failure(services: Services, respond: AsyncRespond,

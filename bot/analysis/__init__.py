@@ -1,0 +1,1 @@
+"""Query analysis, step by step: collect → choose values → plan → find → report."""

@@ -1,0 +1,114 @@
+"""Catalog facts about the tables a workload touches, fetched in a few batched queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+from bot.analysis.sqltext import Relation
+
+TAG = "/* hotdata */ "  # marks hotdata's own statements so pg_stat_statements readers skip them
+
+
+@dataclass
+class Index:
+    name: str
+    columns: list[str]
+    valid: bool
+    unique: bool
+    primary: bool
+    predicate: str | None
+    size_bytes: int
+    definition: str
+
+
+@dataclass
+class Policy:
+    name: str
+    command: str
+    roles: list[str]
+    permissive: bool
+    qual: str | None
+    with_check: str | None
+
+
+@dataclass
+class Table:
+    oid: int
+    schema: str
+    name: str
+    rows: int
+    size_bytes: int
+    rls: bool
+    force_rls: bool
+    indexes: list[Index] = field(default_factory=list)
+    policies: list[Policy] = field(default_factory=list)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+RESOLVE_SQL = TAG + """
+SELECT r.key, c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
+       greatest(c.reltuples, 0)::bigint AS rows, pg_total_relation_size(c.oid) AS size_bytes,
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls
+FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
+JOIN pg_class c ON c.oid = to_regclass(
+       CASE WHEN r.s IS NULL THEN quote_ident(r.n)
+            ELSE quote_ident(r.s) || '.' || quote_ident(r.n) END)
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm')
+"""
+
+INDEXES_SQL = TAG + """
+SELECT i.indrelid::bigint AS table_oid, ic.relname AS name, i.indisvalid AS valid,
+       i.indisunique AS unique, i.indisprimary AS primary,
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+             FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k) AS columns,
+       pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
+       pg_relation_size(i.indexrelid) AS size_bytes, pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = ANY(%s::oid[])
+ORDER BY ic.relname
+"""
+
+POLICIES_SQL = TAG + """
+SELECT schemaname AS schema, tablename AS table, policyname AS name, cmd AS command,
+       roles::text[] AS roles, permissive = 'PERMISSIVE' AS permissive, qual, with_check
+FROM pg_policies WHERE (schemaname || '.' || tablename) = ANY(%s::text[])
+ORDER BY policyname
+"""
+
+
+async def tables(conn: psycopg.AsyncConnection[dict],
+                 relations: list[Relation]) -> dict[str, Table]:
+    """relation key as written in the query (`name` or `schema.name`) → Table."""
+    unique = {r.key: r for r in relations}
+    if not unique:
+        return {}
+    cur = await conn.execute(RESOLVE_SQL, {
+        "keys": list(unique), "schemas": [r.schema for r in unique.values()],
+        "names": [r.name for r in unique.values()]})
+    rows = await cur.fetchall()
+    by_oid: dict[int, Table] = {}
+    found: dict[str, Table] = {}
+    for row in rows:
+        table = by_oid.setdefault(row["oid"], Table(
+            row["oid"], row["schema"], row["name"], row["rows"], row["size_bytes"],
+            row["rls"], row["force_rls"]))
+        found[row["key"]] = table
+    if by_oid:
+        cur = await conn.execute(INDEXES_SQL, (list(by_oid),))
+        for row in await cur.fetchall():
+            by_oid[row["table_oid"]].indexes.append(Index(
+                row["name"], list(row["columns"]), row["valid"], row["unique"], row["primary"],
+                row["predicate"], row["size_bytes"], row["definition"]))
+        qualified = {t.qualified: t for t in by_oid.values()}
+        cur = await conn.execute(POLICIES_SQL, (list(qualified),))
+        for row in await cur.fetchall():
+            qualified[f"{row['schema']}.{row['table']}"].policies.append(Policy(
+                row["name"], row["command"], list(row["roles"]), row["permissive"], row["qual"],
+                row["with_check"]))
+    return found

@@ -1,0 +1,156 @@
+"""Step 1: the workload — pg_stat_statements' heaviest statements and the watched queries."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from bot.analysis import sqltext
+from bot.analysis.catalog import TAG
+from bot.analysis.model import Statement
+
+MAX_TOP = 50
+OVERFETCH = 10  # rows read per wanted statement, to survive filtering and grouping
+
+PGSS_CREATED_SQL = TAG + """
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS created
+"""
+
+PGSS_SQL = TAG + """
+SELECT s.queryid::text AS queryid, s.query, s.calls, s.total_exec_time AS total_ms,
+       s.rows, s.shared_blks_hit, s.shared_blks_read, s.temp_blks_written
+FROM pg_stat_statements s
+WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.query NOT LIKE '%%/* hotdata */%%'
+ORDER BY s.total_exec_time DESC
+LIMIT %s
+"""
+
+SETUP_HINT = ("add `shared_preload_libraries = 'pg_stat_statements'` to postgresql.conf, "
+              "restart PostgreSQL, then run `CREATE EXTENSION pg_stat_statements;` in this "
+              "database (on Supabase: Database → Extensions → pg_stat_statements)")
+
+
+class WatchedQueriesError(Exception):
+    """The watched-queries file is missing or malformed; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    name: str
+    sql: str
+    params: list[str] | None
+    calls: int
+
+
+def load_watched(path: Path) -> list[Watched]:
+    """Read `[[query]]` tables (name, sql, optional params and calls) from a TOML file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise WatchedQueriesError(f"watched-queries file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise WatchedQueriesError(f"watched-queries file {path} is not valid TOML: {error}") \
+            from None
+    entries = data.get("query", [])
+    if not isinstance(entries, list):
+        raise WatchedQueriesError(f"{path}: expected [[query]] tables")
+    watched = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("sql"), str):
+            raise WatchedQueriesError(f"{path}: query #{number} needs a `sql` string")
+        try:
+            sqltext.parse_one(entry["sql"])
+        except sqltext.Unparseable as error:
+            raise WatchedQueriesError(
+                f"{path}: query #{number} ({entry.get('name', 'unnamed')}) does not parse: "
+                f"{error}") from None
+        params = entry.get("params")
+        if params is not None and not isinstance(params, list):
+            raise WatchedQueriesError(f"{path}: query #{number}: `params` must be a list")
+        watched.append(Watched(str(entry.get("name") or f"watched #{number}"), entry["sql"],
+                               [None if p is None else str(p) for p in params]
+                               if params is not None else None,
+                               int(entry.get("calls", 0))))
+    return watched
+
+
+async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
+    """None when pg_stat_statements can be read here; otherwise what is missing.
+
+    Probing the view works for any role, where reading `shared_preload_libraries` needs
+    pg_read_all_settings.
+    """
+    cur = await conn.execute(PGSS_CREATED_SQL)
+    row = await cur.fetchone()
+    if not row or not row["created"]:
+        return "not created in this database"
+    try:
+        async with conn.transaction():
+            await conn.execute(TAG + "SELECT 1 FROM pg_stat_statements LIMIT 1")
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        return "not preloaded (shared_preload_libraries)"
+    return None
+
+
+async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
+                             notes: list[str]) -> list[Statement]:
+    """The `top` heaviest application statements by total time, grouped by fingerprint."""
+    problem = await pgss_problem(conn)
+    if problem is not None:
+        notes.append(f"pg_stat_statements is {problem}: {SETUP_HINT}. "
+                     "Analysing the watched queries only.")
+        return []
+    cur = await conn.execute(PGSS_SQL, (top * OVERFETCH,))
+    grouped: dict[str, Statement] = {}
+    hidden = 0
+    for row in await cur.fetchall():
+        text = row["query"]
+        if text == "<insufficient privilege>":
+            hidden += 1
+            continue
+        if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
+            continue
+        key = sqltext.fingerprint(text)
+        found = grouped.get(key)
+        if found is None:
+            grouped[key] = Statement(
+                key, text, "pg_stat_statements", queryid=row["queryid"], calls=row["calls"],
+                total_ms=row["total_ms"], rows=row["rows"],
+                shared_blks_hit=row["shared_blks_hit"], shared_blks_read=row["shared_blks_read"],
+                temp_blks_written=row["temp_blks_written"])
+            continue
+        found.calls += row["calls"]
+        found.total_ms += row["total_ms"]
+        found.rows += row["rows"]
+        found.shared_blks_hit += row["shared_blks_hit"]
+        found.shared_blks_read += row["shared_blks_read"]
+        found.temp_blks_written += row["temp_blks_written"]
+    if hidden:
+        notes.append(f"{hidden} statement(s) of other roles are hidden from this role: "
+                     "GRANT pg_read_all_stats TO it to analyse them")
+    ranked = sorted(grouped.values(), key=lambda s: s.total_ms, reverse=True)[:top]
+    for statement in ranked:
+        statement.mean_ms = statement.total_ms / statement.calls if statement.calls else 0.0
+    return ranked
+
+
+def merge_watched(statements: list[Statement], watched: list[Watched]) -> list[Statement]:
+    """Watched queries are always analysed. One already collected keeps its statistics and
+    takes the watched text and values: pg_stat_statements replaced its constants by `$n`."""
+    by_key = {s.fingerprint: s for s in statements}
+    merged = list(statements)
+    for entry in watched:
+        key = sqltext.fingerprint(entry.sql)
+        if key in by_key:
+            found = by_key[key]
+            found.name, found.query, found.params = entry.name, entry.sql, entry.params
+            continue
+        statement = Statement(key, entry.sql, "watched", name=entry.name, calls=entry.calls,
+                              params=entry.params)
+        by_key[key] = statement
+        merged.append(statement)
+    return merged

@@ -1,0 +1,315 @@
+"""Step 4: what is wrong — pure functions over EXPLAIN plans and catalog facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pglast import ast
+
+from bot.analysis import sqltext
+from bot.analysis.catalog import Policy, Table
+from bot.analysis.model import Finding, PlanRun
+
+PER_ROW_FUNCTIONS = {("auth", "uid"), ("auth", "jwt"), ("auth", "role"),
+                     (None, "current_setting"), ("pg_catalog", "current_setting")}
+
+
+# Nodes whose row estimates matter; a node under a Limit stops early, so its count is partial.
+ESTIMATED_NODES = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan",
+                   "Bitmap Index Scan", "Nested Loop", "Hash Join", "Merge Join"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    large_table_rows: int = 10_000
+    selective_fraction: float = 0.1
+    removed_ratio: float = 10.0
+    removed_min_rows: int = 1_000
+    sort_ratio: float = 10.0
+    sort_min_rows: int = 1_000
+    misestimate_ratio: float = 10.0
+    misestimate_min_rows: int = 100
+
+
+def nodes(plan: dict[str, Any], parents: tuple[dict[str, Any], ...] = ()
+          ) -> Iterator[tuple[dict[str, Any], tuple[dict[str, Any], ...]]]:
+    yield plan, parents
+    for child in plan.get("Plans", []):
+        yield from nodes(child, (*parents, plan))
+
+
+def _actual(node: dict[str, Any]) -> float:
+    """Rows a node produced over all its loops."""
+    return float(node.get("Actual Rows", 0)) * float(node.get("Actual Loops", 1) or 1)
+
+
+def _removed(node: dict[str, Any]) -> float:
+    return float(node.get("Rows Removed by Filter", 0)) * float(node.get("Actual Loops", 1) or 1)
+
+
+def _n(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def filter_columns(expression: str | None) -> list[str]:
+    """Columns named in a plan's Filter/Index Cond text, in order of appearance."""
+    if not expression:
+        return []
+    try:
+        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    except sqltext.Unparseable:
+        return []
+    found: list[str] = []
+    for node, _ in sqltext.walk(stmt):
+        if isinstance(node, ast.ColumnRef):
+            names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+            if names and names[-1] not in found:
+                found.append(names[-1])
+    return found
+
+
+def wrapped_columns(expression: str | None) -> list[str]:
+    """Columns the filter passes through a function or cast (`lower(email) = …`)."""
+    if not expression:
+        return []
+    try:
+        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    except sqltext.Unparseable:
+        return []
+    found = []
+    for node, parents in sqltext.walk(stmt):
+        if isinstance(node, ast.ColumnRef) and any(
+                isinstance(p, ast.FuncCall) or (isinstance(p, ast.TypeCast)
+                                                and not _cast_of_constant(p)) for p in parents):
+            names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+            if names:
+                found.append(names[-1])
+    return found
+
+
+def _cast_of_constant(node: ast.TypeCast) -> bool:
+    return isinstance(node.arg, ast.A_Const)
+
+
+def _table(node: dict[str, Any], tables: dict[str, Table]) -> Table | None:
+    name = node.get("Relation Name")
+    if name is None:
+        return None
+    for table in tables.values():
+        if table.name == name and (node.get("Schema") in (None, table.schema)):
+            return table
+    return None
+
+
+def _scan_table(node: dict[str, Any], tables: dict[str, Table]) -> Table | None:
+    for inner, _ in nodes(node):
+        found = _table(inner, tables)
+        if found is not None:
+            return found
+    return None
+
+
+def _label(table: Table | None, node: dict[str, Any]) -> str | None:
+    if table is not None:
+        return table.qualified
+    return node.get("Relation Name")
+
+
+def plan_findings(run: PlanRun, tables: dict[str, Table],
+                  limits: Thresholds = Thresholds()) -> list[Finding]:
+    """Findings one analysed plan shows."""
+    if run.plan is None:
+        return []
+    found: list[Finding] = []
+    root = run.plan["Plan"]
+    for node, parents in nodes(root):
+        kind = node.get("Node Type", "")
+        table = _table(node, tables)
+        where = _label(table, node)
+        if kind == "Seq Scan" and table is not None and node.get("Filter"):
+            found += _seq_scan(node, table, limits, run.analyzed)
+        elif run.analyzed and kind != "Seq Scan" and node.get("Filter"):
+            removed, returned = _removed(node), _actual(node)
+            if removed >= limits.removed_min_rows and removed >= limits.removed_ratio * max(
+                    returned, 1):
+                columns = ", ".join(filter_columns(node.get("Filter"))) or "the filter"
+                index = f" {node['Index Name']}" if node.get("Index Name") else ""
+                found.append(Finding(
+                    "rows_removed", where,
+                    f"{kind} on {where} fetched {_n(removed + returned)} rows and its filter "
+                    f"removed {_n(removed)} to keep {_n(returned)} ({node.get('Filter')})",
+                    f"add {columns} to the index{index} "
+                    "(or make it partial) so the scan reads only matching rows"))
+        if kind == "Sort" and run.analyzed and parents and any(
+                p.get("Node Type") == "Limit" for p in parents[-2:]):
+            child = node.get("Plans", [{}])[0]
+            sorted_rows, limit = _actual(child), _actual(parents[-1])
+            if sorted_rows >= limits.sort_min_rows and sorted_rows >= limits.sort_ratio * max(
+                    limit, 1):
+                keys = ", ".join(node.get("Sort Key", []))
+                sort_table = _scan_table(node, tables)
+                found.append(Finding(
+                    "sort_limit", _label(sort_table, node),
+                    f"sorts {_n(sorted_rows)} rows by {keys} to return {_n(limit)}",
+                    f"an index ending in ({keys}) after the filtered columns lets PostgreSQL "
+                    "read rows in order and stop at the LIMIT"))
+        under_limit = any(p.get("Node Type") == "Limit" for p in parents)
+        if (run.analyzed and kind in ESTIMATED_NODES and not under_limit
+                and "Plan Rows" in node and "Actual Rows" in node):
+            estimated, actual = float(node["Plan Rows"]), float(node["Actual Rows"])
+            high, low = max(estimated, actual), max(min(estimated, actual), 1.0)
+            if high >= limits.misestimate_min_rows and high / low >= limits.misestimate_ratio:
+                est_table = table or _scan_table(node, tables)
+                target = est_table.qualified if est_table else "the tables involved"
+                found.append(Finding(
+                    "misestimate", _label(est_table, node),
+                    f"{kind} estimated {_n(estimated)} rows per loop, got {_n(actual)} "
+                    f"({high / low:.0f} times off)",
+                    f"ANALYZE {target}; if it persists, raise the statistics target of the "
+                    "filtered columns or add extended statistics (CREATE STATISTICS)"))
+        spilled = int(node.get("Temp Written Blocks", 0) or 0)
+        if spilled or node.get("Sort Space Type") == "Disk" or int(
+                node.get("Hash Batches", 1) or 1) > 1:
+            found.append(Finding(
+                "temp_spill", _label(table or _scan_table(node, tables), node),
+                f"{kind} spilled to disk ({spilled * 8:,} kB of temporary files)",
+                "raise work_mem for this workload's role (ALTER ROLE … SET work_mem) or shrink "
+                "the sort/hash with a more selective index"))
+    return found
+
+
+def _seq_scan(node: dict[str, Any], table: Table, limits: Thresholds,
+              analyzed: bool) -> list[Finding]:
+    if table.rows < limits.large_table_rows:
+        return []
+    returned = _actual(node) if analyzed else float(node.get("Plan Rows", 0))
+    read = returned + _removed(node) if analyzed else float(table.rows)
+    if read <= 0 or returned / max(read, 1) >= limits.selective_fraction:
+        return []
+    findings = []
+    columns = filter_columns(node.get("Filter"))
+    wrapped = set(wrapped_columns(node.get("Filter")))
+    for index in table.indexes:
+        lead = index.columns[0] if index.columns else ""
+        if lead in columns and not index.valid:
+            findings.append(Finding(
+                "unusable_index", table.qualified,
+                f"index {index.name} on ({', '.join(index.columns)}) is invalid (a failed "
+                "concurrent build), so the planner cannot use it",
+                f"DROP INDEX CONCURRENTLY {index.name}; then recreate it CONCURRENTLY"))
+        elif lead in wrapped:
+            findings.append(Finding(
+                "unusable_index", table.qualified,
+                f"index {index.name} on ({', '.join(index.columns)}) cannot serve the filter "
+                f"{node.get('Filter')}: the column is wrapped in a function or cast",
+                f"compare the bare column {lead} (cast the parameter instead), or index the "
+                "expression itself"))
+    findings.append(Finding(
+        "seq_scan", table.qualified,
+        f"Seq Scan on {table.qualified} reads {_n(read)} rows to return {_n(returned)} "
+        f"(filter {node.get('Filter')})",
+        f"index {table.qualified} on ({', '.join(columns) or 'the filtered columns'}) — see "
+        "the recommendations"))
+    return findings
+
+
+def per_row_calls(expression: str | None) -> list[str]:
+    """`auth.uid()`-style calls in a policy expression that are not wrapped in `(SELECT …)`.
+
+    Outside a sub-select PostgreSQL may call them once per row; inside one they become an
+    InitPlan evaluated once per query.
+    """
+    if not expression:
+        return []
+    try:
+        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    except sqltext.Unparseable:
+        return []
+    calls = []
+    for node, parents in sqltext.walk(stmt):
+        if isinstance(node, ast.FuncCall) and not any(isinstance(p, ast.SubLink)
+                                                      for p in parents):
+            names = tuple(n.sval for n in node.funcname if isinstance(n, ast.String))
+            key = (names[0], names[1]) if len(names) == 2 else (None, names[-1])
+            if key in PER_ROW_FUNCTIONS:
+                calls.append(".".join(names) + "()")
+    return calls
+
+
+def policy_findings(table: Table, app_role: str | None) -> list[Finding]:
+    found = []
+    for policy in table.policies:
+        if not _applies(policy, app_role):
+            continue
+        for expression in (policy.qual, policy.with_check):
+            calls = per_row_calls(expression)
+            if calls:
+                found.append(Finding(
+                    "rls_per_row", table.qualified,
+                    f"policy {policy.name} calls {', '.join(sorted(set(calls)))} for every row: "
+                    f"{expression}",
+                    "wrap the call in a sub-select, e.g. USING (user_id = (select auth.uid())), "
+                    "so it is evaluated once per query"))
+                break
+    return found
+
+
+def _applies(policy: Policy, app_role: str | None) -> bool:
+    return app_role is None or "public" in policy.roles or app_role in policy.roles
+
+
+def timeout_finding(run: PlanRun) -> Finding | None:
+    if run.error and run.error.startswith("did not finish"):
+        return Finding("timeout", None, f"EXPLAIN ANALYZE {run.error} (values: {run.label})",
+                       "look at the plan below; this statement needs an index or a rewrite "
+                       "before it can even be measured")
+    return None
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per kind and table (the first, which comes from the heaviest values)."""
+    seen: set[tuple[str, str | None]] = set()
+    unique = []
+    for finding in findings:
+        key = (finding.kind, finding.table)
+        if key not in seen:
+            seen.add(key)
+            unique.append(finding)
+    return unique
+
+
+def summarize(plan: dict[str, Any] | None, tables: dict[str, Table]) -> str:
+    """One line: the plan's main path, top down, with the numbers that matter."""
+    if plan is None:
+        return "no plan"
+    parts = []
+    node: dict[str, Any] | None = plan["Plan"]
+    while node is not None and len(parts) < 5:
+        kind = node.get("Node Type", "?")
+        text = kind
+        if node.get("Index Name"):
+            text += f" using {node['Index Name']}"
+        if node.get("Relation Name"):
+            table = _table(node, tables)
+            text += f" on {table.qualified if table else node['Relation Name']}"
+        if node.get("Sort Key"):
+            text += f" ({', '.join(node['Sort Key'])})"
+        if "Actual Rows" in node:
+            text += f" [{_n(_actual(node))} rows"
+            if node.get("Rows Removed by Filter"):
+                text += f", {_n(_removed(node))} removed"
+            text += "]"
+        parts.append(text)
+        children = node.get("Plans") or []
+        node = children[0] if children else None
+    return " → ".join(parts)
+
+
+def plan_shape(plan: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """What makes two plans the same plan: node types, relations and indexes, in order."""
+    if plan is None:
+        return []
+    return [(n.get("Node Type", ""), n.get("Relation Name", ""), n.get("Index Name", ""))
+            for n, _ in nodes(plan["Plan"])]

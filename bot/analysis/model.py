@@ -1,0 +1,71 @@
+"""The plain data the analysis steps pass along."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Statement:
+    """One query of the workload, however many texts it arrived in."""
+
+    fingerprint: str
+    query: str
+    source: str  # "pg_stat_statements" | "watched"
+    queryid: str | None = None
+    name: str | None = None
+    calls: int = 0
+    total_ms: float = 0.0
+    mean_ms: float = 0.0
+    rows: int = 0
+    shared_blks_hit: int = 0
+    shared_blks_read: int = 0
+    temp_blks_written: int = 0
+    params: list[str] | None = None  # sample values given for a watched query
+
+
+@dataclass
+class Finding:
+    kind: str
+    table: str | None
+    detail: str
+    fix: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "table": self.table, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class PlanRun:
+    """One EXPLAIN of a statement: as whom, with which values, and what came back."""
+
+    role: str  # "owner" | "app"
+    label: str  # "common" | "median" | "rare" | "given" | "none"
+    values: list[str | None]
+    plan: dict[str, Any] | None = None
+    analyzed: bool = False
+    ms: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class QueryResult:
+    statement: Statement
+    runs: list[PlanRun] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    plan_summary: str = ""
+    app_plan_differs: bool = False
+    app_plan_summary: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Analysis:
+    database: str
+    collected_at: str
+    results: list[QueryResult] = field(default_factory=list)
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    id: int | None = None

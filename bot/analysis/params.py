@@ -1,0 +1,101 @@
+"""Step 2: values for `$n` parameters — a common, a median and a rare one from `pg_stats`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from bot.analysis.catalog import TAG, Table
+from bot.analysis.sqltext import ParamUse
+
+LABELS = ("common", "median", "rare")
+
+STATS_SQL = TAG + """
+SELECT s.schemaname || '.' || s.tablename AS table, s.attname AS column,
+       s.most_common_vals::text::text[] AS mcv, s.most_common_freqs AS mcf,
+       s.histogram_bounds::text::text[] AS hist
+FROM pg_stats s
+JOIN unnest(%s::text[], %s::text[]) AS w(tbl, col)
+  ON s.schemaname || '.' || s.tablename = w.tbl AND s.attname = w.col
+"""
+
+# Values for parameters no statistic describes, by the type PREPARE inferred.
+DEFAULTS = {
+    "integer": "1", "bigint": "1", "smallint": "1", "numeric": "1", "real": "1",
+    "double precision": "1", "boolean": "true", "text": "x", "character varying": "x",
+    "uuid": "00000000-0000-0000-0000-000000000000", "interval": "7 days",
+    "timestamp with time zone": "now", "timestamp without time zone": "now",
+    "date": "today", "jsonb": "{}", "json": "{}",
+}
+LIMIT_VALUE = "20"
+
+
+@dataclass(frozen=True)
+class ColumnValues:
+    common: str | None
+    median: str | None
+    rare: str | None
+
+    def get(self, label: str) -> str | None:
+        return getattr(self, label)
+
+
+def pick(mcv: list[str] | None, freqs: list[float] | None,
+         hist: list[str] | None) -> ColumnValues:
+    """Heaviest value (first most-common value), a middle one, and the rarest one known.
+
+    With a histogram, its middle bound is a typical value and its first bound a rare one;
+    with most-common values only, they are ordered by frequency.
+    """
+    mcv = mcv or []
+    hist = hist or []
+    common = mcv[0] if mcv else (hist[len(hist) // 2] if hist else None)
+    if hist:
+        return ColumnValues(common, hist[len(hist) // 2], hist[0])
+    if mcv:
+        order = sorted(range(len(mcv)), key=lambda i: (freqs or [0] * len(mcv))[i],
+                       reverse=True)
+        return ColumnValues(common, mcv[order[len(order) // 2]], mcv[order[-1]])
+    return ColumnValues(None, None, None)
+
+
+async def column_values(conn: psycopg.AsyncConnection[dict], uses: dict[int, ParamUse],
+                        tables: dict[str, Table]) -> dict[tuple[str, str], ColumnValues]:
+    """(schema.table, column) → values, for every parameter compared with a known column."""
+    wanted = {(tables[u.table].qualified, u.column) for u in uses.values()
+              if u.role == "column" and u.table in tables and u.column}
+    if not wanted:
+        return {}
+    pairs = sorted(wanted)
+    cur = await conn.execute(STATS_SQL, ([t for t, _ in pairs], [c for _, c in pairs]))
+    return {(row["table"], row["column"]): pick(row["mcv"], row["mcf"], row["hist"])
+            for row in await cur.fetchall()}
+
+
+def value_sets(uses: dict[int, ParamUse], types: list[str], tables: dict[str, Table],
+               stats: dict[tuple[str, str], ColumnValues]) -> dict[str, list[str | None]]:
+    """label → one value per parameter; identical sets are listed once."""
+    if not types:
+        return {"none": []}
+    sets: dict[str, list[str | None]] = {}
+    for label in LABELS:
+        values: list[str | None] = []
+        for number, type_name in enumerate(types, 1):
+            values.append(_value(uses.get(number), type_name, label, tables, stats))
+        if values not in sets.values():
+            sets[label] = values
+    return sets
+
+
+def _value(use: ParamUse | None, type_name: str, label: str, tables: dict[str, Table],
+           stats: dict[tuple[str, str], ColumnValues]) -> str | None:
+    if use is not None and use.role == "limit":
+        return LIMIT_VALUE
+    if use is not None and use.role == "offset":
+        return "0"
+    if use is not None and use.role == "column" and use.table in tables and use.column:
+        found = stats.get((tables[use.table].qualified, use.column))
+        if found is not None and found.get(label) is not None:
+            return found.get(label)
+    return DEFAULTS.get(type_name)

@@ -1,0 +1,150 @@
+"""`analyze`: collect the workload, plan each statement as owner and as the app, find problems."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import psycopg
+
+from bot.analysis import catalog, collect, findings, params, sqltext
+from bot.analysis.catalog import Table
+from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
+from bot.analysis.plan import AppIdentity, Planner
+from bot.db import connect
+from bot.dsn import redact_dsn
+from bot.settings import Settings
+
+Progress = Callable[[str], Awaitable[None]]
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (e.g. `top 0`); nothing was run."""
+
+
+def app_identity(settings: Settings) -> AppIdentity | None:
+    if not settings.app_role:
+        return None
+    return AppIdentity(settings.app_role, settings.app_jwt_claims or "{}")
+
+
+async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
+                  progress: Progress | None = None) -> Analysis:
+    if not 1 <= top <= collect.MAX_TOP:
+        raise BadRequest(f"top must be between 1 and {collect.MAX_TOP}, got {top}")
+    watched = collect.load_watched(settings.watched_queries) if settings.watched_queries else []
+    target = dsn or settings.database_url
+    result = Analysis(database=redact_dsn(target),
+                      collected_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    async with connect(settings, "analysis", dsn=target) as conn:
+        await _say(progress, "collecting the workload…")
+        statements = await collect.pg_stat_statements(conn, top, result.notes)
+        statements = collect.merge_watched(statements, watched)
+        if not statements:
+            result.notes.append("no application statements found: run the workload first, or "
+                                "list the queries to watch in HOTDATA_WATCHED_QUERIES")
+        texts = {s.fingerprint: _preparable(s) for s in statements}
+        relations = [r for text in texts.values() if text for r in _relations(text)]
+        tables = await catalog.tables(conn, relations)
+        planner = Planner(conn, settings.statement_timeout_ms)
+        app = app_identity(settings)
+        for number, statement in enumerate(statements, 1):
+            await _say(progress, f"planning {number}/{len(statements)}…")
+            result.results.append(await _statement(
+                conn, planner, statement, texts[statement.fingerprint], tables, app))
+    return result
+
+
+async def _say(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        await progress(text)
+
+
+def _preparable(statement: Statement) -> str | None:
+    try:
+        return sqltext.repair(statement.query)
+    except sqltext.Unparseable:
+        return None
+
+
+def _relations(text: str) -> list[sqltext.Relation]:
+    return sqltext.relations(sqltext.parse_one(text).stmt)
+
+
+async def _statement(conn: psycopg.AsyncConnection[dict], planner: Planner,
+                     statement: Statement, text: str | None, all_tables: dict[str, Table],
+                     app: AppIdentity | None) -> QueryResult:
+    result = QueryResult(statement)
+    if text is None:
+        try:
+            sqltext.parse_one(statement.query)
+        except sqltext.Unparseable as error:
+            result.error = f"skipped: the parser cannot read this statement ({error})"
+        return result
+    tables = {r.key: all_tables[r.key] for r in _relations(text) if r.key in all_tables}
+    try:
+        types = await planner.parameter_types(text)
+    except psycopg.Error as error:
+        result.error = f"could not be planned: {' '.join(str(error).split())}"
+        return result
+    if statement.params is not None:
+        if len(statement.params) != len(types):
+            result.error = (f"the watched query takes {len(types)} parameter(s) but "
+                            f"{len(statement.params)} value(s) are given")
+            return result
+        sets: dict[str, list[str | None]] = {"given": list(statement.params)}
+    else:
+        uses = sqltext.param_uses(text)
+        stats = await params.column_values(conn, uses, tables)
+        sets = params.value_sets(uses, types, tables, stats)
+    problem = sqltext.plain_select_problem(text)
+    analyze = problem is None
+    if not analyze:
+        result.notes.append(f"estimated only, not executed: the statement {problem}")
+    with_rls = any(t.rls for t in tables.values())
+    for label, values in sets.items():
+        owner = await planner.run(text, values, role="owner", label=label, analyze=analyze)
+        result.runs.append(owner)
+        if app is not None and with_rls:
+            as_app = await planner.run(text, values, role="app", label=label, analyze=analyze,
+                                       app=app)
+            result.runs.append(as_app)
+    _conclude(result, tables, app)
+    return result
+
+
+def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | None) -> None:
+    owner_runs = [r for r in result.runs if r.role == "owner"]
+    app_runs = [r for r in result.runs if r.role == "app"]
+    main = _slowest(owner_runs)
+    result.plan_summary = findings.summarize(main.plan if main else None, tables)
+    if app_runs:
+        by_label = {r.label: r for r in owner_runs}
+        for run in app_runs:
+            owner = by_label.get(run.label)
+            if owner and run.plan and owner.plan and (
+                    findings.plan_shape(run.plan) != findings.plan_shape(owner.plan)):
+                result.app_plan_differs = True
+        app_main = _slowest(app_runs)
+        if app_main is not None:
+            result.app_plan_summary = findings.summarize(app_main.plan, tables)
+    found = []
+    for run in sorted(result.runs, key=lambda r: -(r.ms or 0)):
+        found += findings.plan_findings(run, tables)
+        timeout = findings.timeout_finding(run)
+        if timeout is not None:
+            found.append(timeout)
+    for table in tables.values():
+        found += findings.policy_findings(table, app.role if app else None)
+    result.findings = findings.dedupe(found)
+    failed = [r for r in result.runs if r.plan is None]
+    if failed and len(failed) == len(result.runs) and not any(
+            f.kind == "timeout" for f in result.findings):
+        result.error = f"could not be planned: {failed[0].error}"
+
+
+def _slowest(runs: list[PlanRun]) -> PlanRun | None:
+    planned = [r for r in runs if r.plan is not None]
+    if not planned:
+        return None
+    return max(planned, key=lambda r: r.ms or 0.0)

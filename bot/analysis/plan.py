@@ -1,0 +1,115 @@
+"""Step 3: real plans — PREPARE the statement, EXPLAIN EXECUTE it with chosen values, as the
+owner and as the application role, inside read-only transactions that are rolled back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from bot.analysis.catalog import TAG
+from bot.analysis.model import PlanRun
+
+TYPES_SQL = TAG + """
+SELECT array(SELECT format_type(t, NULL) FROM unnest(parameter_types::oid[]) AS t)
+       AS types
+FROM pg_prepared_statements WHERE name = %s
+"""
+
+
+@dataclass(frozen=True)
+class AppIdentity:
+    """Who the application runs queries as (Supabase: `authenticated` with JWT claims)."""
+
+    role: str
+    claims: str  # JSON object
+
+    @property
+    def sub(self) -> str | None:
+        try:
+            value = json.loads(self.claims).get("sub")
+        except (ValueError, AttributeError):
+            return None
+        return str(value) if value is not None else None
+
+
+class Planner:
+    """Plans statements on one analysis connection (read-only, statement timeout)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
+        self.conn = conn
+        self.timeout_ms = timeout_ms
+
+    async def parameter_types(self, text: str) -> list[str]:
+        """The types PostgreSQL infers for `$1…`; raises psycopg.Error when it cannot prepare."""
+        name = self._name()
+        try:
+            async with self.conn.transaction(force_rollback=True):
+                await self._begin(None)
+                await self.conn.execute(self._prepare(name, text))
+                cur = await self.conn.execute(TYPES_SQL, (name,))
+                row = await cur.fetchone()
+        finally:
+            await self._deallocate(name)
+        return list(row["types"]) if row else []
+
+    async def run(self, text: str, values: list[str | None], *, role: str, label: str,
+                  analyze: bool, app: AppIdentity | None = None) -> PlanRun:
+        result = PlanRun(role=role, label=label, values=values, analyzed=analyze)
+        name = self._name()
+        options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+        execute = sql.SQL("EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options), sql.Identifier(name))
+        if values:
+            execute += sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
+        try:
+            async with self.conn.transaction(force_rollback=True):
+                await self._begin(app)
+                await self.conn.execute(self._prepare(name, text))
+                cur = await self.conn.execute(execute)
+                row = await cur.fetchone()
+        except psycopg.errors.QueryCanceled:
+            result.error = f"did not finish in {self.timeout_ms / 1000:g} s"
+            return result
+        except psycopg.Error as error:
+            result.error = " ".join(str(error).split())
+            return result
+        finally:
+            await self._deallocate(name)
+        assert row is not None
+        document = row["QUERY PLAN"]
+        result.plan = (json.loads(document) if isinstance(document, str) else document)[0]
+        if analyze and result.plan is not None:
+            result.ms = float(result.plan.get("Execution Time", 0.0))
+        return result
+
+    async def _begin(self, app: AppIdentity | None) -> None:
+        await self.conn.execute("SET TRANSACTION READ ONLY")
+        await self.conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+            sql.Literal(self.timeout_ms)))
+        if app is not None:
+            await self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(
+                sql.Identifier(app.role)))
+            await self.conn.execute(
+                TAG + "SELECT set_config('request.jwt.claims', %s, true), "
+                "set_config('request.jwt.claim.sub', %s, true), "
+                "set_config('request.jwt.claim.role', %s, true)",
+                (app.claims, app.sub or "", app.role))
+
+    @staticmethod
+    def _prepare(name: str, text: str) -> sql.Composed:
+        return sql.SQL("PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(text))
+
+    async def _deallocate(self, name: str) -> None:
+        """Prepared statements outlive a rollback; drop ours by name (never DEALLOCATE ALL)."""
+        if self.conn.closed:
+            return
+        with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):  # PREPARE failed
+            await self.conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
+
+    @staticmethod
+    def _name() -> str:
+        return f"hotdata_{uuid.uuid4().hex[:12]}"

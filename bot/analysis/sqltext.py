@@ -1,0 +1,178 @@
+"""What hotdata learns from a statement's text, always through pglast (PostgreSQL's own parser)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pglast
+from pglast import ast, parser
+from pglast.stream import RawStream
+
+DML = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+CATALOG_SCHEMAS = {"pg_catalog", "information_schema", "hotdata", "pg_toast"}
+
+
+class Unparseable(Exception):
+    """pglast could not parse the statement; the message says why."""
+
+
+def parse_one(text: str) -> ast.RawStmt:
+    try:
+        statements = pglast.parse_sql(text)
+    except pglast.parser.ParseError as error:
+        raise Unparseable(str(error)) from None
+    if len(statements) != 1:
+        raise Unparseable(f"expected one statement, found {len(statements)}")
+    return statements[0]
+
+
+def fingerprint(text: str) -> str:
+    """Same for a query in literal, `$n` and pg_stat_statements form."""
+    return str(parser.fingerprint(text))
+
+
+def walk(node: Any, parents: tuple[ast.Node, ...] = ()) -> Iterator[tuple[ast.Node, tuple]]:
+    """Every AST node under `node` with its ancestors, depth first."""
+    if isinstance(node, ast.Node):
+        yield node, parents
+        for name in node:
+            yield from walk(getattr(node, name), (*parents, node))
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from walk(item, parents)
+
+
+def is_dml(text: str) -> bool:
+    """True for SELECT/INSERT/UPDATE/DELETE/MERGE; False for utility statements (SET, VACUUM…)."""
+    try:
+        return isinstance(parse_one(text).stmt, DML)
+    except Unparseable:
+        return False
+
+
+def plain_select_problem(text: str) -> str | None:
+    """None when the statement is a plain SELECT that EXPLAIN ANALYZE may run; else why not."""
+    try:
+        stmt = parse_one(text).stmt
+    except Unparseable as error:
+        return f"cannot be parsed: {error}"
+    if not isinstance(stmt, ast.SelectStmt):
+        return f"is a {type(stmt).__name__.removesuffix('Stmt').upper()}, not a SELECT"
+    for node, _ in walk(stmt):
+        if isinstance(node, ast.SelectStmt) and node.intoClause is not None:
+            return "is a SELECT INTO, which creates a table"
+        if isinstance(node, ast.SelectStmt) and node.lockingClause:
+            return "locks rows (FOR UPDATE/SHARE)"
+        if isinstance(node, ast.CommonTableExpr) and not isinstance(node.ctequery,
+                                                                     ast.SelectStmt):
+            return "has a data-modifying WITH clause"
+    return None
+
+
+def repair(text: str) -> str:
+    """Make a pg_stat_statements text preparable: `interval $1` → `CAST($1 AS interval)`.
+
+    pg_stat_statements replaces typed literals (`interval '7 days'`, `date '…'`) by `$n`,
+    which PostgreSQL cannot PREPARE as written; pglast parses them, and its deparser writes
+    the equivalent cast.
+    """
+    raw = parse_one(text)
+    typed_literal_param = any(
+        isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.ParamRef)
+        and node.location is None  # the grammar gives `type 'literal'` casts no location
+        for node, _ in walk(raw.stmt))
+    if not typed_literal_param:
+        return text
+    return str(RawStream()(raw))
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str | None
+    name: str
+    alias: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+def relations(stmt: ast.Node) -> list[Relation]:
+    found = []
+    for node, _ in walk(stmt):
+        if isinstance(node, ast.RangeVar):
+            alias = node.alias.aliasname if node.alias else None
+            found.append(Relation(node.schemaname, node.relname, alias))
+    return found
+
+
+def touches_only_catalogs(text: str) -> bool:
+    """Statements about the catalogs (or hotdata's own schema) are not the application's."""
+    try:
+        rels = relations(parse_one(text).stmt)
+    except Unparseable:
+        return False
+    if not rels:
+        return True
+    return all((r.schema in CATALOG_SCHEMAS) or r.name.startswith(("pg_", "hypopg"))
+               for r in rels)
+
+
+@dataclass(frozen=True)
+class ParamUse:
+    """What a `$n` is compared with: a column (`table` may be None when unqualified), or the
+    LIMIT/OFFSET count."""
+
+    number: int
+    role: str  # "column" | "limit" | "offset" | "unknown"
+    table: str | None = None
+    column: str | None = None
+
+
+def _param_number(node: Any) -> int | None:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    return node.number if isinstance(node, ast.ParamRef) else None
+
+
+def _column(node: Any) -> tuple[str | None, str] | None:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.ColumnRef):
+        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        if len(names) == 1:
+            return None, names[0]
+        if len(names) >= 2:
+            return names[-2], names[-1]
+    return None
+
+
+def param_uses(text: str) -> dict[int, ParamUse]:
+    """For each `$n`, the column it is compared with, when the parse tree says so."""
+    stmt = parse_one(text).stmt
+    aliases = {}
+    for rel in relations(stmt):
+        aliases[rel.alias or rel.name] = rel.key
+        aliases.setdefault(rel.name, rel.key)
+    single = {r.key for r in relations(stmt)}
+    uses: dict[int, ParamUse] = {}
+    for node, _ in walk(stmt):
+        if isinstance(node, ast.SelectStmt):
+            for role, expr in (("limit", node.limitCount), ("offset", node.limitOffset)):
+                number = _param_number(expr)
+                if number is not None:
+                    uses[number] = ParamUse(number, role)
+        if isinstance(node, ast.A_Expr):
+            sides = [node.lexpr, *(node.rexpr if isinstance(node.rexpr, tuple | list)
+                                   else (node.rexpr,))]
+            columns = [c for c in map(_column, sides) if c]
+            params = [n for n in map(_param_number, sides) if n is not None]
+            if len(columns) == 1 and params:
+                qualifier, column = columns[0]
+                table = aliases.get(qualifier) if qualifier else (
+                    next(iter(single)) if len(single) == 1 else None)
+                for number in params:
+                    uses.setdefault(number, ParamUse(number, "column", table, column))
+    return uses

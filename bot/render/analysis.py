@@ -1,0 +1,193 @@
+"""An analysis as JSON (DESIGN.md's shape), markdown (the uploaded report), Block Kit and text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bot.analysis.model import Analysis, QueryResult
+
+MAX_BLOCKS = 50
+MAX_TEXT = 3000
+QUERY_PREVIEW = 300
+
+
+def filename(analysis: Analysis) -> str:
+    return f"query-performance-analysis-{analysis.collected_at[:10]}.md"
+
+
+def _query_dict(result: QueryResult) -> dict[str, Any]:
+    s = result.statement
+    return {
+        "queryid": s.queryid, "query": s.query, "source": s.source, "name": s.name,
+        "calls": s.calls, "total_ms": round(s.total_ms, 3), "mean_ms": round(s.mean_ms, 3),
+        "rows": s.rows, "shared_blks_hit": s.shared_blks_hit,
+        "shared_blks_read": s.shared_blks_read, "temp_blks_written": s.temp_blks_written,
+        "plan_summary": result.plan_summary,
+        "app_plan_differs": result.app_plan_differs,
+        "app_plan_summary": result.app_plan_summary,
+        "findings": [f.as_dict() for f in result.findings],
+        "runs": [{"role": r.role, "values_label": r.label, "values": r.values,
+                  "analyzed": r.analyzed, "ms": r.ms, "error": r.error} for r in result.runs],
+        "error": result.error, "notes": result.notes,
+    }
+
+
+def as_dict(analysis: Analysis) -> dict[str, Any]:
+    return {"id": analysis.id, "database": analysis.database,
+            "collected_at": analysis.collected_at,
+            "queries": [_query_dict(r) for r in analysis.results],
+            "recommendations": analysis.recommendations, "notes": analysis.notes}
+
+
+def as_json(analysis: Analysis) -> str:
+    return json.dumps(as_dict(analysis), indent=2, default=str)
+
+
+def _title(result: QueryResult) -> str:
+    s = result.statement
+    return s.name or (f"queryid {s.queryid}" if s.queryid else "statement")
+
+
+def _figures(result: QueryResult) -> str:
+    s = result.statement
+    if s.source == "watched" and not s.calls:
+        measured = [r.ms for r in result.runs if r.ms is not None]
+        return (f"watched query, {max(measured):.1f} ms measured" if measured
+                else "watched query")
+    return f"{s.mean_ms:.1f} ms mean · {s.total_ms / 1000:.1f} s total · {s.calls:,} calls"
+
+
+def _values_used(result: QueryResult) -> str:
+    shown = []
+    for run in result.runs:
+        if run.role != "owner":
+            continue
+        values = ", ".join("NULL" if v is None else v for v in run.values) or "no parameters"
+        timing = f"{run.ms:.1f} ms" if run.ms is not None else (run.error or "estimated")
+        shown.append(f"{run.label}: ({values}) → {timing}")
+    return "; ".join(shown)
+
+
+def markdown(analysis: Analysis) -> str:
+    lines = [f"# Query performance analysis — {analysis.collected_at[:10]}", "",
+             f"Database `{analysis.database}`, collected {analysis.collected_at}.", ""]
+    lines += [f"> {note}" for note in analysis.notes]
+    lines += ["", "## Top slowest statements", "",
+              "| # | statement | calls | mean ms | total ms | findings |",
+              "|---|---|---|---|---|---|"]
+    for n, result in enumerate(analysis.results, 1):
+        s = result.statement
+        kinds = ", ".join(f.kind for f in result.findings) or "—"
+        lines.append(f"| {n} | {_title(result)} | {s.calls:,} | {s.mean_ms:.2f} | "
+                     f"{s.total_ms:.1f} | {kinds} |")
+    for n, result in enumerate(analysis.results, 1):
+        s = result.statement
+        lines += ["", f"## {n}. {_title(result)}", "", f"Source: {s.source}. {_figures(result)}.",
+                  "", "```sql", s.query, "```", ""]
+        if result.error:
+            lines += [f"**Not analysed:** {result.error}", ""]
+            continue
+        lines += [f"**Plan:** {result.plan_summary}", ""]
+        if result.app_plan_summary:
+            same = "differs from" if result.app_plan_differs else "is the same as"
+            lines += [f"**As the application role** (plan {same} the owner's): "
+                      f"{result.app_plan_summary}", ""]
+        lines += [f"**Values used:** {_values_used(result)}", ""]
+        lines += [f"_{note}_" for note in result.notes]
+        if result.findings:
+            lines += ["", "| finding | table | evidence | fix |", "|---|---|---|---|"]
+            lines += [f"| {f.kind} | {f.table or '—'} | {_cell(f.detail)} | {_cell(f.fix)} |"
+                      for f in result.findings]
+        else:
+            lines.append("No problems found in this plan.")
+        main = next((r for r in result.runs if r.plan is not None and r.role == "owner"), None)
+        if main is not None:
+            lines += ["", "<details><summary>EXPLAIN output</summary>", "", "```json",
+                      json.dumps(main.plan, indent=1)[:20000], "```", "</details>"]
+    lines += ["", "## Recommendations", ""]
+    if analysis.recommendations:
+        for rec in analysis.recommendations:
+            lines += [f"- `{rec.get('sql')}`"]
+    else:
+        lines.append("No index recommendations in this report.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]]:
+    """The channel summary: headline, one section per statement, notes; within Block Kit limits."""
+    found = sum(len(r.findings) for r in analysis.results)
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(
+            f"Query analysis: {len(analysis.results)} statements, {found} findings", 150)}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
+            f"`{analysis.database}` · {analysis.collected_at}"
+            + (" · full report attached in the thread" if file_note else ""))}]},
+    ]
+    for note in analysis.notes[:3]:
+        out.append({"type": "section", "text": {"type": "mrkdwn",
+                                                 "text": _clip(f":information_source: {note}")}})
+    for n, result in enumerate(analysis.results, 1):
+        if len(out) >= MAX_BLOCKS - 4:
+            out.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                        f"…and {len(analysis.results) - n + 1} more in the report file"}]})
+            break
+        out += [{"type": "divider"}, {"type": "section", "text": {"type": "mrkdwn",
+                                                                   "text": _section(n, result)}}]
+    if analysis.recommendations:
+        preview = "\n".join(f"• `{_clip(str(r.get('sql')), 300)}`"
+                            for r in analysis.recommendations[:5])
+        out += [{"type": "divider"}, {"type": "section", "text": {
+            "type": "mrkdwn", "text": _clip(f"*Recommended indexes*\n{preview}")}}]
+    return out[:MAX_BLOCKS]
+
+
+def _section(n: int, result: QueryResult) -> str:
+    query = " ".join(result.statement.query.split())
+    if len(query) > QUERY_PREVIEW:
+        query = query[:QUERY_PREVIEW] + "…"
+    lines = [f"*{n}. {_title(result)}* — {_figures(result)}", f"```{query}```"]
+    if result.error:
+        lines.append(f":warning: {result.error}")
+    else:
+        lines.append(f"*Plan:* {result.plan_summary}")
+        if result.app_plan_differs:
+            lines.append(f"*As the app:* {result.app_plan_summary}")
+        for finding in result.findings[:4]:
+            lines.append(f"• *{finding.kind}* {finding.detail}\n   _Fix:_ {finding.fix}")
+        if not result.findings:
+            lines.append(":white_check_mark: no problems found")
+    return _clip("\n".join(lines))
+
+
+def print_text(analysis: Analysis, console: Console) -> None:
+    console.print(Text(f"Query analysis of {analysis.database} at {analysis.collected_at}",
+                       style="bold"))
+    for note in analysis.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    table = Table(show_lines=True)
+    for column in ("#", "statement", "calls", "mean ms", "total ms", "plan / findings"):
+        table.add_column(column, overflow="fold")
+    for n, result in enumerate(analysis.results, 1):
+        s = result.statement
+        detail = Text(result.error or result.plan_summary)
+        for finding in result.findings:
+            detail.append(f"\n• {finding.kind}: {finding.detail}\n  fix: {finding.fix}",
+                          style="red" if finding.kind != "misestimate" else "yellow")
+        table.add_row(str(n), Text(f"{_title(result)}\n{' '.join(s.query.split())[:200]}"),
+                      f"{s.calls:,}", f"{s.mean_ms:.2f}", f"{s.total_ms:.1f}", detail)
+    console.print(table)
+    for rec in analysis.recommendations:
+        console.print(Text(f"recommend: {rec.get('sql')}", style="green"))
