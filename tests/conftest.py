@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from bot import pgcluster
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.settings import Settings
-from tests.harness import TEMPLATE, BotUnderTest, create_template
+from tests.harness import (
+    HOTDASH_TEMPLATE,
+    TEMPLATE,
+    BotUnderTest,
+    clone,
+    create_hotdash_template,
+    create_template,
+    drop,
+)
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-0000-test-token"
@@ -31,14 +37,28 @@ def pg() -> Iterator[pgcluster.Cluster]:
 @pytest.fixture
 def database(pg: pgcluster.Cluster) -> Iterator[str]:
     """A fresh database cloned from the template; its URL. Dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+    name = clone(pg, TEMPLATE)
     try:
         yield pg.url(name)
     finally:
-        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop(pg, name)
+
+
+@pytest.fixture(scope="session")
+def hotdash_template(pg: pgcluster.Cluster) -> str:
+    """The HotDash sample (scale 0.1), loaded once per session."""
+    create_hotdash_template(pg)
+    return HOTDASH_TEMPLATE
+
+
+@pytest.fixture
+def hotdash(pg: pgcluster.Cluster, hotdash_template: str) -> Iterator[str]:
+    """A fresh copy of the HotDash sample with empty pg_stat_statements for it; its URL."""
+    name = clone(pg, hotdash_template)
+    try:
+        yield pg.url(name)
+    finally:
+        drop(pg, name)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -17,6 +18,8 @@ from bot.slack import web_client
 from bot.slack_requests import Reply, SlackRequests
 
 TEMPLATE = "hotdata_template"
+HOTDASH_TEMPLATE = "hotdash_template"
+HOTDASH_SCALE = 0.1
 EXTENSIONS = ("pg_stat_statements", "hypopg", "amcheck")
 
 
@@ -27,6 +30,29 @@ def create_template(cluster: pgcluster.Cluster) -> None:
     with psycopg.connect(cluster.dsn(TEMPLATE), autocommit=True) as conn:
         for name in EXTENSIONS:
             conn.execute(f"CREATE EXTENSION {name}")
+
+
+def create_hotdash_template(cluster: pgcluster.Cluster) -> None:
+    """The HotDash sample at a tenth of its size (20,000 notifications), analysed, as a template."""
+    from bot.sample import hotdash
+
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {HOTDASH_TEMPLATE} TEMPLATE {TEMPLATE}")
+    with psycopg.connect(cluster.dsn(HOTDASH_TEMPLATE), autocommit=True) as conn:
+        hotdash.load(conn, scale=HOTDASH_SCALE)
+
+
+def clone(cluster: pgcluster.Cluster, template: str) -> str:
+    """A new database copied from `template`; its name."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
+    return name
+
+
+def drop(cluster: pgcluster.Cluster, name: str) -> None:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class BotUnderTest:
