@@ -9,12 +9,14 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import psycopg
 from rich.console import Console
 
 from bot import checks, migrate
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
+from bot.dsn import scrub
 from bot.migrate import MigrationError
 from bot.render import analysis as render_analysis
 from bot.render import status as render_status
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (DatabaseUnavailable, MigrationError) as error:
         print(f"hotdata: {error}", file=sys.stderr)
+        return 1
+    except psycopg.Error as error:  # e.g. a role lacking a privilege: say which, no traceback
+        print(f"hotdata: {scrub(' '.join(str(error).split()), settings.secrets())}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

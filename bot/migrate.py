@@ -11,8 +11,8 @@ import psycopg
 from bot import locks
 from bot.resources import resource_dir
 
+SCHEMA_MISSING = "SELECT to_regnamespace('hotdata') IS NULL AS missing"
 BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS hotdata;
 CREATE TABLE IF NOT EXISTS hotdata.schema_migrations (
     version    text PRIMARY KEY,
     filename   text NOT NULL,
@@ -84,6 +84,10 @@ async def upgrade(conn: psycopg.AsyncConnection[dict], directory: Path | None = 
     files = available(directory)
     await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.MIGRATE)
     try:
+        cur = await conn.execute(SCHEMA_MISSING)
+        row = await cur.fetchone()
+        if row and row["missing"]:  # creating it needs CREATE on the database: only the first time
+            await conn.execute("CREATE SCHEMA hotdata")
         await conn.execute(BOOTSTRAP)
         done = await applied(conn)
         verify(done, files)

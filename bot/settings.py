@@ -64,9 +64,16 @@ class Settings(BaseSettings):
             parse_dsn(value)
         return value
 
-    @field_validator("report_cron", "drill_cron")
+    @field_validator("report_cron")
     @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
+    def _valid_report_cron(cls, value: str) -> str:
+        CronTrigger.from_crontab(value)
+        return value
+
+    @field_validator("drill_cron")
+    @classmethod
+    def _valid_drill_cron(cls, value: str | None) -> str | None:
+        """Empty means no scheduled drill."""
         if value:
             CronTrigger.from_crontab(value)
         return value or None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
 
 from bot.analysis.collect import MAX_TOP
 from bot.analysis.runs import AnalysisBusy, run_in_channel
@@ -94,6 +95,10 @@ async def _analyze(services: Services, respond: AsyncRespond, channel: str, user
 def _report_failure(services: Services, respond: AsyncRespond,
                     what: str) -> Callable[[BaseException], Awaitable[None]]:
     async def report(error: BaseException) -> None:
+        reason = str(error)
+        if isinstance(error, SlackApiError) and error.response.get("error") in (
+                "not_in_channel", "channel_not_found"):
+            reason = "hotdata is not a member of this channel: invite it with `/invite @hotdata`"
         await respond(response_type="ephemeral", replace_original=False,
-                      text=services.safe(f"hotdata could not finish `{what}`: {error}"))
+                      text=services.safe(f"hotdata could not finish `{what}`: {reason}"))
     return report

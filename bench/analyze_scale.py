@@ -1,0 +1,401 @@
+"""Analysis at scale: `hotdata analyze --top 20` on 500 tables and 5,000 distinct statements.
+
+What it measures: a throwaway PostgreSQL (`bot.pgcluster`) gets a database with 500 tables
+(t000…t499: most of them small, a few of 50k-100k rows so the heaviest statements are really
+slow) and a workload of 5,000 distinct statements (10 shapes per table: equality filters,
+ranges, ORDER BY … LIMIT, two-table joins, GROUP BY counts) run with parameters through the
+extended protocol after `pg_stat_statements_reset()`, the heavy ones several times. Then:
+
+- `cli_wall_s`: the wall-clock time of `hotdata analyze --dsn URL --top 20 --format json` as a
+  subprocess (interpreter start-up, imports, collection, planning, rendering);
+- `in_process_s`: `asyncio.run(bot.analysis.pipeline.analyze(settings, top=20))` in this
+  process, imports already done — the analysis work without interpreter start-up;
+- `explain_only_s`: "the time spent in EXPLAIN calls alone": for exactly the statements and
+  value sets the CLI reported, the same `PREPARE` / `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+  EXECUTE` (plain `EXPLAIN (FORMAT JSON)` when the run was not analysed) / `DEALLOCATE`
+  sequence replayed on one connection in a plain loop. The floor any analysis must pay.
+
+Targets (from the issue): `cli_wall_s` under 10 s, and under 1.5 times `explain_only_s`
+(`ratio_cli_to_explain` < 1.5).
+
+Usage:
+
+    .venv/bin/python bench/analyze_scale.py [--tables 500] [--top 20] [--seed 42]
+
+Prints one JSON object on stdout:
+`{"tables", "statements_in_pg_stat_statements", "top", "cli_wall_s", "in_process_s",
+"explain_only_s", "ratio_cli_to_explain", "ratio_in_process_to_explain", …}` (seconds rounded
+to 3 decimals; a few extra diagnostic keys follow). Progress and diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.numeric import Int4, Int8
+
+from bot import pgcluster
+from bot.analysis import sqltext
+from bot.analysis.pipeline import analyze
+from bot.settings import Settings
+
+DATABASE = "bench"
+SHAPES_PER_TABLE = 10
+BIG_EVERY = 40  # every 40th table (offset BIG_OFFSET) is a big one
+BIG_OFFSET = 7
+BIG_MIN_ROWS = 50_000
+BIG_MAX_ROWS = 100_000
+SMALL_MIN_ROWS = 100
+SMALL_MAX_ROWS = 2_000
+ACCOUNTS = 2_000
+HEAVY_CALLS = 3  # executions of each statement on a big table (small ones run once)
+TABLES_PER_BATCH = 25
+STATEMENT_TIMEOUT_MS = 5000  # Settings' default, applied to the replay connection as well
+CLI_TIMEOUT_S = 300.0
+STATUSES = ("active", "active", "active", "pending", "closed", "failed", "archived")
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def log(message: str) -> None:
+    print(f"[analyze_scale] {message}", file=sys.stderr, flush=True)
+
+
+# --- the database ----------------------------------------------------------------------------
+
+def table_name(number: int) -> str:
+    return f"t{number:03d}"
+
+
+def is_big(number: int) -> bool:
+    return number % BIG_EVERY == BIG_OFFSET
+
+
+def row_count(number: int) -> int:
+    if is_big(number):
+        return BIG_MIN_ROWS + (number * 7919) % (BIG_MAX_ROWS - BIG_MIN_ROWS + 1)
+    return SMALL_MIN_ROWS + (number * 37) % (SMALL_MAX_ROWS - SMALL_MIN_ROWS + 1)
+
+
+def table_sql(number: int) -> str:
+    """CREATE and fill one table; accounts are skewed (low ids common), statuses too."""
+    name = table_name(number)
+    statuses = ", ".join(f"'{s}'" for s in STATUSES)
+    return f"""
+CREATE TABLE {name} (
+    id bigserial PRIMARY KEY,
+    account int NOT NULL,
+    status text NOT NULL,
+    created_at timestamptz NOT NULL,
+    payload text
+);
+INSERT INTO {name} (account, status, created_at, payload)
+SELECT 1 + floor({ACCOUNTS} * power(random(), 2))::int,
+       (ARRAY[{statuses}])[1 + (g * 31 + {number}) % {len(STATUSES)}],
+       timestamptz '{NOW.isoformat()}' - (g % 525600) * interval '1 minute',
+       md5(g::text) || md5((g + {number})::text)
+FROM generate_series(1, {row_count(number)}) AS g;
+"""
+
+
+def create_tables(conn: psycopg.Connection[Any], tables: int) -> int:
+    """Create and fill `tables` tables in a few multi-statement batches; the total row count."""
+    conn.execute("SELECT setseed(0.42)")
+    for start in range(0, tables, TABLES_PER_BATCH):
+        numbers = range(start, min(start + TABLES_PER_BATCH, tables))
+        conn.execute("".join(table_sql(n) for n in numbers).encode())
+        if start and start % 100 == 0:
+            log(f"  {start} tables created")
+    conn.execute("ANALYZE")
+    return sum(row_count(n) for n in range(tables))
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+Params = Callable[[random.Random, int], Sequence[object]]
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    sql: str  # {t}: the table, {u}: the table it joins
+    params: Params
+
+
+def _account(rng: random.Random) -> Int4:
+    return Int4(1 + int(ACCOUNTS * rng.random() ** 2))
+
+
+def _status(rng: random.Random) -> str:
+    return rng.choice(STATUSES)
+
+
+def _moment(rng: random.Random) -> datetime:
+    return NOW - timedelta(minutes=rng.randrange(525600))
+
+
+def _limit(rng: random.Random) -> Int8:
+    return Int8(rng.choice((10, 20, 50)))
+
+
+def _account_range(rng: random.Random) -> tuple[Int4, Int4]:
+    low = 1 + rng.randrange(ACCOUNTS - 20)
+    return Int4(low), Int4(low + rng.randrange(5, 20))
+
+
+def _time_range(rng: random.Random) -> tuple[datetime, datetime]:
+    start = _moment(rng)
+    return start, start + timedelta(days=rng.choice((1, 7, 30)))
+
+
+SHAPES: tuple[Shape, ...] = (
+    Shape("eq_account", "SELECT id, status, created_at FROM {t} WHERE account = %s",
+          lambda rng, rows: (_account(rng),)),
+    Shape("eq_pk", "SELECT * FROM {t} WHERE id = %s",
+          lambda rng, rows: (Int8(1 + rng.randrange(rows)),)),
+    Shape("eq_two", "SELECT id FROM {t} WHERE account = %s AND status = %s",
+          lambda rng, rows: (_account(rng), _status(rng))),
+    Shape("range_time", "SELECT count(*) FROM {t} WHERE created_at >= %s AND created_at < %s",
+          lambda rng, rows: _time_range(rng)),
+    Shape("range_account", "SELECT id, payload FROM {t} WHERE account BETWEEN %s AND %s",
+          lambda rng, rows: _account_range(rng)),
+    Shape("topn_status", "SELECT id, account, created_at FROM {t} WHERE status = %s "
+                         "ORDER BY created_at DESC LIMIT %s",
+          lambda rng, rows: (_status(rng), _limit(rng))),
+    Shape("topn_all", "SELECT * FROM {t} ORDER BY created_at DESC LIMIT %s",
+          lambda rng, rows: (_limit(rng),)),
+    Shape("join", "SELECT a.id, a.created_at, b.status FROM {t} a JOIN {u} b ON b.id = a.account "
+                  "WHERE a.status = %s ORDER BY a.created_at DESC LIMIT %s",
+          lambda rng, rows: (_status(rng), _limit(rng))),
+    Shape("group_status", "SELECT status, count(*) FROM {t} WHERE account BETWEEN %s AND %s "
+                          "GROUP BY status",
+          lambda rng, rows: _account_range(rng)),
+    Shape("group_account", "SELECT account, count(*), max(created_at) FROM {t} "
+                           "WHERE status = %s GROUP BY account ORDER BY count(*) DESC LIMIT %s",
+          lambda rng, rows: (_status(rng), _limit(rng))),
+)
+assert len(SHAPES) == SHAPES_PER_TABLE
+
+
+def run_workload(conn: psycopg.Connection[Any], tables: int, rng: random.Random) -> int:
+    """Every shape on every table, with parameters (extended protocol); the executions."""
+    conn.execute("SELECT pg_stat_statements_reset()")
+    executions = 0
+    for number in range(tables):
+        t, u = table_name(number), table_name((number + 1) % tables)
+        calls = HEAVY_CALLS if is_big(number) else 1
+        for shape in SHAPES:
+            query = shape.sql.format(t=t, u=u)
+            for _ in range(calls):
+                conn.execute(query, shape.params(rng, row_count(number))).fetchall()
+                executions += 1
+    return executions
+
+
+def pgss_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_statements "
+        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- the measurements ------------------------------------------------------------------------
+
+def hotdata_command() -> list[str]:
+    script = Path(sys.executable).with_name("hotdata")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "bot.cli"]
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without any hotdata/Slack setting."""
+    return {key: value for key, value in os.environ.items()
+            if not key.upper().startswith(("HOTDATA_", "SLACK_"))}
+
+
+def run_cli(url: str, top: int, workdir: Path) -> tuple[float, dict[str, Any]]:
+    command = [*hotdata_command(), "analyze", "--dsn", url, "--top", str(top),
+               "--format", "json"]
+    started = time.perf_counter()
+    result = subprocess.run(command, env=clean_env(), cwd=workdir, capture_output=True,
+                            text=True, timeout=CLI_TIMEOUT_S, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise SystemExit(f"hotdata analyze exited with status {result.returncode}")
+    return seconds, json.loads(result.stdout)
+
+
+def cli_import_seconds(workdir: Path) -> float:
+    """Interpreter start-up plus `import bot.cli`: the fixed cost of every CLI run."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import bot.cli"], env=clean_env(), cwd=workdir,
+                   check=True)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Replay:
+    total_s: float  # PREPARE + EXPLAIN + DEALLOCATE, the whole loop
+    explain_s: float  # the EXPLAIN … EXECUTE calls only
+    runs: int
+    errors: int
+
+
+def replay_explains(url: str, queries: list[dict[str, Any]]) -> Replay:
+    """The CLI's EXPLAINs again, same statements, values and options, in a plain loop."""
+    work: list[tuple[str, list[str | None], bool]] = []
+    for query in queries:
+        try:
+            text = sqltext.repair(query["query"])
+        except sqltext.Unparseable:
+            continue
+        work += [(text, run["values"], bool(run["analyzed"])) for run in query["runs"]]
+    options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    errors = 0
+    explain_s = 0.0
+    with psycopg.connect(url, autocommit=True, options=options) as conn:
+        started = time.perf_counter()
+        for number, (text, values, analyzed) in enumerate(work):
+            name = sql.Identifier(f"bench_{number}")
+            explain = sql.SQL("EXPLAIN ({}) EXECUTE {}").format(
+                sql.SQL("ANALYZE, BUFFERS, FORMAT JSON" if analyzed else "FORMAT JSON"), name)
+            if values:
+                explain += sql.SQL("({})").format(
+                    sql.SQL(", ").join(sql.Literal(v) for v in values))
+            try:
+                conn.execute(sql.SQL("PREPARE {} AS {}").format(name, sql.SQL(text)))
+                one = time.perf_counter()
+                conn.execute(explain).fetchone()
+                explain_s += time.perf_counter() - one
+            except psycopg.Error as error:
+                errors += 1
+                log(f"replay error: {' '.join(str(error).split())[:200]}")
+            finally:
+                with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
+                    conn.execute(sql.SQL("DEALLOCATE {}").format(name))
+        total = time.perf_counter() - started
+    return Replay(total, explain_s, len(work), errors)
+
+
+def run_in_process(url: str, top: int) -> tuple[float, list[str | None]]:
+    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    started = time.perf_counter()
+    result = asyncio.run(analyze(settings, top=top))
+    seconds = time.perf_counter() - started
+    return seconds, [r.statement.queryid for r in result.results]
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tables", type=positive, default=500,
+                        help=f"tables to create, {SHAPES_PER_TABLE} statements each "
+                             "(default 500)")
+    parser.add_argument("--top", type=positive, default=20,
+                        help="statements to analyse (default 20)")
+    parser.add_argument("--seed", type=int, default=42, help="workload parameter seed")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The in-process run must see the same configuration as the CLI subprocess: none.
+    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
+        del os.environ[key]
+    wanted = args.tables * SHAPES_PER_TABLE
+    log("starting a throwaway PostgreSQL")
+    cluster = pgcluster.create(settings={"pg_stat_statements.max": "10000"})
+    workdir = Path(tempfile.mkdtemp(prefix="hotdata-bench-"))
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        url = cluster.url(DATABASE)
+        setup_started = time.perf_counter()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            log(f"creating {args.tables} tables")
+            rows = create_tables(conn, args.tables)
+            log(f"{rows:,} rows in {time.perf_counter() - setup_started:.1f} s; "
+                f"running {wanted:,} distinct statements")
+            executions = run_workload(conn, args.tables, random.Random(args.seed))
+            statements = pgss_count(conn)
+        setup_s = time.perf_counter() - setup_started
+        log(f"{executions:,} executions; {statements:,} entries in pg_stat_statements for "
+            f"database {DATABASE}; setup took {setup_s:.1f} s")
+        if statements < wanted:
+            log(f"expected at least {wanted:,} pg_stat_statements entries, found {statements:,}")
+            return 1
+
+        log(f"timing {' '.join(hotdata_command())} analyze --top {args.top} --format json")
+        cli_s, report = run_cli(url, args.top, workdir)
+        queries = report.get("queries", [])
+        failed = [q for q in queries if q.get("error")]
+        log(f"CLI: {cli_s:.3f} s, {len(queries)} queries, {len(failed)} with an error"
+            + (f" (first: {failed[0]['error']})" if failed else ""))
+        if len(queries) != args.top:
+            log(f"expected {args.top} queries in the JSON, got {len(queries)}")
+            return 1
+
+        replay = replay_explains(url, queries)
+        log(f"EXPLAIN replay: {replay.runs} runs in {replay.total_s:.3f} s "
+            f"(EXPLAIN calls only {replay.explain_s:.3f} s), {replay.errors} error(s)")
+
+        in_process_s, queryids = run_in_process(url, args.top)
+        same = queryids == [q["queryid"] for q in queries]
+        log(f"in process: {in_process_s:.3f} s "
+            f"({'same' if same else 'DIFFERENT'} statements as the CLI)")
+
+        import_s = cli_import_seconds(workdir)
+        log(f"interpreter start-up + import bot.cli: {import_s:.3f} s")
+
+        explain_s = replay.total_s
+        print(json.dumps({
+            "tables": args.tables,
+            "statements_in_pg_stat_statements": statements,
+            "top": args.top,
+            "cli_wall_s": round(cli_s, 3),
+            "in_process_s": round(in_process_s, 3),
+            "explain_only_s": round(explain_s, 3),
+            "ratio_cli_to_explain": round(cli_s / explain_s, 3),
+            "ratio_in_process_to_explain": round(in_process_s / explain_s, 3),
+            "explain_runs": replay.runs,
+            "explain_execute_calls_s": round(replay.explain_s, 3),
+            "cli_import_s": round(import_s, 3),
+            "setup_s": round(setup_s, 3),
+        }))
+        return 0
+    finally:
+        cluster.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
