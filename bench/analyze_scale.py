@@ -1,7 +1,7 @@
 """Analysis at scale: `hotdata analyze --top 20` on 500 tables and 5,000 distinct statements.
 
 What it measures: a throwaway PostgreSQL (`bot.pgcluster`) gets a database with 500 tables
-(t000…t499: most of them small, a few of 50k-100k rows so the heaviest statements are really
+(t_aaa…t_atf: most of them small, a few of 50k-100k rows so the heaviest statements are really
 slow) and a workload of 5,000 distinct statements (10 shapes per table: equality filters,
 ranges, ORDER BY … LIMIT, two-table joins, GROUP BY counts) run with parameters through the
 extended protocol after `pg_stat_statements_reset()`, the heavy ones several times. Then:
@@ -79,8 +79,18 @@ def log(message: str) -> None:
 
 # --- the database ----------------------------------------------------------------------------
 
-def table_name(number: int) -> str:
-    return f"t{number:03d}"
+# Table names carry no digits: pglast's fingerprint (libpg_query) ignores runs of two or more
+# digits in relation names, so `t007` and `t047` fingerprint alike and hotdata's collector would
+# merge their statements (see --numbered-names).
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def table_names(tables: int, *, numbered: bool = False) -> list[str]:
+    """t_aaa, t_aab, … (or t000, t001, … with `numbered`)."""
+    if numbered:
+        return [f"t{n:03d}" for n in range(tables)]
+    return ["t_" + LETTERS[n // 676 % 26] + LETTERS[n // 26 % 26] + LETTERS[n % 26]
+            for n in range(tables)]
 
 
 def is_big(number: int) -> bool:
@@ -93,9 +103,8 @@ def row_count(number: int) -> int:
     return SMALL_MIN_ROWS + (number * 37) % (SMALL_MAX_ROWS - SMALL_MIN_ROWS + 1)
 
 
-def table_sql(number: int) -> str:
+def table_sql(number: int, name: str) -> str:
     """CREATE and fill one table; accounts are skewed (low ids common), statuses too."""
-    name = table_name(number)
     statuses = ", ".join(f"'{s}'" for s in STATUSES)
     return f"""
 CREATE TABLE {name} (
@@ -114,16 +123,16 @@ FROM generate_series(1, {row_count(number)}) AS g;
 """
 
 
-def create_tables(conn: psycopg.Connection[Any], tables: int) -> int:
-    """Create and fill `tables` tables in a few multi-statement batches; the total row count."""
+def create_tables(conn: psycopg.Connection[Any], names: list[str]) -> int:
+    """Create and fill the tables in a few multi-statement batches; the total row count."""
     conn.execute("SELECT setseed(0.42)")
-    for start in range(0, tables, TABLES_PER_BATCH):
-        numbers = range(start, min(start + TABLES_PER_BATCH, tables))
-        conn.execute("".join(table_sql(n) for n in numbers).encode())
+    for start in range(0, len(names), TABLES_PER_BATCH):
+        numbers = range(start, min(start + TABLES_PER_BATCH, len(names)))
+        conn.execute("".join(table_sql(n, names[n]) for n in numbers).encode())
         if start and start % 100 == 0:
             log(f"  {start} tables created")
     conn.execute("ANALYZE")
-    return sum(row_count(n) for n in range(tables))
+    return sum(row_count(n) for n in range(len(names)))
 
 
 # --- the workload ----------------------------------------------------------------------------
@@ -193,12 +202,12 @@ SHAPES: tuple[Shape, ...] = (
 assert len(SHAPES) == SHAPES_PER_TABLE
 
 
-def run_workload(conn: psycopg.Connection[Any], tables: int, rng: random.Random) -> int:
+def run_workload(conn: psycopg.Connection[Any], names: list[str], rng: random.Random) -> int:
     """Every shape on every table, with parameters (extended protocol); the executions."""
     conn.execute("SELECT pg_stat_statements_reset()")
     executions = 0
-    for number in range(tables):
-        t, u = table_name(number), table_name((number + 1) % tables)
+    for number, t in enumerate(names):
+        u = names[(number + 1) % len(names)]
         calls = HEAVY_CALLS if is_big(number) else 1
         for shape in SHAPES:
             query = shape.sql.format(t=t, u=u)
@@ -322,11 +331,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=positive, default=20,
                         help="statements to analyse (default 20)")
     parser.add_argument("--seed", type=int, default=42, help="workload parameter seed")
+    parser.add_argument("--numbered-names", action="store_true",
+                        help="name the tables t000…t499: their statements then share "
+                             "fingerprints and hotdata merges them (fewer than --top queries)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    names = table_names(args.tables, numbered=args.numbered_names)
     # The in-process run must see the same configuration as the CLI subprocess: none.
     for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
         del os.environ[key]
@@ -342,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_stat_statements")
             log(f"creating {args.tables} tables")
-            rows = create_tables(conn, args.tables)
+            rows = create_tables(conn, names)
             log(f"{rows:,} rows in {time.perf_counter() - setup_started:.1f} s; "
                 f"running {wanted:,} distinct statements")
-            executions = run_workload(conn, args.tables, random.Random(args.seed))
+            executions = run_workload(conn, names, random.Random(args.seed))
             statements = pgss_count(conn)
         setup_s = time.perf_counter() - setup_started
         log(f"{executions:,} executions; {statements:,} entries in pg_stat_statements for "

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from rich.console import Console
 
-from bot import checks, migrate
+from bot import checks, migrate, pgcluster
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_db_upgrade)
 
     p = sub.add_parser("demo", help="the whole story on a throwaway local database")
-    p.set_defaults(run=_not_yet)
+    p.add_argument("--scale", type=float, default=0.25,
+                   help="size of the HotDash sample (1.0 = 200,000 notifications; default 0.25)")
+    p.add_argument("--yes", action="store_true", help="do not ask anything (for scripts)")
+    p.set_defaults(run=_demo)
 
     p = sub.add_parser("doctor", help="check databases, extensions, state schema and Slack")
     _common(p)
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _not_yet(args: argparse.Namespace, settings: Settings) -> int:
+async def _not_yet(args: argparse.Namespace, settings: Settings | None) -> int:
     print(f"hotdata {args.command} is not available in this version yet.", file=sys.stderr)
     return 2
 
@@ -101,6 +104,12 @@ async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
     else:
         render_analysis.print_text(result, Console())
     return 0
+
+
+async def _demo(args: argparse.Namespace, settings: Settings | None) -> int:
+    from bot import demo
+
+    return await demo.run(scale=args.scale)
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -141,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.run is _not_yet:
-        return asyncio.run(_not_yet(args, None))  # type: ignore[arg-type]
+    if args.run in (_not_yet, _demo):  # neither reads the configuration
+        try:
+            return asyncio.run(args.run(args, None))
+        except (pgcluster.ClusterError, KeyboardInterrupt) as error:
+            print(f"hotdata: {error or 'interrupted'}", file=sys.stderr)
+            return 1 if isinstance(error, pgcluster.ClusterError) else 130
     overrides = {"database_url": args.dsn} if getattr(args, "dsn", None) else {}
     try:
         settings = load_settings(**overrides)

@@ -238,10 +238,11 @@ def per_row_calls(expression: str | None) -> list[str]:
     return calls
 
 
-def policy_findings(table: Table, app_role: str | None) -> list[Finding]:
+def policy_findings(table: Table, app_role: str | None, command: str | None) -> list[Finding]:
+    """Per-row calls in the policies PostgreSQL adds to this statement (its role, its command)."""
     found = []
     for policy in table.policies:
-        if not _applies(policy, app_role):
+        if not _applies(policy, app_role) or policy.command not in ("ALL", command):
             continue
         for expression in (policy.qual, policy.with_check):
             calls = per_row_calls(expression)

@@ -109,11 +109,12 @@ async def _statement(conn: psycopg.AsyncConnection[dict], planner: Planner,
             as_app = await planner.run(text, values, role="app", label=label, analyze=analyze,
                                        app=app)
             result.runs.append(as_app)
-    _conclude(result, tables, app)
+    _conclude(result, tables, app, sqltext.command(text))
     return result
 
 
-def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | None) -> None:
+def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | None,
+              command: str | None) -> None:
     owner_runs = [r for r in result.runs if r.role == "owner"]
     app_runs = [r for r in result.runs if r.role == "app"]
     main = _slowest(owner_runs)
@@ -135,7 +136,7 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
         if timeout is not None:
             found.append(timeout)
     for table in tables.values():
-        found += findings.policy_findings(table, app.role if app else None)
+        found += findings.policy_findings(table, app.role if app else None, command)
     result.findings = findings.dedupe(found)
     failed = [r for r in result.runs if r.plan is None]
     if failed and len(failed) == len(result.runs) and not any(

@@ -52,6 +52,15 @@ def is_dml(text: str) -> bool:
         return False
 
 
+def command(text: str) -> str | None:
+    """SELECT, INSERT, UPDATE, DELETE or MERGE: the command RLS policies are chosen by."""
+    try:
+        stmt = parse_one(text).stmt
+    except Unparseable:
+        return None
+    return type(stmt).__name__.removesuffix("Stmt").upper() if isinstance(stmt, DML) else None
+
+
 def plain_select_problem(text: str) -> str | None:
     """None when the statement is a plain SELECT that EXPLAIN ANALYZE may run; else why not."""
     try:
