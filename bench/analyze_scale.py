@@ -376,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(queries) != args.top:
             log(f"expected {args.top} queries in the JSON, got {len(queries)}")
             return 1
+        with psycopg.connect(url, autocommit=True) as conn:
+            after = pgss_count(conn)
+            row = conn.execute("SELECT count(*) FROM pg_stat_statements "
+                               "WHERE query LIKE 'EXPLAIN %EXECUTE \"hotdata\\_%'").fetchone()
+        log(f"pg_stat_statements entries after the CLI run: {after:,} ({after - statements:+,}, "
+            f"of which {row[0] if row else 0} are hotdata's uniquely named EXPLAIN … EXECUTE)")
 
         replay = replay_explains(url, queries)
         log(f"EXPLAIN replay: {replay.runs} runs in {replay.total_s:.3f} s "

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
-
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import TYPE_CHECKING, Literal
 
 from bot import migrate
 from bot.analysis.catalog import TAG
@@ -14,6 +11,9 @@ from bot.analysis.collect import SETUP_HINT, pgss_problem
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn
 from bot.settings import Settings
+
+if TYPE_CHECKING:  # slack_sdk's async client pulls in aiohttp: not needed by the terminal
+    from slack_sdk.web.async_client import AsyncWebClient
 
 State = Literal["ok", "warn", "fail"]
 
@@ -93,6 +93,8 @@ async def state_check(settings: Settings) -> Check:
 
 
 async def slack_check(settings: Settings, client: AsyncWebClient | None) -> Check:
+    from slack_sdk.errors import SlackApiError
+
     if client is None or settings.slack_bot_token is None:
         return Check("slack", "warn", "not configured: SLACK_BOT_TOKEN is not set")
     try:

@@ -21,7 +21,6 @@ from bot.migrate import MigrationError
 from bot.render import analysis as render_analysis
 from bot.render import status as render_status
 from bot.settings import ConfigError, Settings, load_settings
-from bot.slack import web_client
 
 FORMATS = ("text", "markdown", "json")
 
@@ -131,6 +130,8 @@ async def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.slack import web_client  # aiohttp and the Slack SDK: only when Slack is involved
+
     client = web_client(settings) if settings.slack_bot_token else None
     found = await checks.run_all(settings, client)
     _emit(args.format, found)

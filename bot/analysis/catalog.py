@@ -112,3 +112,22 @@ async def tables(conn: psycopg.AsyncConnection[dict],
                 row["name"], row["command"], list(row["roles"]), row["permissive"], row["qual"],
                 row["with_check"]))
     return found
+
+
+# Volatile functions that only read the clock or draw random numbers: safe to execute.
+HARMLESS_VOLATILE = {"random", "random_normal", "clock_timestamp", "timeofday",
+                     "gen_random_uuid", "uuid_generate_v4"}
+
+VOLATILE_SQL = TAG + """
+SELECT DISTINCT p.proname AS name FROM pg_proc p
+WHERE p.proname = ANY(%s::text[]) AND p.provolatile = 'v'
+"""
+
+
+async def volatile_functions(conn: psycopg.AsyncConnection[dict], names: set[str]) -> set[str]:
+    """Which of `names` may have side effects (any overload VOLATILE, e.g. advisory locks,
+    nextval, pg_terminate_backend): a statement calling one is never executed."""
+    if not names:
+        return set()
+    cur = await conn.execute(VOLATILE_SQL, (sorted(names),))
+    return {row["name"] for row in await cur.fetchall()} - HARMLESS_VOLATILE

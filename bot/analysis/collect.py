@@ -19,13 +19,18 @@ PGSS_CREATED_SQL = TAG + """
 SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS created
 """
 
+# One row per queryid (several roles running a statement give several entries), heaviest first.
 PGSS_SQL = TAG + """
-SELECT s.queryid::text AS queryid, s.query, s.calls, s.total_exec_time AS total_ms,
-       s.rows, s.shared_blks_hit, s.shared_blks_read, s.temp_blks_written
+SELECT s.queryid::text AS queryid, min(s.query) AS query, sum(s.calls)::bigint AS calls,
+       sum(s.total_exec_time) AS total_ms, sum(s.rows)::bigint AS rows,
+       sum(s.shared_blks_hit)::bigint AS shared_blks_hit,
+       sum(s.shared_blks_read)::bigint AS shared_blks_read,
+       sum(s.temp_blks_written)::bigint AS temp_blks_written
 FROM pg_stat_statements s
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.query NOT LIKE '%%/* hotdata */%%'
-ORDER BY s.total_exec_time DESC
+GROUP BY s.queryid
+ORDER BY sum(s.total_exec_time) DESC
 LIMIT %s
 """
 
@@ -71,10 +76,14 @@ def load_watched(path: Path) -> list[Watched]:
         params = entry.get("params")
         if params is not None and not isinstance(params, list):
             raise WatchedQueriesError(f"{path}: query #{number}: `params` must be a list")
+        calls = entry.get("calls", 0)
+        if not isinstance(calls, int) or calls < 0:
+            raise WatchedQueriesError(f"{path}: query #{number}: `calls` must be a whole "
+                                      "number, at least 0")
         watched.append(Watched(str(entry.get("name") or f"watched #{number}"), entry["sql"],
                                [None if p is None else str(p) for p in params]
                                if params is not None else None,
-                               int(entry.get("calls", 0))))
+                               calls))
     return watched
 
 
@@ -98,7 +107,7 @@ async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
 
 async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
                              notes: list[str]) -> list[Statement]:
-    """The `top` heaviest application statements by total time, grouped by fingerprint."""
+    """The `top` heaviest application statements by total time, grouped by identity."""
     problem = await pgss_problem(conn)
     if problem is not None:
         notes.append(f"pg_stat_statements is {problem}: {SETUP_HINT}. "
@@ -114,7 +123,7 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
             continue
         if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
             continue
-        key = sqltext.fingerprint(text)
+        key = sqltext.identity(text)
         found = grouped.get(key)
         if found is None:
             grouped[key] = Statement(
@@ -141,10 +150,10 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
 def merge_watched(statements: list[Statement], watched: list[Watched]) -> list[Statement]:
     """Watched queries are always analysed. One already collected keeps its statistics and
     takes the watched text and values: pg_stat_statements replaced its constants by `$n`."""
-    by_key = {s.fingerprint: s for s in statements}
+    by_key = {s.identity: s for s in statements}
     merged = list(statements)
     for entry in watched:
-        key = sqltext.fingerprint(entry.sql)
+        key = sqltext.identity(entry.sql)
         if key in by_key:
             found = by_key[key]
             found.name, found.query, found.params = entry.name, entry.sql, entry.params

@@ -10,7 +10,7 @@ from typing import Any
 class Statement:
     """One query of the workload, however many texts it arrived in."""
 
-    fingerprint: str
+    identity: str  # sqltext.identity: fingerprint plus relations
     query: str
     source: str  # "pg_stat_statements" | "watched"
     queryid: str | None = None

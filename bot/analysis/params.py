@@ -11,13 +11,17 @@ from bot.analysis.sqltext import ParamUse
 
 LABELS = ("common", "median", "rare")
 
+# One lookup per wanted column (OFFSET 0 keeps it a per-row index lookup): joining the whole
+# pg_stats view would check column privileges on every column of the database.
 STATS_SQL = TAG + """
-SELECT s.schemaname || '.' || s.tablename AS table, s.attname AS column,
-       s.most_common_vals::text::text[] AS mcv, s.most_common_freqs AS mcf,
-       s.histogram_bounds::text::text[] AS hist
-FROM pg_stats s
-JOIN unnest(%s::text[], %s::text[]) AS w(tbl, col)
-  ON s.schemaname || '.' || s.tablename = w.tbl AND s.attname = w.col
+SELECT w.sch || '.' || w.tbl AS table, w.col AS column, s.mcv, s.mcf, s.hist
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS w(sch, tbl, col)
+CROSS JOIN LATERAL (
+    SELECT st.most_common_vals::text::text[] AS mcv, st.most_common_freqs AS mcf,
+           st.histogram_bounds::text::text[] AS hist
+    FROM pg_stats st
+    WHERE st.schemaname = w.sch AND st.tablename = w.tbl AND st.attname = w.col
+    OFFSET 0) AS s
 """
 
 # Values for parameters no statistic describes, by the type PREPARE inferred.
@@ -60,15 +64,17 @@ def pick(mcv: list[str] | None, freqs: list[float] | None,
     return ColumnValues(None, None, None)
 
 
-async def column_values(conn: psycopg.AsyncConnection[dict], uses: dict[int, ParamUse],
+async def column_values(conn: psycopg.AsyncConnection[dict], uses: list[ParamUse],
                         tables: dict[str, Table]) -> dict[tuple[str, str], ColumnValues]:
-    """(schema.table, column) → values, for every parameter compared with a known column."""
-    wanted = {(tables[u.table].qualified, u.column) for u in uses.values()
+    """(schema.table, column) → values, for every parameter compared with a known column;
+    one query for the uses of all statements."""
+    wanted = {(tables[u.table].schema, tables[u.table].name, u.column) for u in uses
               if u.role == "column" and u.table in tables and u.column}
     if not wanted:
         return {}
-    pairs = sorted(wanted)
-    cur = await conn.execute(STATS_SQL, ([t for t, _ in pairs], [c for _, c in pairs]))
+    triples = sorted(wanted)
+    cur = await conn.execute(STATS_SQL, ([t[0] for t in triples], [t[1] for t in triples],
+                                         [t[2] for t in triples]))
     return {(row["table"], row["column"]): pick(row["mcv"], row["mcf"], row["hist"])
             for row in await cur.fetchall()}
 

@@ -43,15 +43,21 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         if not statements:
             result.notes.append("no application statements found: run the workload first, or "
                                 "list the queries to watch in HOTDATA_WATCHED_QUERIES")
-        texts = {s.fingerprint: _preparable(s) for s in statements}
+        texts = {s.identity: _preparable(s) for s in statements}
         relations = [r for text in texts.values() if text for r in _relations(text)]
         tables = await catalog.tables(conn, relations)
+        uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
+        volatile = await catalog.volatile_functions(
+            conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
+        stats = await params.column_values(
+            conn, [u for per_statement in uses.values() for u in per_statement.values()], tables)
         planner = Planner(conn, settings.statement_timeout_ms)
         app = app_identity(settings)
         for number, statement in enumerate(statements, 1):
             await _say(progress, f"planning {number}/{len(statements)}…")
             result.results.append(await _statement(
-                conn, planner, statement, texts[statement.fingerprint], tables, app))
+                planner, statement, texts[statement.identity], tables, app,
+                uses.get(statement.identity, {}), stats, volatile))
     return result
 
 
@@ -71,9 +77,11 @@ def _relations(text: str) -> list[sqltext.Relation]:
     return sqltext.relations(sqltext.parse_one(text).stmt)
 
 
-async def _statement(conn: psycopg.AsyncConnection[dict], planner: Planner,
-                     statement: Statement, text: str | None, all_tables: dict[str, Table],
-                     app: AppIdentity | None) -> QueryResult:
+async def _statement(planner: Planner, statement: Statement, text: str | None,
+                     all_tables: dict[str, Table], app: AppIdentity | None,
+                     uses: dict[int, sqltext.ParamUse],
+                     stats: dict[tuple[str, str], params.ColumnValues],
+                     volatile: set[str]) -> QueryResult:
     result = QueryResult(statement)
     if text is None:
         try:
@@ -94,10 +102,11 @@ async def _statement(conn: psycopg.AsyncConnection[dict], planner: Planner,
             return result
         sets: dict[str, list[str | None]] = {"given": list(statement.params)}
     else:
-        uses = sqltext.param_uses(text)
-        stats = await params.column_values(conn, uses, tables)
         sets = params.value_sets(uses, types, tables, stats)
     problem = sqltext.plain_select_problem(text)
+    side_effects = sorted(sqltext.functions(text) & volatile)
+    if problem is None and side_effects:
+        problem = f"calls {', '.join(side_effects)}, which may have side effects"
     analyze = problem is None
     if not analyze:
         result.notes.append(f"estimated only, not executed: the statement {problem}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -62,7 +61,8 @@ class Planner:
         result = PlanRun(role=role, label=label, values=values, analyzed=analyze)
         name = self._name()
         options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-        execute = sql.SQL("EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options), sql.Identifier(name))
+        execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
+                                                                  sql.Identifier(name))
         if values:
             execute += sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
         try:
@@ -87,11 +87,11 @@ class Planner:
         return result
 
     async def _begin(self, app: AppIdentity | None) -> None:
-        await self.conn.execute("SET TRANSACTION READ ONLY")
-        await self.conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+        await self.conn.execute(sql.SQL(
+            TAG + "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}").format(
             sql.Literal(self.timeout_ms)))
         if app is not None:
-            await self.conn.execute(sql.SQL("SET LOCAL ROLE {}").format(
+            await self.conn.execute(sql.SQL(TAG + "SET LOCAL ROLE {}").format(
                 sql.Identifier(app.role)))
             await self.conn.execute(
                 TAG + "SELECT set_config('request.jwt.claims', %s, true), "
@@ -101,15 +101,18 @@ class Planner:
 
     @staticmethod
     def _prepare(name: str, text: str) -> sql.Composed:
-        return sql.SQL("PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(text))
+        return sql.SQL(TAG + "PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(text))
 
     async def _deallocate(self, name: str) -> None:
         """Prepared statements outlive a rollback; drop ours by name (never DEALLOCATE ALL)."""
         if self.conn.closed:
             return
+        # Belt and braces: nothing executed here may keep an application's advisory lock.
+        await self.conn.execute(TAG + "SELECT pg_advisory_unlock_all()")
         with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):  # PREPARE failed
-            await self.conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
+            await self.conn.execute(sql.SQL(TAG + "DEALLOCATE {}").format(sql.Identifier(name)))
 
     @staticmethod
     def _name() -> str:
-        return f"hotdata_{uuid.uuid4().hex[:12]}"
+        """One name: statements are prepared one at a time and always deallocated."""
+        return "hotdata_plan"

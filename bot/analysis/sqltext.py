@@ -33,6 +33,16 @@ def fingerprint(text: str) -> str:
     return str(parser.fingerprint(text))
 
 
+def identity(text: str) -> str:
+    """What makes two texts the same statement: the fingerprint and the relations named.
+
+    pg_query's fingerprint ignores digits in names (`t007` and `t047` fingerprint alike), so
+    the relations are part of the key.
+    """
+    names = sorted({r.key for r in relations(parse_one(text).stmt)})
+    return f"{fingerprint(text)}:{','.join(names)}"
+
+
 def walk(node: Any, parents: tuple[ast.Node, ...] = ()) -> Iterator[tuple[ast.Node, tuple]]:
     """Every AST node under `node` with its ancestors, depth first."""
     if isinstance(node, ast.Node):
@@ -61,6 +71,16 @@ def command(text: str) -> str | None:
     return type(stmt).__name__.removesuffix("Stmt").upper() if isinstance(stmt, DML) else None
 
 
+def functions(text: str) -> set[str]:
+    """Names of the functions a statement calls (unqualified, lower case)."""
+    try:
+        stmt = parse_one(text).stmt
+    except Unparseable:
+        return set()
+    return {node.funcname[-1].sval for node, _ in walk(stmt)
+            if isinstance(node, ast.FuncCall) and isinstance(node.funcname[-1], ast.String)}
+
+
 def plain_select_problem(text: str) -> str | None:
     """None when the statement is a plain SELECT that EXPLAIN ANALYZE may run; else why not."""
     try:
@@ -68,7 +88,8 @@ def plain_select_problem(text: str) -> str | None:
     except Unparseable as error:
         return f"cannot be parsed: {error}"
     if not isinstance(stmt, ast.SelectStmt):
-        return f"is a {type(stmt).__name__.removesuffix('Stmt').upper()}, not a SELECT"
+        kind = type(stmt).__name__.removesuffix("Stmt").upper()
+        return f"is {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, not a SELECT"
     for node, _ in walk(stmt):
         if isinstance(node, ast.SelectStmt) and node.intoClause is not None:
             return "is a SELECT INTO, which creates a table"

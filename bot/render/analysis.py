@@ -91,8 +91,8 @@ def markdown(analysis: Analysis) -> str:
                   "", "```sql", s.query, "```", ""]
         if result.error:
             lines += [f"**Not analysed:** {result.error}", ""]
-            continue
-        lines += [f"**Plan:** {result.plan_summary}", ""]
+        else:
+            lines += [f"**Plan:** {result.plan_summary}", ""]
         if result.app_plan_summary:
             same = "differs from" if result.app_plan_differs else "is the same as"
             lines += [f"**As the application role** (plan {same} the owner's): "
@@ -103,7 +103,7 @@ def markdown(analysis: Analysis) -> str:
             lines += ["", "| finding | table | evidence | fix |", "|---|---|---|---|"]
             lines += [f"| {f.kind} | {f.table or '—'} | {_cell(f.detail)} | {_cell(f.fix)} |"
                       for f in result.findings]
-        else:
+        elif not result.error:
             lines.append("No problems found in this plan.")
         main = next((r for r in result.runs if r.plan is not None and r.role == "owner"), None)
         if main is not None:

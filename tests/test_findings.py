@@ -1,0 +1,512 @@
+"""Findings: each kind detected on a case built to trigger it, and not on a case built not to,
+through the real pipeline against a real PostgreSQL; plus the pure helpers they rest on."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bot import pgcluster
+from bot.analysis import findings, params, sqltext
+from bot.analysis.model import Finding, QueryResult
+from bot.analysis.pipeline import analyze
+from bot.settings import Settings
+from tests.harness import TEMPLATE, clone, drop
+
+ROWS = 200_000
+
+# One dataset for the whole module; every table has ROWS rows and is analysed, so the planner's
+# choices below are unambiguous.
+DATASET_SQL = f"""
+-- people: k has no index, k2 has one, email has one, k3 has only an invalid one
+CREATE TABLE people AS
+SELECT i AS id, i % 50000 AS k, i % 50000 AS k2, i % 50000 AS k3,
+       'user' || i || '@example.com' AS email
+FROM generate_series(1, {ROWS}) AS i;
+ALTER TABLE people ADD PRIMARY KEY (id);
+CREATE INDEX people_k2_idx ON people (k2);
+CREATE INDEX people_email_idx ON people (email);
+
+-- events: account 1 owns a quarter of the rows (50,000), accounts 2..51 about 3,000 each,
+-- stored together (an account's rows fill a few neighbouring pages, so an index on account
+-- clearly beats a Seq Scan); flag is rare (about 1 %) and independent of the account
+CREATE TABLE events_single AS
+SELECT * FROM (
+  SELECT i AS id,
+         CASE WHEN i % 4 = 0 THEN 1 ELSE 2 + (i / 4) % 50 END AS account,
+         (i % 97 = 3) AS flag,
+         timestamptz '2024-01-01 00:00+00' + i * interval '1 minute' AS created_at
+  FROM generate_series(1, {ROWS}) AS i) AS g
+ORDER BY account, id;
+CREATE INDEX events_single_account_idx ON events_single (account);
+CREATE TABLE events_composite AS SELECT * FROM events_single;
+CREATE INDEX events_composite_account_flag_idx ON events_composite (account, flag);
+CREATE INDEX events_composite_account_created_idx
+  ON events_composite (account, created_at DESC);
+
+-- pairs: a and b are the same column twice (100 values, 2,000 rows each)
+CREATE TABLE pairs AS
+SELECT i AS id, i % 100 AS a, i % 100 AS b FROM generate_series(1, {ROWS}) AS i;
+
+-- notes: a wide text column (about 33 MB to sort, far beyond the default 4 MB work_mem)
+CREATE TABLE notes AS
+SELECT i AS id, md5(i::text) || repeat('x', 100) || md5((i * 7)::text) AS body
+FROM generate_series(1, {ROWS}) AS i;
+ALTER TABLE notes ADD PRIMARY KEY (id);
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(pg: pgcluster.Cluster) -> Iterator[str]:
+    """URL of a module-wide database holding the tables above, analysed."""
+    name = clone(pg, TEMPLATE)
+    try:
+        with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
+            conn.execute(DATASET_SQL)
+            # A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind.
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("CREATE UNIQUE INDEX CONCURRENTLY people_k3_idx ON people (k3)")
+            assert conn.execute(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'people_k3_idx'::regclass"
+            ).fetchone() == (False,)
+            conn.execute("VACUUM ANALYZE")
+        yield pg.url(name)
+    finally:
+        drop(pg, name)
+
+
+def watched_file(directory: Path, queries: dict[str, str]) -> Path:
+    path = directory / "watched.toml"
+    path.write_text("".join(f"[[query]]\nname = {json.dumps(name)}\nsql = {json.dumps(text)}\n\n"
+                            for name, text in queries.items()))
+    return path
+
+
+async def analyse_watched(url: str, directory: Path, queries: dict[str, str],
+                          **settings: Any) -> dict[str, QueryResult]:
+    """Analyse `queries` as watched queries; the results by name."""
+    config = Settings(_env_file=None,  # type: ignore[call-arg]
+                      database_url=url, watched_queries=watched_file(directory, queries),
+                      **settings)
+    analysis = await analyze(config, top=5)
+    by_name = {r.statement.name: r for r in analysis.results if r.statement.name}
+    assert set(queries) <= set(by_name), analysis
+    return by_name
+
+
+def rows_in(detail: str, verb: str) -> int:
+    """The row count a finding's detail gives after `verb` (`reads 199,996 rows …`)."""
+    found = re.search(verb + r" ([\d,]+) rows", detail)
+    assert found, detail
+    return int(found.group(1).replace(",", ""))
+
+
+def kinds(result: QueryResult) -> set[tuple[str, str | None]]:
+    return {(f.kind, f.table) for f in result.findings}
+
+
+def kind_names(result: QueryResult) -> set[str]:
+    return {f.kind for f in result.findings}
+
+
+def planned(result: QueryResult) -> None:
+    """The statement was planned and measured without error."""
+    assert result.error is None, result.error
+    assert result.runs, result
+    for run in result.runs:
+        assert run.error is None, run.error
+        assert run.plan is not None
+        assert run.analyzed is True
+        assert run.ms is not None
+
+
+# --- seq_scan ---------------------------------------------------------------------------------
+
+
+async def test_seq_scan_on_a_large_table_with_a_selective_filter_and_no_index(
+        dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "no index": "SELECT * FROM people WHERE k = 4242",
+        "indexed": "SELECT * FROM people WHERE k2 = 4242",
+    })
+    positive, negative = results["no index"], results["indexed"]
+    planned(positive)
+    planned(negative)
+    assert kinds(positive) == {("seq_scan", "public.people")}
+    finding = positive.findings[0]
+    assert rows_in(finding.detail, "reads") >= 190_000  # the whole table, give or take
+    assert "(k)" in finding.fix
+    assert "Seq Scan on public.people" in positive.plan_summary
+    assert negative.findings == []
+    assert "people_k2_idx" in negative.plan_summary
+
+
+async def test_seq_scan_from_the_pg_stat_statements_workload(dataset: str) -> None:
+    """The `$n` form the application sent is planned with values from pg_stats."""
+    with psycopg.connect(dataset, autocommit=True) as conn:
+        for value in (17, 4242, 31337):
+            conn.execute("SELECT * FROM people WHERE k = %s", (value,)).fetchall()
+            conn.execute("SELECT * FROM people WHERE k2 = %s", (value,)).fetchall()
+    config = Settings(_env_file=None, database_url=dataset)  # type: ignore[call-arg]
+    analysis = await analyze(config, top=10)
+    by_identity = {r.statement.identity: r for r in analysis.results}
+    positive = by_identity[sqltext.identity("SELECT * FROM people WHERE k = 1")]
+    negative = by_identity[sqltext.identity("SELECT * FROM people WHERE k2 = 1")]
+    for result in (positive, negative):
+        assert result.statement.source == "pg_stat_statements"
+        assert "$1" in result.statement.query
+        assert result.statement.calls == 3
+        planned(result)
+        assert {run.label for run in result.runs} <= {"common", "median", "rare"}
+    assert kinds(positive) == {("seq_scan", "public.people")}
+    assert negative.findings == []
+
+
+# --- rows_removed -----------------------------------------------------------------------------
+
+
+async def test_rows_removed_when_the_index_covers_only_part_of_the_filter(
+        dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "account only": "SELECT * FROM events_single WHERE account = 7 AND flag",
+        "composite": "SELECT * FROM events_composite WHERE account = 7 AND flag",
+    })
+    positive, negative = results["account only"], results["composite"]
+    planned(positive)
+    planned(negative)
+    assert ("rows_removed", "public.events_single") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "rows_removed")
+    assert "flag" in finding.fix
+    assert "rows_removed" not in kind_names(negative)
+    assert "events_composite_account_flag_idx" in negative.plan_summary
+
+
+# --- sort_limit -------------------------------------------------------------------------------
+
+
+async def test_sort_limit_when_no_index_gives_the_order(dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "sorts": "SELECT * FROM events_single WHERE account = 1 "
+                 "ORDER BY created_at DESC LIMIT 10",
+        "ordered index": "SELECT * FROM events_composite WHERE account = 1 "
+                         "ORDER BY created_at DESC LIMIT 10",
+    })
+    positive, negative = results["sorts"], results["ordered index"]
+    planned(positive)
+    planned(negative)
+    assert ("sort_limit", "public.events_single") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "sort_limit")
+    assert 49_000 <= rows_in(finding.detail, "sorts") <= 51_000  # account 1's rows
+    assert "created_at DESC" in finding.detail
+    assert "sort_limit" not in kind_names(negative)
+    assert negative.findings == []
+    assert "events_composite_account_created_idx" in negative.plan_summary
+
+
+# --- misestimate ------------------------------------------------------------------------------
+
+
+async def test_misestimate_on_correlated_columns(dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "correlated": "SELECT * FROM pairs WHERE a = 1 AND b = 1",
+        "single": "SELECT * FROM pairs WHERE a = 1",
+    })
+    positive, negative = results["correlated"], results["single"]
+    planned(positive)
+    planned(negative)
+    assert ("misestimate", "public.pairs") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "misestimate")
+    assert "times off" in finding.detail
+    assert "misestimate" not in kind_names(negative)
+
+
+# --- temp_spill -------------------------------------------------------------------------------
+
+
+async def test_temp_spill_of_a_large_sort(dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "big sort": "SELECT * FROM notes ORDER BY body",
+        "small sort": "SELECT * FROM notes WHERE id <= 100 ORDER BY body",
+    })
+    positive, negative = results["big sort"], results["small sort"]
+    planned(positive)
+    planned(negative)
+    assert ("temp_spill", "public.notes") in kinds(positive)
+    assert "work_mem" in next(f for f in positive.findings if f.kind == "temp_spill").fix
+    assert "temp_spill" not in kind_names(negative)
+
+
+# --- rls_per_row ------------------------------------------------------------------------------
+
+
+async def test_rls_per_row_for_a_policy_calling_auth_uid_per_row(
+        hotdash: str, tmp_path: Path) -> None:
+    results = await analyse_watched(hotdash, tmp_path, {
+        "notifications": "SELECT count(*) FROM notifications WHERE read = false",
+        "decisions": "SELECT count(*) FROM decision_log WHERE status = 'pending'",
+    }, app_role="authenticated")
+    positive, negative = results["notifications"], results["decisions"]
+    assert positive.error is None and negative.error is None
+    assert ("rls_per_row", "public.notifications") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "rls_per_row")
+    assert "notifications_select_own" in finding.detail
+    assert "auth.uid()" in finding.detail
+    assert "select auth.uid()" in finding.fix
+    assert "rls_per_row" not in kind_names(negative)
+
+
+# --- unusable_index ---------------------------------------------------------------------------
+
+
+async def test_unusable_index_when_the_column_is_wrapped_in_a_function(
+        dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "wrapped": "SELECT * FROM people WHERE lower(email) = 'user4242@example.com'",
+        "bare": "SELECT * FROM people WHERE email = 'user4242@example.com'",
+    })
+    positive, negative = results["wrapped"], results["bare"]
+    planned(positive)
+    planned(negative)
+    assert ("unusable_index", "public.people") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "unusable_index")
+    assert "people_email_idx" in finding.detail
+    assert "unusable_index" not in kind_names(negative)
+    assert negative.findings == []
+    assert "people_email_idx" in negative.plan_summary
+
+
+async def test_unusable_index_when_the_index_is_invalid(dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "invalid index": "SELECT * FROM people WHERE k3 = 4242",
+        "no index": "SELECT * FROM people WHERE k = 4242",
+    })
+    positive, negative = results["invalid index"], results["no index"]
+    planned(positive)
+    finding = next(f for f in positive.findings if f.kind == "unusable_index")
+    assert finding.table == "public.people"
+    assert "people_k3_idx" in finding.detail and "invalid" in finding.detail
+    assert "people_k3_idx" in finding.fix
+    assert "unusable_index" not in kind_names(negative)
+
+
+# --- timeout ----------------------------------------------------------------------------------
+
+
+async def test_timeout_is_a_finding_and_the_other_queries_still_get_plans(
+        dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "slow": "SELECT count(*) FROM people a CROSS JOIN people b",
+        "fast": "SELECT * FROM people WHERE k2 = 4242",
+        "also fast": "SELECT id FROM people WHERE email = 'user7@example.com'",
+    }, statement_timeout_ms=100)
+    slow = results["slow"]
+    assert slow.error is None
+    assert [f.kind for f in slow.findings] == ["timeout"]
+    assert "0.1 s" in slow.findings[0].detail
+    assert all(run.plan is None and run.error for run in slow.runs)
+    for name in ("fast", "also fast"):
+        planned(results[name])
+        assert "timeout" not in kind_names(results[name])
+
+
+async def test_no_timeout_finding_with_a_generous_timeout(dataset: str, tmp_path: Path) -> None:
+    results = await analyse_watched(dataset, tmp_path, {
+        "count": "SELECT count(*) FROM people WHERE k = 4242",
+    }, statement_timeout_ms=30_000)
+    planned(results["count"])
+    assert "timeout" not in kind_names(results["count"])
+
+
+# --- pure helpers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("expression", "calls"), [
+    ("(user_id = auth.uid())", ["auth.uid()"]),
+    ("(user_id = ( SELECT auth.uid() AS uid))", []),
+    ("((auth.jwt() ->> 'role'::text) = 'admin'::text)", ["auth.jwt()"]),
+    ("(tenant_id = (current_setting('app.tenant'::text))::integer)", ["current_setting()"]),
+    ("((( SELECT auth.uid() AS uid) = user_id) OR (owner_id = auth.uid()))", ["auth.uid()"]),
+    ("(user_id IN ( SELECT m.user_id FROM members m WHERE m.org = auth.uid()))", []),
+    ("(owner = CURRENT_USER)", []),
+    ("(user_id = uid())", []),  # not the auth schema's function
+    (None, []),
+    ("", []),
+    ("((( not sql", []),
+])
+def test_per_row_calls(expression: str | None, calls: list[str]) -> None:
+    assert findings.per_row_calls(expression) == calls
+
+
+@pytest.mark.parametrize(("expression", "columns"), [
+    ("((user_id = '3e334e85-9879-af25-6d38-27d651b7804a'::uuid) AND (read = false))",
+     ["user_id", "read"]),
+    ("((t.a = 1) AND (t.b > 2) AND (t.a < 5))", ["a", "b"]),
+    ("(lower(email) = 'x@example.com'::text)", ["email"]),
+    ("(created_at >= (now() - '7 days'::interval))", ["created_at"]),
+    ("(status = ANY ('{pending,escalated}'::text[]))", ["status"]),
+    (None, []),
+    ("", []),
+    ("((( not sql", []),
+])
+def test_filter_columns(expression: str | None, columns: list[str]) -> None:
+    assert findings.filter_columns(expression) == columns
+
+
+def test_repair_turns_typed_literal_parameters_into_casts() -> None:
+    text = ("SELECT product_id, sum(qty) FROM inventory_actions "
+            "WHERE created_at >= now() - interval $1 GROUP BY product_id")
+    repaired = sqltext.repair(text)
+    assert "interval $1" not in repaired
+    assert "CAST($1 AS interval)" in repaired
+    assert sqltext.fingerprint(repaired) == sqltext.fingerprint(text)
+    dated = sqltext.repair("SELECT * FROM t WHERE d > date $1 AND n = $2")
+    assert "CAST($1 AS date)" in dated and "n = $2" in dated
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT * FROM notifications WHERE user_id = $1 AND read = $2 LIMIT $3",
+    "SELECT * FROM t WHERE x = $1::int",
+    "SELECT CAST($1 AS interval)",
+])
+def test_repair_leaves_preparable_texts_alone(text: str) -> None:
+    assert sqltext.repair(text) == text
+
+
+def test_repair_of_an_unparseable_text_raises() -> None:
+    with pytest.raises(sqltext.Unparseable):
+        sqltext.repair("SELECT * FROM notifications WHERE user_id = $1 AND")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("UPDATE notifications SET read = true WHERE user_id = $1", "UPDATE"),
+    ("DELETE FROM notifications WHERE id = 1", "DELETE"),
+    ("INSERT INTO notifications (user_id, kind) VALUES ($1, 'system')", "INSERT"),
+    ("WITH gone AS (DELETE FROM notifications WHERE read RETURNING id) "
+     "SELECT count(*) FROM gone", "data-modifying"),
+    ("WITH a AS (WITH b AS (UPDATE t SET x = 1 RETURNING x) SELECT x FROM b) SELECT * FROM a",
+     "data-modifying"),
+    ("SELECT * FROM notifications WHERE user_id = $1 FOR UPDATE", "FOR UPDATE"),
+    ("SELECT * FROM notifications FOR SHARE SKIP LOCKED", "FOR UPDATE/SHARE"),
+    ("SELECT * FROM (SELECT * FROM notifications FOR UPDATE) AS s", "FOR UPDATE"),
+    ("SELECT * INTO copy_of_notifications FROM notifications", "SELECT INTO"),
+    ("SELECT * FROM notifications WHERE", "cannot be parsed"),
+    ("SELECT 1; SELECT 2", "cannot be parsed"),
+])
+def test_plain_select_problem_refuses_what_explain_analyze_must_not_run(
+        text: str, why: str) -> None:
+    problem = sqltext.plain_select_problem(text)
+    assert problem is not None
+    assert why in problem
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT * FROM notifications WHERE user_id = $1",
+    "WITH recent AS (SELECT * FROM notifications WHERE created_at > now() - interval '1 day') "
+    "SELECT count(*) FROM recent",
+    "SELECT d.id, p.email FROM decision_log d JOIN profiles p ON p.id = d.user_id "
+    "WHERE d.status = 'pending' ORDER BY d.created_at LIMIT 100",
+    "SELECT 1 UNION ALL SELECT 2",
+])
+def test_plain_select_problem_allows_plain_selects(text: str) -> None:
+    assert sqltext.plain_select_problem(text) is None
+
+
+def test_param_uses_maps_parameters_to_columns_and_limits() -> None:
+    Use = sqltext.ParamUse
+    assert sqltext.param_uses(
+        "SELECT * FROM notifications WHERE user_id = $1 AND read = $2 "
+        "ORDER BY created_at DESC LIMIT $3") == {
+        1: Use(1, "column", "notifications", "user_id"),
+        2: Use(2, "column", "notifications", "read"),
+        3: Use(3, "limit"),
+    }
+    assert sqltext.param_uses(
+        "SELECT d.id FROM decision_log d JOIN profiles p ON p.id = d.user_id "
+        "WHERE d.status = $1 AND p.email = $2 AND kind = $5 LIMIT $3 OFFSET $4") == {
+        1: Use(1, "column", "decision_log", "status"),
+        2: Use(2, "column", "profiles", "email"),
+        3: Use(3, "limit"),
+        4: Use(4, "offset"),
+        5: Use(5, "column", None, "kind"),  # unqualified in a join: table unknown
+    }
+    assert sqltext.param_uses(
+        "SELECT * FROM public.notifications n WHERE $1 = n.user_id AND n.kind IN ($2, $3) "
+        "AND n.created_at > $4::timestamptz") == {
+        1: Use(1, "column", "public.notifications", "user_id"),
+        2: Use(2, "column", "public.notifications", "kind"),
+        3: Use(3, "column", "public.notifications", "kind"),
+        4: Use(4, "column", "public.notifications", "created_at"),
+    }
+    assert sqltext.param_uses("SELECT count(*) FROM decision_log WHERE status = 'pending'") == {}
+
+
+def test_fingerprint_is_the_same_for_literal_and_parameter_forms() -> None:
+    literal = ("SELECT * FROM notifications WHERE user_id = "
+               "'3e334e85-9879-af25-6d38-27d651b7804a' AND read = false "
+               "ORDER BY created_at DESC LIMIT 20")
+    other_values = ("SELECT * FROM notifications WHERE user_id = "
+                    "'002919af-9552-c770-35b1-da1a23988191' AND read = true "
+                    "ORDER BY created_at DESC LIMIT 50")
+    parameters = ("SELECT * FROM notifications WHERE user_id = $1 AND read = $2 "
+                  "ORDER BY created_at DESC LIMIT $3")
+    assert sqltext.fingerprint(literal) == sqltext.fingerprint(parameters)
+    assert sqltext.fingerprint(other_values) == sqltext.fingerprint(parameters)
+    assert sqltext.fingerprint(
+        "SELECT sum(qty) FROM inventory_actions WHERE created_at >= now() - interval '7 days'"
+    ) == sqltext.fingerprint(
+        "SELECT sum(qty) FROM inventory_actions WHERE created_at >= now() - interval $1")
+    # a different column, table or shape is a different statement
+    assert sqltext.fingerprint(parameters) != sqltext.fingerprint(
+        parameters.replace("user_id", "kind"))
+    assert sqltext.fingerprint(parameters) != sqltext.fingerprint(
+        parameters.replace("notifications", "decision_log"))
+    assert sqltext.fingerprint(parameters) != sqltext.fingerprint(
+        parameters.replace("DESC", "ASC"))
+
+
+def test_identity_is_the_same_for_literal_and_parameter_forms_but_tells_tables_apart() -> None:
+    literal = ("SELECT theme FROM user_preferences "
+               "WHERE user_id = '3e334e85-9879-af25-6d38-27d651b7804a'")
+    assert sqltext.identity(literal) == sqltext.identity(
+        "SELECT theme FROM user_preferences WHERE user_id = $1")
+    # pg_query's fingerprint ignores digits in relation names; the identity does not
+    assert sqltext.fingerprint("SELECT * FROM t007 WHERE a = 1") == sqltext.fingerprint(
+        "SELECT * FROM t047 WHERE a = 1")
+    assert sqltext.identity("SELECT * FROM t007 WHERE a = 1") != sqltext.identity(
+        "SELECT * FROM t047 WHERE a = 1")
+
+
+def test_pick_with_most_common_values_and_a_histogram() -> None:
+    values = params.pick(["heavy", "busy", "often"], [0.5, 0.3, 0.1],
+                         ["h0", "h1", "h2", "h3", "h4"])
+    assert values == params.ColumnValues(common="heavy", median="h2", rare="h0")
+    assert [values.get(label) for label in params.LABELS] == ["heavy", "h2", "h0"]
+
+
+def test_pick_with_most_common_values_only_orders_them_by_frequency() -> None:
+    values = params.pick(["a", "b", "c", "d", "e"], [0.4, 0.3, 0.15, 0.1, 0.05], None)
+    assert values == params.ColumnValues(common="a", median="c", rare="e")
+    assert params.pick(["t", "f"], [0.85, 0.15], None) == params.ColumnValues("t", "f", "f")
+
+
+def test_pick_with_a_histogram_only_or_nothing() -> None:
+    assert params.pick(None, None, ["h0", "h1", "h2", "h3"]) == params.ColumnValues(
+        "h2", "h2", "h0")
+    assert params.pick([], [], []) == params.ColumnValues(None, None, None)
+    assert params.pick(None, None, None) == params.ColumnValues(None, None, None)
+
+
+def test_dedupe_keeps_the_first_finding_per_kind_and_table() -> None:
+    first = Finding("seq_scan", "public.a", "first", "fix")
+    unique = findings.dedupe([first, Finding("seq_scan", "public.a", "second", "fix"),
+                              Finding("seq_scan", "public.b", "b", "fix"),
+                              Finding("misestimate", "public.a", "m", "fix")])
+    assert [(f.kind, f.table, f.detail) for f in unique] == [
+        ("seq_scan", "public.a", "first"), ("seq_scan", "public.b", "b"),
+        ("misestimate", "public.a", "m")]
