@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     state_database_url: str | None = None
     migrator_database_url: str | None = None
     drill_database_url: str | None = None
+    scratch_database_url: str | None = None
 
     manager_ids: Annotated[list[str], NoDecode] = []
     manager_group: str | None = None
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     watched_queries: Path | None = None
     app_role: str | None = None
     app_jwt_claims: str | None = None
+    index_budget_mb: float = Field(1024.0, gt=0)
 
     @field_validator("manager_ids", mode="before")
     @classmethod
@@ -57,7 +59,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("database_url", "state_database_url", "migrator_database_url",
-                     "drill_database_url")
+                     "drill_database_url", "scratch_database_url")
     @classmethod
     def _valid_dsn(cls, value: str | None) -> str | None:
         if value is not None:
@@ -109,7 +111,7 @@ class Settings(BaseSettings):
         found = [s.get_secret_value() for s in (self.slack_bot_token, self.slack_signing_secret,
                                                  self.slack_app_token) if s is not None]
         for dsn in (self.database_url, self.state_database_url, self.migrator_database_url,
-                    self.drill_database_url):
+                    self.drill_database_url, self.scratch_database_url):
             if dsn:
                 password = parse_dsn(dsn).get("password")
                 if password:
@@ -135,6 +137,7 @@ _EXPECTS = {
     "port": "a TCP port number between 1 and 65535",
     "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",
     "statement_timeout_ms": "milliseconds, at least 100",
+    "index_budget_mb": "megabytes of new indexes the advisor may propose, more than 0",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
 

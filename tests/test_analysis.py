@@ -169,7 +169,8 @@ async def test_slowest_statements_ranked_without_the_bots_own_or_utility_stateme
 async def test_parameterised_statements_are_planned_with_values_from_pg_stats(
         worked: str) -> None:
     analysis = await analyze(settings_for(worked), top=50)
-    assert analysis.notes == []
+    # the only notes are the advisor's (skipped candidates, estimates): nothing went missing
+    assert not [n for n in analysis.notes if "pg_stat_statements" in n or "hidden" in n]
     for result in analysis.results:
         assert result.error is None, (result.statement.query, result.error)
         assert result.runs

@@ -42,6 +42,7 @@ class Table:
     size_bytes: int
     rls: bool
     force_rls: bool
+    columns: list[str] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
 
@@ -53,7 +54,10 @@ class Table:
 RESOLVE_SQL = TAG + """
 SELECT r.key, c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
        greatest(c.reltuples, 0)::bigint AS rows, pg_total_relation_size(c.oid) AS size_bytes,
-       c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS columns
 FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
 JOIN pg_class c ON c.oid = to_regclass(
        CASE WHEN r.s IS NULL THEN quote_ident(r.n)
@@ -97,7 +101,7 @@ async def tables(conn: psycopg.AsyncConnection[dict],
     for row in rows:
         table = by_oid.setdefault(row["oid"], Table(
             row["oid"], row["schema"], row["name"], row["rows"], row["size_bytes"],
-            row["rls"], row["force_rls"]))
+            row["rls"], row["force_rls"], list(row["columns"])))
         found[row["key"]] = table
     if by_oid:
         cur = await conn.execute(INDEXES_SQL, (list(by_oid),))

@@ -14,11 +14,12 @@ LABELS = ("common", "median", "rare")
 # One lookup per wanted column (OFFSET 0 keeps it a per-row index lookup): joining the whole
 # pg_stats view would check column privileges on every column of the database.
 STATS_SQL = TAG + """
-SELECT w.sch || '.' || w.tbl AS table, w.col AS column, s.mcv, s.mcf, s.hist
+SELECT w.sch || '.' || w.tbl AS table, w.col AS column, s.mcv, s.mcf, s.hist, s.n_distinct,
+       s.null_frac
 FROM unnest(%s::text[], %s::text[], %s::text[]) AS w(sch, tbl, col)
 CROSS JOIN LATERAL (
     SELECT st.most_common_vals::text::text[] AS mcv, st.most_common_freqs AS mcf,
-           st.histogram_bounds::text::text[] AS hist
+           st.histogram_bounds::text::text[] AS hist, st.n_distinct, st.null_frac
     FROM pg_stats st
     WHERE st.schemaname = w.sch AND st.tablename = w.tbl AND st.attname = w.col
     OFFSET 0) AS s
@@ -64,23 +65,54 @@ def pick(mcv: list[str] | None, freqs: list[float] | None,
     return ColumnValues(None, None, None)
 
 
-async def column_values(conn: psycopg.AsyncConnection[dict], uses: list[ParamUse],
-                        tables: dict[str, Table]) -> dict[tuple[str, str], ColumnValues]:
-    """(schema.table, column) → values, for every parameter compared with a known column;
-    one query for the uses of all statements."""
-    wanted = {(tables[u.table].schema, tables[u.table].name, u.column) for u in uses
-              if u.role == "column" and u.table in tables and u.column}
-    if not wanted:
+@dataclass(frozen=True)
+class ColumnStats:
+    """What pg_stats says about one column."""
+
+    mcv: list[str]
+    freqs: list[float]
+    hist: list[str]
+    n_distinct: float
+    null_frac: float
+
+    def values(self) -> ColumnValues:
+        return pick(self.mcv, self.freqs, self.hist)
+
+    def frequency(self, value: str) -> float | None:
+        """The share of rows holding `value`, when pg_stats knows it."""
+        if value in self.mcv:
+            return self.freqs[self.mcv.index(value)]
+        if self.mcv and not self.hist:  # the most-common values cover every value
+            return max(0.0, 1.0 - self.null_frac - sum(self.freqs))
+        return None
+
+    def distinct(self, rows: int) -> float:
+        return self.n_distinct if self.n_distinct >= 0 else -self.n_distinct * rows
+
+
+async def column_stats(conn: psycopg.AsyncConnection[dict],
+                       columns: set[tuple[str, str, str]]
+                       ) -> dict[tuple[str, str], ColumnStats]:
+    """(schema.table, column) → statistics for (schema, table, column) triples, one query."""
+    if not columns:
         return {}
-    triples = sorted(wanted)
+    triples = sorted(columns)
     cur = await conn.execute(STATS_SQL, ([t[0] for t in triples], [t[1] for t in triples],
                                          [t[2] for t in triples]))
-    return {(row["table"], row["column"]): pick(row["mcv"], row["mcf"], row["hist"])
-            for row in await cur.fetchall()}
+    return {(row["table"], row["column"]): ColumnStats(
+        row["mcv"] or [], list(row["mcf"] or []), row["hist"] or [],
+        float(row["n_distinct"] or 0), float(row["null_frac"] or 0))
+        for row in await cur.fetchall()}
+
+
+def used_columns(uses: list[ParamUse], tables: dict[str, Table]) -> set[tuple[str, str, str]]:
+    """The (schema, table, column) triples parameters are compared with."""
+    return {(tables[u.table].schema, tables[u.table].name, u.column) for u in uses
+            if u.role == "column" and u.table in tables and u.column}
 
 
 def value_sets(uses: dict[int, ParamUse], types: list[str], tables: dict[str, Table],
-               stats: dict[tuple[str, str], ColumnValues]) -> dict[str, list[str | None]]:
+               stats: dict[tuple[str, str], ColumnStats]) -> dict[str, list[str | None]]:
     """label → one value per parameter; identical sets are listed once."""
     if not types:
         return {"none": []}
@@ -95,13 +127,13 @@ def value_sets(uses: dict[int, ParamUse], types: list[str], tables: dict[str, Ta
 
 
 def _value(use: ParamUse | None, type_name: str, label: str, tables: dict[str, Table],
-           stats: dict[tuple[str, str], ColumnValues]) -> str | None:
+           stats: dict[tuple[str, str], ColumnStats]) -> str | None:
     if use is not None and use.role == "limit":
         return LIMIT_VALUE
     if use is not None and use.role == "offset":
         return "0"
     if use is not None and use.role == "column" and use.table in tables and use.column:
         found = stats.get((tables[use.table].qualified, use.column))
-        if found is not None and found.get(label) is not None:
-            return found.get(label)
+        if found is not None and found.values().get(label) is not None:
+            return found.values().get(label)
     return DEFAULTS.get(type_name)

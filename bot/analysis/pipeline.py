@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from bot.advisor.recommend import recommend
 from bot.analysis import catalog, collect, findings, params, sqltext
 from bot.analysis.catalog import Table
 from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
@@ -49,8 +50,8 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
         volatile = await catalog.volatile_functions(
             conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
-        stats = await params.column_values(
-            conn, [u for per_statement in uses.values() for u in per_statement.values()], tables)
+        stats = await params.column_stats(conn, params.used_columns(
+            [u for per_statement in uses.values() for u in per_statement.values()], tables))
         planner = Planner(conn, settings.statement_timeout_ms)
         app = app_identity(settings)
         for number, statement in enumerate(statements, 1):
@@ -58,6 +59,9 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
             result.results.append(await _statement(
                 planner, statement, texts[statement.identity], tables, app,
                 uses.get(statement.identity, {}), stats, volatile))
+        await _say(progress, "costing candidate indexes…")
+        result.recommendations = await recommend(settings, conn, planner, result.results,
+                                                 tables, app, result.notes)
     return result
 
 
@@ -80,7 +84,7 @@ def _relations(text: str) -> list[sqltext.Relation]:
 async def _statement(planner: Planner, statement: Statement, text: str | None,
                      all_tables: dict[str, Table], app: AppIdentity | None,
                      uses: dict[int, sqltext.ParamUse],
-                     stats: dict[tuple[str, str], params.ColumnValues],
+                     stats: dict[tuple[str, str], params.ColumnStats],
                      volatile: set[str]) -> QueryResult:
     result = QueryResult(statement)
     if text is None:

@@ -36,6 +36,13 @@ class AppIdentity:
         return str(value) if value is not None else None
 
 
+def _total_cost(row: dict | None) -> float:
+    assert row is not None
+    document = row["QUERY PLAN"]
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]
+    return float(plan["Plan"]["Total Cost"])
+
+
 class Planner:
     """Plans statements on one analysis connection (read-only, statement timeout)."""
 
@@ -61,16 +68,11 @@ class Planner:
         result = PlanRun(role=role, label=label, values=values, analyzed=analyze)
         name = self._name()
         options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-        execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
-                                                                  sql.Identifier(name))
-        if values:
-            execute += sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
         try:
             async with self.conn.transaction(force_rollback=True):
                 await self._begin(app)
                 await self.conn.execute(self._prepare(name, text))
-                cur = await self.conn.execute(execute)
-                row = await cur.fetchone()
+                row = await self._explain(name, values, options)
         except psycopg.errors.QueryCanceled:
             result.error = f"did not finish in {self.timeout_ms / 1000:g} s"
             return result
@@ -86,10 +88,43 @@ class Planner:
             result.ms = float(result.plan.get("Execution Time", 0.0))
         return result
 
-    async def _begin(self, app: AppIdentity | None) -> None:
+    async def estimate(self, text: str, value_sets: list[list[str | None]], *,
+                       app: AppIdentity | None, hypothetical: list[str]) -> list[float]:
+        """Planner costs with HypoPG's hypothetical indexes (CREATE INDEX texts): one per value
+        set, then the generic plan's. Raises psycopg.Error when the statement cannot be planned.
+        The hypothetical indexes are reset afterwards, so each call starts from the real schema.
+        """
+        name = self._name()
+        costs = []
+        try:
+            async with self.conn.transaction(force_rollback=True):
+                await self._begin(app, hypothetical)
+                await self.conn.execute(self._prepare(name, text))
+                for values in value_sets:
+                    costs.append(_total_cost(await self._explain(name, values, "FORMAT JSON")))
+                await self.conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
+                costs.append(_total_cost(await self._explain(name, value_sets[0], "FORMAT JSON")))
+        finally:
+            if hypothetical and not self.conn.closed:
+                await self.conn.execute(TAG + "SELECT hypopg_reset()")
+            await self._deallocate(name)
+        return costs
+
+    async def _explain(self, name: str, values: list[str | None], options: str) -> dict | None:
+        execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
+                                                                  sql.Identifier(name))
+        if values:
+            execute += sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
+        cur = await self.conn.execute(execute)
+        return await cur.fetchone()
+
+    async def _begin(self, app: AppIdentity | None,
+                     hypothetical: tuple[str, ...] | list[str] = ()) -> None:
         await self.conn.execute(sql.SQL(
             TAG + "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}").format(
             sql.Literal(self.timeout_ms)))
+        for ddl in hypothetical:  # created as hotdata's role, visible to the whole session
+            await self.conn.execute(TAG + "SELECT hypopg_create_index(%s)", (ddl,))
         if app is not None:
             await self.conn.execute(sql.SQL(TAG + "SET LOCAL ROLE {}").format(
                 sql.Identifier(app.role)))

@@ -517,3 +517,14 @@ def run(conn: psycopg.Connection[Any], plan: Sequence[tuple[str, Sequence[Any]]]
     if not conn.autocommit:
         conn.commit()
     return time.perf_counter() - start
+
+
+def reset_statistics(conn: psycopg.Connection) -> None:
+    """Forget the load in the statistics views, as a database in steady use would have:
+    pg_stat_statements and the table counters then describe the workload only."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_sleep(0.05)")  # the flush happens when this backend goes idle
+    conn.execute("SELECT pg_stat_reset()")
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+                    ).fetchone():
+        conn.execute("SELECT pg_stat_statements_reset()")

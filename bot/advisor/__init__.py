@@ -1,0 +1,1 @@
+"""Index advice: candidates, what-if costing, selection, verification, cleanup and lint."""

@@ -1,0 +1,271 @@
+"""Candidate indexes from the parsed statement (pglast), its tables' RLS policies and pg_stats.
+
+Per table: equality columns first (most selective first), then at most one range column, or
+the ORDER BY columns with their direction; partial variants for predicates on rare values
+(`WHERE NOT read`, `WHERE status = 'pending'`); single-column indexes on join keys. Pure
+functions: the catalog facts come in as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pglast import ast
+from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
+from pglast.enums.primnodes import BoolExprType
+from pglast.stream import RawStream
+
+from bot.advisor.model import Candidate, quote
+from bot.analysis import sqltext
+from bot.analysis.catalog import Table
+from bot.analysis.params import ColumnStats
+
+RARE = 0.25  # a value held by at most this share of rows earns a partial index
+RANGE_OPERATORS = {"<", ">", "<=", ">="}
+
+
+@dataclass
+class Predicates:
+    """What one statement asks of one table."""
+
+    equal: list[str] = field(default_factory=list)
+    constants: dict[str, tuple[str, str]] = field(default_factory=dict)  # col → (value, SQL)
+    booleans: dict[str, bool] = field(default_factory=dict)
+    ranges: list[str] = field(default_factory=list)
+    joins: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+
+    def add(self, bucket: list[str], column: str) -> None:
+        if column not in bucket:
+            bucket.append(column)
+
+
+class _Resolver:
+    """Maps column references of one statement to the table keys they belong to."""
+
+    def __init__(self, stmt: ast.Node, tables: dict[str, Table]) -> None:
+        self.tables = tables
+        self.aliases: dict[str, str] = {}
+        for rel in sqltext.relations(stmt):
+            if rel.key in tables:
+                self.aliases[rel.alias or rel.name] = rel.key
+                self.aliases.setdefault(rel.name, rel.key)
+        self.keys = sorted(set(self.aliases.values()))
+
+    def column(self, node: Any) -> tuple[str, str] | None:
+        while isinstance(node, ast.TypeCast):
+            node = node.arg
+        if not isinstance(node, ast.ColumnRef):
+            return None
+        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        if not names:
+            return None
+        if len(names) >= 2:
+            key = self.aliases.get(names[-2])
+            return (key, names[-1]) if key else None
+        owners = [k for k in self.keys if names[0] in self.tables[k].columns]
+        return (owners[0], names[0]) if len(owners) == 1 else None
+
+
+def _has_column(node: Any) -> bool:
+    """True when the expression reads a column of this query (sub-selects do not count)."""
+    return any(isinstance(n, ast.ColumnRef) and not any(isinstance(p, ast.SubLink)
+                                                         for p in parents)
+               for n, parents in sqltext.walk(node))
+
+
+def _constant(node: Any) -> Any:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    return node.val if isinstance(node, ast.A_Const) else None
+
+
+def _bare(node: Any) -> Any:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    return node
+
+
+def _conjuncts(node: Any) -> list[Any]:
+    if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR:
+        return [c for arg in node.args for c in _conjuncts(arg)]
+    return [node] if node is not None else []
+
+
+def _deparse(node: ast.Node) -> str:
+    return str(RawStream()(node))
+
+
+def _collect(node: Any, resolve: _Resolver, found: dict[str, Predicates]) -> None:
+    """Add one conjunct's predicates to `found` (table key → Predicates)."""
+    if isinstance(node, ast.ColumnRef) or (
+            isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.NOT_EXPR):
+        inner = node.args[0] if isinstance(node, ast.BoolExpr) else node
+        ref = resolve.column(inner)
+        if ref:
+            found.setdefault(ref[0], Predicates()).booleans[ref[1]] = isinstance(node,
+                                                                                 ast.ColumnRef)
+        return
+    if not isinstance(node, ast.A_Expr):
+        return
+    operator = node.name[-1].sval if node.name else ""
+    if node.kind == A_Expr_Kind.AEXPR_IN:
+        ref = resolve.column(node.lexpr)
+        if ref:
+            preds = found.setdefault(ref[0], Predicates())
+            preds.add(preds.equal, ref[1])
+        return
+    if node.kind == A_Expr_Kind.AEXPR_BETWEEN:
+        ref = resolve.column(node.lexpr)
+        if ref:
+            preds = found.setdefault(ref[0], Predicates())
+            preds.add(preds.ranges, ref[1])
+        return
+    if node.kind != A_Expr_Kind.AEXPR_OP or operator not in {"=", *RANGE_OPERATORS}:
+        return
+    left, right = resolve.column(node.lexpr), resolve.column(node.rexpr)
+    if left and right and left[0] != right[0]:
+        for key, column in (left, right):
+            preds = found.setdefault(key, Predicates())
+            preds.add(preds.joins, column)
+        return
+    ref, other = (left, node.rexpr) if left else (right, node.lexpr)
+    if ref is None or _has_column(other):
+        return
+    preds = found.setdefault(ref[0], Predicates())
+    if operator != "=":
+        preds.add(preds.ranges, ref[1])
+        return
+    value = _constant(other)
+    if isinstance(value, ast.Boolean):
+        preds.booleans[ref[1]] = bool(value.boolval)
+        return
+    preds.add(preds.equal, ref[1])
+    if isinstance(value, ast.String):  # unqualified: an index predicate names no alias
+        preds.constants[ref[1]] = (value.sval, f"{quote(ref[1])} = {_deparse(_bare(other))}")
+
+
+def predicates(text: str, tables: dict[str, Table],
+               policy_quals: dict[str, list[str]] | None = None) -> dict[str, Predicates]:
+    """table key → what the statement (plus the RLS policies PostgreSQL adds) asks of it."""
+    stmt = sqltext.parse_one(text).stmt
+    resolve = _Resolver(stmt, tables)
+    found: dict[str, Predicates] = {}
+    for node, _ in sqltext.walk(stmt):
+        if isinstance(node, ast.SelectStmt | ast.UpdateStmt | ast.DeleteStmt):
+            for conjunct in _conjuncts(node.whereClause):
+                _collect(conjunct, resolve, found)
+        if isinstance(node, ast.JoinExpr):
+            for conjunct in _conjuncts(node.quals):
+                _collect(conjunct, resolve, found)
+    if isinstance(stmt, ast.SelectStmt) and stmt.sortClause:
+        _order(stmt, resolve, found)
+    for key, quals in (policy_quals or {}).items():
+        if key not in resolve.keys:
+            continue
+        for qual in quals:
+            _policy(qual, key, tables, found)
+    return found
+
+
+def _order(stmt: ast.SelectStmt, resolve: _Resolver, found: dict[str, Predicates]) -> None:
+    refs = [(resolve.column(s.node), s.sortby_dir) for s in stmt.sortClause]
+    if not refs or any(r is None for r, _ in refs) or len({r[0] for r, _ in refs if r}) != 1:
+        return
+    key = refs[0][0][0]  # type: ignore[index]
+    preds = found.setdefault(key, Predicates())
+    preds.order = [f"{r[1]} DESC" if direction == SortByDir.SORTBY_DESC else r[1]
+                   for r, direction in refs if r]
+
+
+def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Predicates]) -> None:
+    try:
+        stmt = sqltext.parse_one(f"SELECT 1 FROM {quote(tables[key].schema)}."
+                                 f"{quote(tables[key].name)} WHERE {qual}").stmt
+    except sqltext.Unparseable:
+        return
+    resolve = _Resolver(stmt, {key: tables[key]})
+    resolve.aliases = {tables[key].name: key}
+    resolve.keys = [key]
+    for conjunct in _conjuncts(stmt.whereClause):
+        _collect(conjunct, resolve, found)
+
+
+def _partial(preds: Predicates, table: Table,
+             stats: dict[tuple[str, str], ColumnStats]) -> tuple[str | None, set[str]]:
+    """The rarest-value predicate worth a partial index, and the columns it covers."""
+    best: tuple[float, str, str] | None = None
+    for column, wanted in preds.booleans.items():
+        found = stats.get((table.qualified, column))
+        share = found.frequency("t" if wanted else "f") if found else None
+        if share is not None and share <= RARE and (best is None or share < best[0]):
+            best = (share, column, quote(column) if wanted else f"NOT {quote(column)}")
+    for column, (value, text) in preds.constants.items():
+        found = stats.get((table.qualified, column))
+        share = found.frequency(value) if found else None
+        if share is not None and share <= RARE and (best is None or share < best[0]):
+            best = (share, column, text)
+    if best is None:
+        return None, set()
+    return best[2], {best[1]}
+
+
+def for_table(preds: Predicates, table: Table,
+              stats: dict[tuple[str, str], ColumnStats]) -> list[Candidate]:
+    """Every candidate index one statement suggests for one table."""
+    def selectivity(column: str) -> float:
+        found = stats.get((table.qualified, column))
+        return -(found.distinct(table.rows) if found else 0.0)
+
+    equal = sorted([*preds.equal, *preds.booleans], key=selectivity)
+    where, covered = _partial(preds, table, stats)
+    tails: list[list[str]] = [[]]
+    if preds.ranges:
+        tails.append([preds.ranges[0]])
+    if preds.order and not (preds.ranges and preds.ranges[0] != preds.order[0].split()[0]):
+        tails.append(preds.order)
+    found: list[Candidate] = []
+
+    def add(columns: list[str], predicate: str | None) -> None:
+        unique = list(dict.fromkeys(columns))
+        if unique:
+            found.append(Candidate(table.schema, table.name, tuple(unique), predicate))
+
+    for tail in tails:
+        add(equal + tail, None)
+        if where:
+            keys = [c for c in equal if c not in covered] + tail
+            add(keys or sorted(covered), where)
+    for column in [*equal, *preds.ranges, *preds.joins, *preds.order[:1]]:
+        add([column], None)
+    return list(dict.fromkeys(found))
+
+
+def served_by(candidate: Candidate, table: Table) -> str | None:
+    """The existing valid index that already serves `candidate` (same leading keys, a wider
+    composite, or a matching partial index), or None."""
+    for index in table.indexes:
+        if not index.valid:
+            continue
+        keys = tuple(c.replace(" ASC", "") for c in index.columns)
+        if keys[:len(candidate.columns)] != candidate.columns:
+            continue
+        if index.predicate is None or _same_predicate(index.predicate, candidate.where):
+            return index.name
+    return None
+
+
+def _same_predicate(existing: str, wanted: str | None) -> bool:
+    """Compared as pglast deparses them, so spacing and parentheses do not matter."""
+    if wanted is None:
+        return False
+    try:
+        return normal_predicate(existing) == normal_predicate(wanted)
+    except sqltext.Unparseable:
+        return False
+
+
+def normal_predicate(expression: str) -> str:
+    stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    return _deparse(stmt.whereClause)

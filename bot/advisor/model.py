@@ -1,0 +1,83 @@
+"""The plain data of the advisor: candidate indexes and what was decided about them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from pglast.stream import maybe_double_quote_name
+
+MAX_IDENTIFIER = 63
+
+
+def quote(identifier: str) -> str:
+    """A catalog name as SQL, double-quoted exactly when PostgreSQL needs it (pglast's rule)."""
+    return str(maybe_double_quote_name(identifier))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An index that could exist: keys in order (`"created_at DESC"`), an optional partial
+    predicate (`NOT read`, `status = 'pending'`), optional INCLUDE columns."""
+
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+    where: str | None = None
+    include: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return tuple(c.split(" ")[0] for c in self.columns)
+
+    @property
+    def name(self) -> str:
+        """A readable name: `idx_<table>_<columns>[_partial]`, within PostgreSQL's 63 bytes."""
+        base = "_".join(["idx", self.table, *self.key_columns])
+        if self.where:
+            base += "_partial"
+        if len(base) <= MAX_IDENTIFIER:
+            return base
+        digest = hashlib.sha1(repr(self).encode()).hexdigest()[:8]
+        return f"{base[:MAX_IDENTIFIER - 9]}_{digest}"
+
+    def create_sql(self, *, concurrently: bool = False, named: bool = False) -> str:
+        """`CREATE INDEX …`: anonymous for HypoPG, named (and online for a migration)."""
+        keys = ", ".join(quote(c.split(" ")[0]) + (" DESC" if c.endswith(" DESC") else "")
+                         for c in self.columns)
+        head = "CREATE INDEX CONCURRENTLY IF NOT EXISTS" if concurrently else "CREATE INDEX"
+        if concurrently or named:
+            head += f" {quote(self.name)}"
+        text = f"{head} ON {quote(self.schema)}.{quote(self.table)} ({keys})"
+        if self.include:
+            text += f" INCLUDE ({', '.join(quote(c) for c in self.include)})"
+        if self.where:
+            text += f" WHERE {self.where}"
+        return text
+
+    def widens(self, other: Candidate) -> bool:
+        """True when this index serves everything `other` serves and more (a longer key)."""
+        return (self.qualified == other.qualified and self.where == other.where
+                and len(self.columns) > len(other.columns)
+                and self.columns[:len(other.columns)] == other.columns)
+
+
+@dataclass
+class Choice:
+    """A chosen candidate and its evidence."""
+
+    candidate: Candidate
+    size_bytes: int
+    benefit_ms: float
+    write_penalty_ms: float
+    queries: list[str] = field(default_factory=list)
+    cost_before: float = 0.0
+    cost_after: float = 0.0
+    measured_before_ms: float | None = None
+    measured_after_ms: float | None = None
+    build_seconds: float | None = None
+    verified: bool = False

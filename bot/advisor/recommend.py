@@ -1,0 +1,265 @@
+"""Step 5 of `analyze`: index recommendations for the analysed workload, costed with HypoPG
+as the application runs the statements, chosen under a storage budget."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from bot.advisor import candidates as cands
+from bot.advisor.model import Candidate
+from bot.advisor.select import Selection, Workload, select
+from bot.advisor.verify import ScratchIsTarget, verify
+from bot.analysis import sqltext
+from bot.analysis.catalog import TAG, Table
+from bot.analysis.collect import pgss_problem
+from bot.analysis.model import QueryResult
+from bot.analysis.params import column_stats
+from bot.analysis.plan import AppIdentity, Planner
+from bot.db import DatabaseUnavailable
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# What one more index costs each written row: a B-tree insertion, a few microseconds.
+WRITE_MS_PER_ROW = 0.005
+
+HYPOPG_SQL = TAG + "SELECT 1 FROM pg_extension WHERE extname = 'hypopg'"
+SIZE_SQL = TAG + ("SELECT hypopg_relation_size(indexrelid) AS size "
+                  "FROM hypopg_create_index(%s)")
+# Rows written per table since the database's statistics were last reset.
+WRITES_SQL = TAG + """
+SELECT t.schemaname || '.' || t.relname AS table,
+       t.n_tup_ins + t.n_tup_upd - t.n_tup_hot_upd + t.n_tup_del AS writes,
+       extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time()))
+         AS window_s
+FROM pg_stat_user_tables t JOIN pg_stat_database d ON d.datname = current_database()
+WHERE t.schemaname || '.' || t.relname = ANY(%s::text[])
+"""
+STATEMENTS_WINDOW_SQL = TAG + """
+SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time())) AS window_s
+FROM pg_stat_statements_info
+"""
+HYPOPG_HINT = ("HypoPG is not installed in this database, so there are no index "
+               "recommendations: run `CREATE EXTENSION hypopg;` (Debian: "
+               "postgresql-<major>-hypopg; Supabase: Database → Extensions → hypopg)")
+
+
+@dataclass
+class Statement:
+    """A statement of the workload as the advisor costs it."""
+
+    workload: Workload
+    label: str
+    text: str
+    value_sets: list[list[str | None]]
+    app: AppIdentity | None
+    tables: dict[str, Table]  # key as written → Table
+
+
+def _label(result: QueryResult) -> str:
+    s = result.statement
+    return s.name or (f"queryid {s.queryid}" if s.queryid else s.query[:60])
+
+
+def _weight(result: QueryResult) -> float:
+    s = result.statement
+    if s.total_ms > 0:
+        return s.total_ms
+    measured = [r.ms for r in result.runs if r.ms is not None]
+    return max(s.calls, 1) * (max(measured) if measured else 1.0)
+
+
+def workload(results: list[QueryResult], tables: dict[str, Table],
+             app: AppIdentity | None) -> list[Statement]:
+    statements = []
+    for n, result in enumerate(results):
+        owner = [r for r in result.runs if r.role == "owner" and r.plan is not None]
+        if result.error or not owner:
+            continue
+        text = sqltext.repair(result.statement.query)
+        used = {r.key: tables[r.key] for r in sqltext.relations(sqltext.parse_one(text).stmt)
+                if r.key in tables}
+        with_rls = app is not None and any(t.rls for t in used.values())
+        statements.append(Statement(
+            Workload(f"s{n}", _weight(result), frozenset(t.qualified for t in used.values())),
+            _label(result), text, [r.values for r in owner], app if with_rls else None, used))
+    return statements
+
+
+def _policy_quals(statement: Statement) -> dict[str, list[str]]:
+    """The policy expressions PostgreSQL adds for the application role, per table key."""
+    if statement.app is None:
+        return {}
+    command = sqltext.command(statement.text)
+    quals: dict[str, list[str]] = {}
+    for key, table in statement.tables.items():
+        for policy in table.policies:
+            applies = "public" in policy.roles or statement.app.role in policy.roles
+            if applies and policy.command in ("ALL", command) and policy.qual:
+                quals.setdefault(key, []).append(policy.qual)
+    return quals
+
+
+async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
+                    planner: Planner, results: list[QueryResult], tables: dict[str, Table],
+                    app: AppIdentity | None, notes: list[str]) -> list[dict[str, Any]]:
+    cur = await conn.execute(HYPOPG_SQL)
+    if await cur.fetchone() is None:
+        notes.append(HYPOPG_HINT)
+        return []
+    statements = workload(results, tables, app)
+    found = {s.workload.key: cands.predicates(s.text, s.tables, _policy_quals(s))
+             for s in statements}
+    by_qualified = {t.qualified: t for t in tables.values()}
+    key_table = {k: t for s in statements for k, t in s.tables.items()}
+    wanted = {(key_table[k].schema, key_table[k].name, c)
+              for preds in found.values() for k, p in preds.items() if k in key_table
+              for c in [*p.equal, *p.booleans, *p.constants]}
+    stats = await column_stats(conn, wanted)
+    pool: list[Candidate] = []
+    for preds in found.values():
+        for key, p in preds.items():
+            if key in key_table:
+                pool += cands.for_table(p, key_table[key], stats)
+    pool = list(dict.fromkeys(pool))
+    fresh = []
+    for candidate in pool:
+        existing = cands.served_by(candidate, by_qualified[candidate.qualified])
+        if existing is None:
+            fresh.append(candidate)
+    skipped = len(pool) - len(fresh)
+    if skipped:
+        notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
+                     "index")
+    if not fresh:
+        return []
+    sizes = await _sizes(conn, fresh)
+    penalty = await _penalties(conn, fresh)
+    costs = WhatIfCosts(planner, statements)
+    await costs.baselines()
+    budget = int(settings.index_budget_mb * 1024 * 1024)
+    selection = await select([s.workload for s in costs.statements], fresh, sizes, penalty,
+                             budget, costs.relative)
+    recommendations = await _recommendations(selection, sizes, costs)
+    if not recommendations:
+        return []
+    if settings.scratch_database_url is None:
+        notes.append("index costs are HypoPG estimates and times are predictions: set "
+                     "HOTDATA_SCRATCH_DATABASE_URL to a copy of this database to measure them")
+        return recommendations
+    by_name = {c.name: c for c in selection.chosen}
+    chosen = [(r, by_name[r["index"]], [costs.by_key[k] for k in selection.served[by_name[
+        r["index"]]]]) for r in recommendations]
+    try:
+        notes.append(await verify(settings, conn, chosen))
+    except (ScratchIsTarget, DatabaseUnavailable, psycopg.Error) as error:
+        notes.append(f"could not verify on the scratch database: {error}")
+    return recommendations
+
+
+async def _sizes(conn: psycopg.AsyncConnection[dict],
+                 candidates: list[Candidate]) -> dict[Candidate, int]:
+    sizes = {}
+    try:
+        for candidate in candidates:
+            cur = await conn.execute(SIZE_SQL, (candidate.create_sql(),))
+            row = await cur.fetchone()
+            sizes[candidate] = int(row["size"]) if row else 0
+    finally:
+        await conn.execute(TAG + "SELECT hypopg_reset()")
+    return sizes
+
+
+async def _penalties(conn: psycopg.AsyncConnection[dict],
+                     candidates: list[Candidate]) -> dict[Candidate, float]:
+    """Milliseconds the workload's writes would spend maintaining each index.
+
+    The reads' weights cover pg_stat_statements' window, the table counters their own, often
+    longer one: the writes are scaled to the statements' window.
+    """
+    cur = await conn.execute(WRITES_SQL, (sorted({c.qualified for c in candidates}),))
+    rows = await cur.fetchall()
+    statements_s = None
+    if await pgss_problem(conn) is None:
+        cur = await conn.execute(STATEMENTS_WINDOW_SQL)
+        row = await cur.fetchone()
+        statements_s = float(row["window_s"]) if row else None
+    writes = {}
+    for row in rows:
+        share = 1.0
+        if statements_s is not None:
+            share = min(1.0, statements_s / max(float(row["window_s"]), 1.0))
+        writes[row["table"]] = float(row["writes"] or 0) * share
+    return {c: writes.get(c.qualified, 0) * WRITE_MS_PER_ROW for c in candidates}
+
+
+class WhatIfCosts:
+    """Planner costs of each statement under hypothetical index sets, cached per set."""
+
+    def __init__(self, planner: Planner, statements: list[Statement]) -> None:
+        self.planner = planner
+        self.statements = statements
+        self.by_key = {s.workload.key: s for s in statements}
+        self.base: dict[str, list[float]] = {}
+        self._cache: dict[tuple[str, tuple[Candidate, ...]], list[float]] = {}
+
+    async def baselines(self) -> None:
+        """Cost every statement without new indexes; drop those that cannot be costed."""
+        kept = []
+        for statement in self.statements:
+            try:
+                self.base[statement.workload.key] = await self._costs(statement, ())
+            except psycopg.Error as error:
+                log.info("cannot cost %s: %s", statement.label, error)
+                continue
+            kept.append(statement)
+        self.statements = kept
+
+    async def _costs(self, statement: Statement, config: tuple[Candidate, ...]) -> list[float]:
+        key = (statement.workload.key, tuple(sorted(config, key=repr)))
+        if key not in self._cache:
+            self._cache[key] = await self.planner.estimate(
+                statement.text, statement.value_sets, app=statement.app,
+                hypothetical=[c.create_sql() for c in config])
+        return self._cache[key]
+
+    async def relative(self, work: Workload, config: tuple[Candidate, ...]) -> float:
+        statement = self.by_key[work.key]
+        costs = await self._costs(statement, config)
+        base = self.base[work.key]
+        return sum(c / b if b > 0 else 1.0 for c, b in zip(costs, base, strict=True)) / len(base)
+
+    async def cost_pair(self, key: str, config: tuple[Candidate, ...]) -> tuple[float, float]:
+        """(cost without, cost with `config`) for the first value set."""
+        statement = self.by_key[key]
+        return self.base[key][0], (await self._costs(statement, config))[0]
+
+
+async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
+                           costs: WhatIfCosts) -> list[dict[str, Any]]:
+    chosen = tuple(selection.chosen)
+    out = []
+    for candidate in sorted(chosen, key=lambda c: -selection.benefit_ms[c]):
+        served = selection.served[candidate]
+        before = after = 0.0
+        for key in served:
+            config = tuple(c for c in chosen if c.qualified in costs.by_key[key].workload.tables)
+            pair = await costs.cost_pair(key, config)
+            before, after = before + pair[0], after + pair[1]
+        out.append({
+            "action": "create", "table": candidate.qualified, "index": candidate.name,
+            "columns": list(candidate.columns), "where": candidate.where,
+            "include": list(candidate.include),
+            "sql": candidate.create_sql(concurrently=True) + ";",
+            "queries": [costs.by_key[k].label for k in served],
+            "cost_before": round(before, 2), "cost_after": round(after, 2),
+            "measured_before_ms": None, "measured_after_ms": None,
+            "size_bytes": sizes[candidate], "size_estimated": True,
+            "benefit_ms": round(selection.benefit_ms[candidate], 2),
+            "write_penalty_ms": round(selection.penalty_ms[candidate], 2),
+        })
+    return out

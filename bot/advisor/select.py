@@ -1,0 +1,105 @@
+"""Workload-aware selection: greedy by benefit per byte, adding an index or widening a chosen one.
+
+The cost of a configuration comes from a callback (HypoPG what-if costing), so this module is
+pure and unit-testable: statement `s` with weight `w` (its calls * mean time, in ms) is predicted
+to take `w * cost(s, config) / cost(s, no new index)`, averaged over its parameter value sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.advisor.model import Candidate
+
+MIN_GAIN_BYTES = 8192  # benefit is divided by at least one page: tiny indexes are not free
+MIN_BENEFIT_SHARE = 0.001  # an index must save at least 0.1 % of the workload's time
+USED_SHARE = 0.01  # a statement is "served" when its predicted time drops by 1 %
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One statement as the selection sees it."""
+
+    key: str
+    weight_ms: float
+    tables: frozenset[str]  # schema.table
+
+
+Relative = Callable[[Workload, tuple[Candidate, ...]], Awaitable[float]]
+
+
+@dataclass
+class Selection:
+    chosen: list[Candidate]
+    benefit_ms: dict[Candidate, float]
+    penalty_ms: dict[Candidate, float]
+    served: dict[Candidate, list[str]]
+    predicted_ms: dict[str, float]
+
+
+async def select(workload: list[Workload], candidates: list[Candidate], sizes: dict[Candidate, int],
+                 penalty_ms: dict[Candidate, float], budget_bytes: int,
+                 relative: Relative) -> Selection:
+    """Choose indexes for `workload` within `budget_bytes`.
+
+    Each round takes the move with the best (saved ms - write penalty) per byte: a new index,
+    or a wider index replacing a chosen one it extends. Stops when no move saves at least
+    MIN_BENEFIT_SHARE of the workload. Then drops any chosen index no statement still needs.
+    """
+    total = sum(w.weight_ms for w in workload) or 1.0
+    chosen: list[Candidate] = []
+
+    async def predicted(config: list[Candidate], only: str | None = None) -> dict[str, float]:
+        times = {}
+        for w in workload:
+            if only is not None and only not in w.tables:
+                continue
+            relevant = tuple(c for c in config if c.qualified in w.tables)
+            times[w.key] = w.weight_ms * (await relative(w, relevant) if relevant else 1.0)
+        return times
+
+    while True:
+        best: tuple[float, float, Candidate, Candidate | None] | None = None
+        used = sum(sizes[c] for c in chosen)
+        for candidate in candidates:
+            if candidate in chosen:
+                continue
+            replaced = next((c for c in chosen if candidate.widens(c)), None)
+            growth = sizes[candidate] - (sizes[replaced] if replaced else 0)
+            if used + growth > budget_bytes:
+                continue
+            config = [c for c in chosen if c != replaced] + [candidate]
+            before = await predicted(chosen, candidate.qualified)
+            after = await predicted(config, candidate.qualified)
+            benefit = sum(before.values()) - sum(after.values()) - penalty_ms[candidate]
+            if replaced is not None:
+                benefit += penalty_ms[replaced]
+            if benefit < MIN_BENEFIT_SHARE * total:
+                continue
+            ratio = benefit / max(growth, MIN_GAIN_BYTES)
+            if best is None or ratio > best[0]:
+                best = (ratio, benefit, candidate, replaced)
+        if best is None:
+            break
+        _, _, candidate, replaced = best
+        chosen = [c for c in chosen if c != replaced] + [candidate]
+
+    # Each survivor must still pay for itself with the others in place.
+    for candidate in list(chosen):
+        others = [c for c in chosen if c != candidate]
+        without = await predicted(others, candidate.qualified)
+        with_it = await predicted(chosen, candidate.qualified)
+        if sum(without.values()) - sum(with_it.values()) - penalty_ms[candidate] <= 0:
+            chosen = others
+
+    result = Selection(chosen, {}, {}, {}, await predicted(chosen))
+    for candidate in chosen:
+        others = [c for c in chosen if c != candidate]
+        without = await predicted(others, candidate.qualified)
+        with_it = await predicted(chosen, candidate.qualified)
+        result.benefit_ms[candidate] = sum(without.values()) - sum(with_it.values())
+        result.penalty_ms[candidate] = penalty_ms[candidate]
+        result.served[candidate] = [k for k in with_it
+                                    if with_it[k] < without[k] * (1 - USED_SHARE)]
+    return result
