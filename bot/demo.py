@@ -50,11 +50,10 @@ def _prepare(cluster: pgcluster.Cluster, scale: float, console: Console) -> str:
         with console.status("loading the HotDash sample…"):
             counts = hotdash.load(conn, scale=scale)
         console.print(f"loaded {sum(counts.values()):,} rows in {len(counts)} tables")
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
-                        ).fetchone():
-            conn.execute("SELECT pg_stat_statements_reset()")  # forget the loading
+        hotdash.reset_statistics(conn)  # forget the loading
         with console.status("running the dashboard's workload…"):
             plan = hotdash.workload_plan(conn, seed=7, scale_weights=scale)
+            plan += hotdash.write_plan(conn, seed=11, scale_weights=scale)
             seconds = hotdash.run(conn, plan)
         console.print(f"ran {len(plan):,} dashboard queries in {seconds:.1f} s")
         row = conn.execute("SELECT id::text FROM profiles ORDER BY n LIMIT 1").fetchone()
@@ -70,13 +69,16 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
     try:
         console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port}")
         heavy_user = await asyncio.to_thread(_prepare, cluster, scale, console)
+        watched = cluster.root / "watched.toml"
+        watched.write_text(hotdash.watched_queries_toml())
         secret = secrets.token_hex(16)
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             database_url=cluster.url(DATABASE), slack_bot_token="xoxb-demo",
             slack_signing_secret=secret, slack_api_url=fake.api_url, channel=CHANNEL,
             manager_ids=["U0MANAGER"], app_role="authenticated",
-            app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}))
+            app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}),
+            watched_queries=watched)
         await upgrade_state(settings)
         services = Services(settings, web_client(settings))
         runner, port = await start_http(http_app(build_app(settings, services), services),

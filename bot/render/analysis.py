@@ -112,10 +112,27 @@ def markdown(analysis: Analysis) -> str:
     lines += ["", "## Recommendations", ""]
     if analysis.recommendations:
         for rec in analysis.recommendations:
-            lines += [f"- `{rec.get('sql')}`"]
+            lines += [f"### {rec['index']} on {rec['table']}", "", "```sql", rec["sql"], "```",
+                      "", f"- serves: {', '.join(rec['queries'])}",
+                      f"- planner cost: {rec['cost_before']:,} → {rec['cost_after']:,}",
+                      f"- {_measured(rec)}",
+                      f"- size: {_size(rec)}; write cost about {rec['write_penalty_ms']} ms "
+                      "for the writes in the same window", ""]
     else:
         lines.append("No index recommendations in this report.")
     return "\n".join(lines) + "\n"
+
+
+def _measured(rec: dict[str, Any]) -> str:
+    if rec.get("measured_before_ms") is not None:
+        return (f"measured on a scratch copy: {rec['measured_before_ms']} ms → "
+                f"{rec['measured_after_ms']} ms (built in {rec.get('build_seconds')} s)")
+    return f"predicted saving: {rec['benefit_ms']} ms over the window (HypoPG estimate)"
+
+
+def _size(rec: dict[str, Any]) -> str:
+    size = f"{rec['size_bytes'] / 1024 / 1024:.1f} MB"
+    return size + (" (estimated)" if rec.get("size_estimated") else " (built)")
 
 
 def _cell(text: str) -> str:
@@ -147,8 +164,9 @@ def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]
         out += [{"type": "divider"}, {"type": "section", "text": {"type": "mrkdwn",
                                                                    "text": _section(n, result)}}]
     if analysis.recommendations:
-        preview = "\n".join(f"• `{_clip(str(r.get('sql')), 300)}`"
-                            for r in analysis.recommendations[:5])
+        preview = "\n".join(
+            f"• `{_clip(str(r['sql']), 400)}`\n   serves {len(r['queries'])} statement(s); "
+            f"{_measured(r)}; {_size(r)}" for r in analysis.recommendations[:5])
         out += [{"type": "divider"}, {"type": "section", "text": {
             "type": "mrkdwn", "text": _clip(f"*Recommended indexes*\n{preview}")}}]
     return out[:MAX_BLOCKS]
@@ -190,4 +208,6 @@ def print_text(analysis: Analysis, console: Console) -> None:
                       f"{s.calls:,}", f"{s.mean_ms:.2f}", f"{s.total_ms:.1f}", detail)
     console.print(table)
     for rec in analysis.recommendations:
-        console.print(Text(f"recommend: {rec.get('sql')}", style="green"))
+        console.print(Text(f"recommend: {rec['sql']}", style="bold green"))
+        console.print(Text(f"  serves {', '.join(rec['queries'])}; {_measured(rec)}; "
+                           f"{_size(rec)}"))

@@ -20,6 +20,7 @@ Conventions worth knowing when coding against it:
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -528,3 +529,13 @@ def reset_statistics(conn: psycopg.Connection) -> None:
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
                     ).fetchone():
         conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def watched_queries_toml() -> str:
+    """The tile loaders as a HOTDATA_WATCHED_QUERIES file: literal texts keep the constants
+    (`read = false`, `status = 'pending'`) that pg_stat_statements replaces by `$n`."""
+    entries = []
+    for tile in TILES:
+        entries.append(f"[[query]]\nname = {json.dumps(tile.name)}\n"
+                       f"sql = {json.dumps(tile.sql)}\n")
+    return "\n".join(entries)
