@@ -13,12 +13,14 @@ import psycopg
 from rich.console import Console
 
 from bot import checks, migrate, pgcluster
+from bot.advisor import lint
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import scrub
 from bot.migrate import MigrationError
 from bot.render import analysis as render_analysis
+from bot.render import lint as render_lint
 from bot.render import status as render_status
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -65,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(overrides HOTDATA_DRILL_DATABASE_URL)")
     p.set_defaults(run=_not_yet)
 
-    for name, text in (("report", "the periodic report, now"),
-                       ("lint", "schema checks: missing indexes, RLS gaps, duplicates")):
-        p = sub.add_parser(name, help=text)
-        _common(p)
-        p.set_defaults(run=_not_yet)
+    p = sub.add_parser("report", help="the periodic report, now")
+    _common(p)
+    p.set_defaults(run=_not_yet)
+
+    p = sub.add_parser("lint", help="schema checks: missing indexes, RLS gaps, duplicates")
+    _common(p)
+    p.set_defaults(run=_lint)
 
     p = sub.add_parser("db", help="hotdata's own state schema")
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -102,6 +106,17 @@ async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
         print(render_analysis.markdown(result))
     else:
         render_analysis.print_text(result, Console())
+    return 0
+
+
+async def _lint(args: argparse.Namespace, settings: Settings) -> int:
+    report = await lint.run(settings)
+    if args.format == "json":
+        print(render_lint.as_json(report))
+    elif args.format == "markdown":
+        print(render_lint.markdown(report))
+    else:
+        render_lint.print_text(report, Console())
     return 0
 
 

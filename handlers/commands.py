@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from bot.advisor import lint
 from bot.analysis.collect import MAX_TOP
 from bot.analysis.runs import AnalysisBusy, run_in_channel
+from bot.render import lint as render_lint
 from bot.render import status as render_status
 from bot.services import Services
 
@@ -24,7 +26,7 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NOT_YET = {"propose", "proposals", "drill", "report", "lint"}
+NOT_YET = {"propose", "proposals", "drill", "report"}
 DEFAULT_TOP = 5
 
 
@@ -66,10 +68,14 @@ def register(app: AsyncApp, services: Services) -> None:
             services.tasks.spawn(
                 _analyze(services, respond, command["channel_id"], command["user_id"], top),
                 name="analyze", on_error=_report_failure(services, respond, "analyze"))
+        elif sub == "lint" and len(words) == 1:
+            await ack(response_type="ephemeral", text="Checking the schema…")
+            services.tasks.spawn(_lint(services, respond), name="lint",
+                                 on_error=_report_failure(services, respond, "lint"))
         elif sub in NOT_YET:
             await ack(response_type="ephemeral",
                       text=f"`/hotdata {sub}` is not available in this version yet.")
-        elif sub in {"help", "status"}:
+        elif sub in {"help", "status", "lint"}:
             extra = " ".join(words[1:])[:80]
             await ack(response_type="ephemeral",
                       text=usage(f"`/hotdata {sub}` takes no arguments, got `{extra}`."))
@@ -82,6 +88,12 @@ async def _status(services: Services, respond: AsyncRespond) -> None:
     found = await services.status()
     await respond(response_type="ephemeral", text=render_status.headline(found),
                   blocks=render_status.blocks(found), replace_original=False)
+
+
+async def _lint(services: Services, respond: AsyncRespond) -> None:
+    report = await lint.run(services.settings)
+    await respond(response_type="ephemeral", text=services.safe(render_lint.headline(report)),
+                  blocks=render_lint.blocks(report), replace_original=False)
 
 
 async def _analyze(services: Services, respond: AsyncRespond, channel: str, user: str,

@@ -58,8 +58,7 @@ def test_analyze_posts_summary_updates_it_and_uploads_the_report(
     [upload] = slack.answered("upload")
     assert upload.params["bytes"] > 1000
     assert completed.params["channel_id"] == "C0DBOPS"
-    assert completed.params["thread_ts"] == posted.params.get("ts") or completed.params[
-        "thread_ts"]
+    assert completed.params["thread_ts"] == final["ts"]
 
     with psycopg.connect(analysed_bot.settings.state_dsn) as conn:
         status, report, markdown = conn.execute(

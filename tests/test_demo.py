@@ -23,7 +23,9 @@ def test_demo_shows_the_analysis_and_status_and_leaves_nothing_behind(tmp_path: 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "an engineer types /hotdata analyze" in output
-    assert "Query analysis: 5 statements" in output
+    assert re.search(r"Query analysis: 9 statements, \d+ findings", output)  # the nine tiles
+    assert "Recommended indexes" in output
+    assert "idx_notifications_user_id_created_at_desc_not_read" in output
     assert "SELECT * FROM notifications WHERE user_id = $1" in output
     assert "seq_scan" in output and "rls_per_row" in output
     assert "query-performance-analysis-" in output

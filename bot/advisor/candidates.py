@@ -267,5 +267,18 @@ def _same_predicate(existing: str, wanted: str | None) -> bool:
 
 
 def normal_predicate(expression: str) -> str:
+    """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
+    `'pending'::text` where the query said `'pending'`)."""
     stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
-    return _deparse(stmt.whereClause)
+    return _deparse(_uncast(stmt.whereClause))
+
+
+def _uncast(node: Any) -> Any:
+    if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+        return node.arg
+    if isinstance(node, ast.Node):
+        for name in node:
+            setattr(node, name, _uncast(getattr(node, name)))
+    elif isinstance(node, tuple):
+        return tuple(_uncast(item) for item in node)
+    return node

@@ -5,9 +5,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from pglast import parser
 from pglast.stream import maybe_double_quote_name
 
 MAX_IDENTIFIER = 63
+
+
+def _words(predicate: str) -> list[str]:
+    """`status = 'pending'` → [status, pending]; `NOT read` → [not, read] (pglast's scanner)."""
+    words = []
+    for token in parser.scan(predicate):
+        if token.name in {"IDENT", "SCONST", "ICONST"} or token.kind != "NO_KEYWORD":
+            text = predicate[token.start:token.end + 1].strip("'\"").lower()
+            words.append("".join(ch if ch.isalnum() else "_" for ch in text))
+    return [w for w in words if w]
 
 
 def quote(identifier: str) -> str:
@@ -32,23 +43,30 @@ class Candidate:
 
     @property
     def key_columns(self) -> tuple[str, ...]:
-        return tuple(c.split(" ")[0] for c in self.columns)
+        return tuple(c.removesuffix(" DESC") for c in self.columns)
 
     @property
     def name(self) -> str:
-        """A readable name: `idx_<table>_<columns>[_partial]`, within PostgreSQL's 63 bytes."""
-        base = "_".join(["idx", self.table, *self.key_columns])
+        """A readable, distinct name: `idx_<table>_<columns>[_desc][_<predicate words>]`,
+        within PostgreSQL's 63 bytes (longer ones end in a digest of the whole definition)."""
+        parts = ["idx", self.table]
+        for column in self.columns:
+            parts.append(column.removesuffix(" DESC"))
+            if column.endswith(" DESC"):
+                parts.append("desc")
         if self.where:
-            base += "_partial"
-        if len(base) <= MAX_IDENTIFIER:
+            parts += _words(self.where)
+        base = "_".join(parts)
+        if len(base.encode()) <= MAX_IDENTIFIER:
             return base
         digest = hashlib.sha1(repr(self).encode()).hexdigest()[:8]
-        return f"{base[:MAX_IDENTIFIER - 9]}_{digest}"
+        head = base.encode()[:MAX_IDENTIFIER - 9].decode(errors="ignore")
+        return f"{head}_{digest}"
 
     def create_sql(self, *, concurrently: bool = False, named: bool = False) -> str:
         """`CREATE INDEX …`: anonymous for HypoPG, named (and online for a migration)."""
-        keys = ", ".join(quote(c.split(" ")[0]) + (" DESC" if c.endswith(" DESC") else "")
-                         for c in self.columns)
+        keys = ", ".join(quote(c.removesuffix(" DESC")) + (" DESC" if c.endswith(" DESC")
+                                                             else "") for c in self.columns)
         head = "CREATE INDEX CONCURRENTLY IF NOT EXISTS" if concurrently else "CREATE INDEX"
         if concurrently or named:
             head += f" {quote(self.name)}"

@@ -250,6 +250,7 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
             config = tuple(c for c in chosen if c.qualified in costs.by_key[key].workload.tables)
             pair = await costs.cost_pair(key, config)
             before, after = before + pair[0], after + pair[1]
+        statements = [costs.by_key[k] for k in served]
         out.append({
             "action": "create", "table": candidate.qualified, "index": candidate.name,
             "columns": list(candidate.columns), "where": candidate.where,
@@ -261,5 +262,8 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
             "size_bytes": sizes[candidate], "size_estimated": True,
             "benefit_ms": round(selection.benefit_ms[candidate], 2),
             "write_penalty_ms": round(selection.penalty_ms[candidate], 2),
+            "costed_as": sorted({s.app.role if s.app else "owner" for s in statements}),
+            "statements": [{"label": s.label, "text": s.text, "values": s.value_sets[0],
+                            "app_role": s.app.role if s.app else None} for s in statements],
         })
     return out

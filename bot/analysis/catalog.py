@@ -70,6 +70,7 @@ INDEXES_SQL = TAG + """
 SELECT i.indrelid::bigint AS table_oid, ic.relname AS name, i.indisvalid AS valid,
        i.indisunique AS unique, i.indisprimary AS primary,
        array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                    || CASE WHEN i.indoption[k - 1] & 1 = 1 THEN ' DESC' ELSE '' END
              FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k) AS columns,
        pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
        pg_relation_size(i.indexrelid) AS size_bytes, pg_get_indexdef(i.indexrelid) AS definition

@@ -121,9 +121,13 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
         if text == "<insufficient privilege>":
             hidden += 1
             continue
-        if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
-            continue
-        key = sqltext.identity(text)
+        try:
+            key = sqltext.identity(text)
+        except sqltext.Unparseable:
+            key = f"unparsed:{row['queryid']}"  # kept, and reported as skipped with the reason
+        else:
+            if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
+                continue
         found = grouped.get(key)
         if found is None:
             grouped[key] = Statement(

@@ -93,11 +93,11 @@ async def run_in_channel(services: Services, channel: str, user: str, top: int) 
                     f"{sum(len(r.findings) for r in analysis.results)} findings")
         await client.chat_update(channel=channel, ts=ts, text=headline,
                                  blocks=render.blocks(analysis))
+        await finish(settings, analysis_id, analysis)
         await client.files_upload_v2(
             channel=channel, thread_ts=ts, filename=render.filename(analysis),
             title=f"Query performance analysis {analysis.collected_at[:10]}",
             content=render.markdown(analysis))
-        await finish(settings, analysis_id, analysis)
         return analysis
     except Exception as error:
         message = services.safe(f"Query analysis failed: {error}")

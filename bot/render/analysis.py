@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.analysis.model import Analysis, QueryResult
+from bot.render.proposals import PROPOSE
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000
@@ -112,11 +113,12 @@ def markdown(analysis: Analysis) -> str:
     lines += ["", "## Recommendations", ""]
     if analysis.recommendations:
         for rec in analysis.recommendations:
-            lines += [f"### {rec['index']} on {rec['table']}", "", "```sql", rec["sql"], "```",
-                      "", f"- serves: {', '.join(rec['queries'])}",
-                      f"- planner cost: {rec['cost_before']:,} → {rec['cost_after']:,}",
+            lines += [f"### {rec.get('index') or 'index'} on {rec.get('table')}", "",
+                      "```sql", str(rec.get("sql")), "```",
+                      "", f"- serves: {', '.join(rec.get('queries') or [])}",
+                      f"- planner cost: {rec.get('cost_before')} → {rec.get('cost_after')}",
                       f"- {_measured(rec)}",
-                      f"- size: {_size(rec)}; write cost about {rec['write_penalty_ms']} ms "
+                      f"- size: {_size(rec)}; write cost about {rec.get('write_penalty_ms', 0)} ms "
                       "for the writes in the same window", ""]
     else:
         lines.append("No index recommendations in this report.")
@@ -126,12 +128,13 @@ def markdown(analysis: Analysis) -> str:
 def _measured(rec: dict[str, Any]) -> str:
     if rec.get("measured_before_ms") is not None:
         return (f"measured on a scratch copy: {rec['measured_before_ms']} ms → "
-                f"{rec['measured_after_ms']} ms (built in {rec.get('build_seconds')} s)")
-    return f"predicted saving: {rec['benefit_ms']} ms over the window (HypoPG estimate)"
+                f"{rec.get('measured_after_ms')} ms (built in {rec.get('build_seconds')} s)")
+    return (f"predicted saving: {rec.get('benefit_ms', '?')} ms over the window "
+            "(HypoPG estimate)")
 
 
 def _size(rec: dict[str, Any]) -> str:
-    size = f"{rec['size_bytes'] / 1024 / 1024:.1f} MB"
+    size = f"{(rec.get('size_bytes') or 0) / 1024 / 1024:.1f} MB"
     return size + (" (estimated)" if rec.get("size_estimated") else " (built)")
 
 
@@ -165,10 +168,15 @@ def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]
                                                                    "text": _section(n, result)}}]
     if analysis.recommendations:
         preview = "\n".join(
-            f"• `{_clip(str(r['sql']), 400)}`\n   serves {len(r['queries'])} statement(s); "
-            f"{_measured(r)}; {_size(r)}" for r in analysis.recommendations[:5])
+            f"• `{_clip(str(r.get('sql')), 400)}`\n   serves "
+            f"{len(r.get('queries') or [])} statement(s); {_measured(r)}; {_size(r)}"
+            for r in analysis.recommendations[:5])
         out += [{"type": "divider"}, {"type": "section", "text": {
             "type": "mrkdwn", "text": _clip(f"*Recommended indexes*\n{preview}")}}]
+        if analysis.id is not None:
+            out.append({"type": "actions", "block_id": "propose", "elements": [{
+                "type": "button", "action_id": PROPOSE, "value": str(analysis.id),
+                "text": {"type": "plain_text", "text": "Propose migration"}}]})
     return out[:MAX_BLOCKS]
 
 
@@ -208,6 +216,6 @@ def print_text(analysis: Analysis, console: Console) -> None:
                       f"{s.calls:,}", f"{s.mean_ms:.2f}", f"{s.total_ms:.1f}", detail)
     console.print(table)
     for rec in analysis.recommendations:
-        console.print(Text(f"recommend: {rec['sql']}", style="bold green"))
-        console.print(Text(f"  serves {', '.join(rec['queries'])}; {_measured(rec)}; "
+        console.print(Text(f"recommend: {rec.get('sql')}", style="bold green"))
+        console.print(Text(f"  serves {', '.join(rec.get('queries') or [])}; {_measured(rec)}; "
                            f"{_size(rec)}"))

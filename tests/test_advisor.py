@@ -1,0 +1,695 @@
+"""The index advisor: candidates from parsed statements and RLS policies, existing-index detection,
+names and DDL, greedy selection under a budget (pure, with a fake cost function), and `analyze`'s
+recommendations end to end on the HotDash sample with HypoPG, with and without a scratch copy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pglast import ast
+from psycopg.rows import dict_row
+
+from bot import pgcluster
+from bot.advisor import candidates as cands
+from bot.advisor.model import Candidate
+from bot.advisor.select import Relative, Selection, Workload, select
+from bot.analysis import catalog, sqltext
+from bot.analysis.catalog import Index, Policy, Table
+from bot.analysis.model import Analysis
+from bot.analysis.params import ColumnStats
+from bot.analysis.pipeline import analyze
+from bot.analysis.plan import AppIdentity, Planner
+from bot.sample import hotdash as sample
+from bot.settings import Settings
+from tests.harness import clone, drop
+
+SEED = 7
+SCALE_WEIGHTS = 0.1
+HEAVY_USER = str(uuid.UUID(hex=hashlib.md5(b"u0").hexdigest()))  # user 0 has the most rows
+NOTIFICATION_TILES = {"notifications_unread_latest", "notifications_unread_count"}
+PENDING_TILES = {"decisions_pending_mine", "decisions_pending_count", "decisions_pending_queue"}
+CREATE_PREFIX = "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_"
+INDEXES_SQL = ("SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes "
+               "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3")
+
+# --- catalog facts for the pure tests ---------------------------------------------------------
+
+
+def table(name: str, columns: list[str], rows: int = 20_000, indexes: list[Index] | None = None,
+          policies: list[Policy] | None = None, schema: str = "public") -> Table:
+    return Table(1, schema, name, rows, rows * 100, bool(policies), False, columns,
+                 indexes or [], policies or [])
+
+
+def index(name: str, columns: list[str], predicate: str | None = None,
+          valid: bool = True) -> Index:
+    return Index(name, columns, valid, False, False, predicate, 8192, f"CREATE INDEX {name} …")
+
+
+NOTIFICATIONS = table("notifications", ["id", "user_id", "read", "kind", "body", "created_at"])
+DECISIONS = table("decision_log", ["id", "user_id", "status", "decision_type", "amount",
+                                   "payload", "created_at"])
+PROFILES = table("profiles", ["id", "n", "email"], rows=500)
+TABLES = {"notifications": NOTIFICATIONS, "decision_log": DECISIONS, "profiles": PROFILES}
+STATS = {
+    ("public.notifications", "user_id"): ColumnStats([], [], ["0a", "5f", "ff"], -0.025, 0.0),
+    ("public.notifications", "read"): ColumnStats(["t", "f"], [0.85, 0.15], [], 2, 0.0),
+    ("public.notifications", "kind"): ColumnStats(
+        ["mention", "approval", "system", "digest"], [0.25, 0.25, 0.25, 0.25], [], 4, 0.0),
+    ("public.decision_log", "user_id"): ColumnStats([], [], ["0a", "ff"], -0.025, 0.0),
+    ("public.decision_log", "status"): ColumnStats(
+        ["approved", "rejected", "escalated", "pending"], [0.70, 0.20, 0.08, 0.02], [], 4, 0.0),
+}
+
+
+def preds_of(text: str, policy_quals: dict[str, list[str]] | None = None
+             ) -> dict[str, cands.Predicates]:
+    return cands.predicates(text, TABLES, policy_quals)
+
+
+def candidates_of(text: str, key: str,
+                  policy_quals: dict[str, list[str]] | None = None) -> list[Candidate]:
+    return cands.for_table(preds_of(text, policy_quals)[key], TABLES[key], STATS)
+
+
+def shapes(found: list[Candidate]) -> set[tuple[tuple[str, ...], str | None]]:
+    return {(c.columns, c.where) for c in found}
+
+
+# --- candidate extraction ---------------------------------------------------------------------
+
+
+def test_equality_range_and_in_predicates() -> None:
+    found = preds_of("SELECT * FROM notifications WHERE user_id = $1 AND kind IN ('a', 'b') "
+                     "AND created_at >= now() - interval '7 days'")
+    assert set(found) == {"notifications"}
+    preds = found["notifications"]
+    assert preds.equal == ["user_id", "kind"]
+    assert preds.ranges == ["created_at"]
+    assert preds.booleans == {} and preds.joins == [] and preds.order == []
+    result = shapes(candidates_of(
+        "SELECT * FROM notifications WHERE user_id = $1 AND kind IN ('a', 'b') "
+        "AND created_at >= now() - interval '7 days'", "notifications"))
+    # equality columns first, most selective (user_id, ~500 values) before kind (4 values),
+    # then the one range column
+    assert (("user_id", "kind"), None) in result
+    assert (("user_id", "kind", "created_at"), None) in result
+    assert (("created_at",), None) in result
+    assert not any(columns[0] == "created_at" and len(columns) > 1 for columns, _ in result)
+
+    between = preds_of("SELECT * FROM notifications WHERE created_at BETWEEN $1 AND $2")
+    assert between["notifications"].ranges == ["created_at"]
+    assert between["notifications"].equal == []
+
+    # reversed operands and a range on a constant on the left
+    flipped = preds_of("SELECT * FROM notifications WHERE $1 = user_id AND 5 < id")
+    assert flipped["notifications"].equal == ["user_id"]
+    assert flipped["notifications"].ranges == ["id"]
+
+    # only one range column makes it into a key
+    two = candidates_of("SELECT * FROM notifications WHERE user_id = $1 AND created_at > $2 "
+                        "AND id > $3", "notifications")
+    assert (("user_id", "created_at"), None) in shapes(two)
+    assert not any(len(c.columns) == 3 for c in two)
+
+
+def test_order_by_direction_and_limit() -> None:
+    text = ("SELECT * FROM notifications WHERE user_id = $1 "
+            "ORDER BY created_at DESC LIMIT $2 OFFSET $3")
+    preds = preds_of(text)["notifications"]
+    assert preds.order == ["created_at DESC"]
+    assert preds.equal == ["user_id"] and preds.ranges == []  # LIMIT/OFFSET are no predicates
+    result = shapes(candidates_of(text, "notifications"))
+    assert (("user_id", "created_at DESC"), None) in result
+    assert (("created_at DESC",), None) in result
+
+    ascending = preds_of("SELECT * FROM notifications ORDER BY created_at LIMIT 20")
+    assert ascending["notifications"].order == ["created_at"]
+    assert ((("created_at",), None) in
+            shapes(candidates_of("SELECT * FROM notifications ORDER BY created_at LIMIT 20",
+                                 "notifications")))
+
+    mixed = preds_of("SELECT * FROM notifications ORDER BY user_id, created_at DESC LIMIT 5")
+    assert mixed["notifications"].order == ["user_id", "created_at DESC"]
+
+    # an ORDER BY over two tables cannot be served by one index
+    across = preds_of("SELECT * FROM decision_log d JOIN profiles p ON p.id = d.user_id "
+                      "ORDER BY p.email, d.created_at LIMIT 10")
+    assert across["decision_log"].order == [] and across["profiles"].order == []
+
+
+def test_join_keys_on_both_tables() -> None:
+    text = ("SELECT d.id, d.status, p.email FROM decision_log d "
+            "JOIN profiles p ON p.id = d.user_id WHERE d.status = 'pending' "
+            "ORDER BY d.created_at LIMIT 100")
+    found = preds_of(text)
+    assert set(found) == {"decision_log", "profiles"}
+    assert found["decision_log"].joins == ["user_id"]
+    assert found["profiles"].joins == ["id"]
+    assert (("user_id",), None) in shapes(candidates_of(text, "decision_log"))
+    assert shapes(candidates_of(text, "profiles")) == {(("id",), None)}
+
+    implicit = preds_of("SELECT count(*) FROM notifications n, profiles p "
+                        "WHERE n.user_id = p.id AND p.n < 10")
+    assert implicit["notifications"].joins == ["user_id"]
+    assert implicit["profiles"].joins == ["id"]
+    assert implicit["profiles"].ranges == ["n"]
+
+
+def test_partial_predicates_on_rare_values_only() -> None:
+    pending = candidates_of("SELECT * FROM decision_log WHERE user_id = $1 "
+                            "AND status = 'pending' ORDER BY created_at DESC LIMIT 50",
+                            "decision_log")
+    assert (("user_id", "created_at DESC"), "status = 'pending'") in shapes(pending)
+    assert (("user_id", "status", "created_at DESC"), None) in shapes(pending)
+    assert {c.where for c in pending} == {None, "status = 'pending'"}
+
+    alone = candidates_of("SELECT count(*) FROM decision_log WHERE status = 'pending'",
+                          "decision_log")
+    assert (("status",), "status = 'pending'") in shapes(alone)
+
+    unread = candidates_of("SELECT count(*) FROM notifications WHERE user_id = $1 "
+                           "AND read = false", "notifications")
+    assert (("user_id",), "NOT read") in shapes(unread)
+    assert {c.where for c in unread} == {None, "NOT read"}
+    assert (("user_id",), "NOT read") in shapes(candidates_of(
+        "SELECT count(*) FROM notifications WHERE user_id = $1 AND NOT read", "notifications"))
+
+    # 70 % approved, 85 % read: no partial index for common values
+    for text, key in (("SELECT count(*) FROM decision_log WHERE status = 'approved'",
+                       "decision_log"),
+                      ("SELECT count(*) FROM notifications WHERE user_id = $1 AND read = true",
+                       "notifications"),
+                      ("SELECT count(*) FROM notifications WHERE user_id = $1 AND read",
+                       "notifications")):
+        found = candidates_of(text, key)
+        assert found, text
+        assert all(c.where is None for c in found), (text, found)
+
+    # a parameter is no known value: no partial index either
+    assert all(c.where is None for c in candidates_of(
+        "SELECT count(*) FROM decision_log WHERE status = $1", "decision_log"))
+
+
+def test_rls_policy_quals_add_the_policy_columns() -> None:
+    text = "SELECT count(*) FROM notifications WHERE read = false"
+    without = preds_of(text)["notifications"]
+    assert without.equal == []
+    assert all("user_id" not in c.key_columns for c in candidates_of(text, "notifications"))
+    # as pg_policies writes the two usual Supabase forms
+    for qual in ("(user_id = auth.uid())", "(user_id = ( SELECT auth.uid() AS uid))"):
+        preds = preds_of(text, {"notifications": [qual]})["notifications"]
+        assert preds.equal == ["user_id"], qual
+        assert preds.booleans == {"read": False}
+        found = candidates_of(text, "notifications", {"notifications": [qual]})
+        assert (("user_id",), "NOT read") in shapes(found), qual
+    # a policy of a table the statement does not read adds nothing
+    other = preds_of(text, {"decision_log": ["(user_id = auth.uid())"]})
+    assert set(other) == {"notifications"}
+
+
+def test_aliases_resolve_and_partial_predicates_are_unqualified() -> None:
+    text = ("SELECT d.id FROM decision_log AS d WHERE d.status = 'pending' "
+            "AND d.created_at > now() - interval '1 day'")
+    found = preds_of(text)
+    assert set(found) == {"decision_log"}
+    preds = found["decision_log"]
+    assert preds.equal == ["status"] and preds.ranges == ["created_at"]
+    wheres = {c.where for c in candidates_of(text, "decision_log")}
+    assert "status = 'pending'" in wheres
+    assert not any("d." in (w or "") for w in wheres)
+    # an unqualified column belongs to the one table that has it
+    joined = preds_of("SELECT email FROM decision_log d JOIN profiles p ON p.id = d.user_id "
+                      "WHERE status = 'pending' AND n = 3")
+    assert joined["decision_log"].equal == ["status"]
+    assert joined["profiles"].equal == ["n"]
+
+
+# --- existing indexes -------------------------------------------------------------------------
+
+
+def test_served_by_existing_indexes() -> None:
+    columns = NOTIFICATIONS.columns
+    user = Candidate("public", "notifications", ("user_id",))
+    unread = Candidate("public", "notifications", ("user_id",), "NOT read")
+
+    same = table("notifications", columns, indexes=[index("n_user", ["user_id"])])
+    assert cands.served_by(user, same) == "n_user"
+    wider = table("notifications", columns,
+                  indexes=[index("n_user_created", ["user_id", "created_at"])])
+    assert cands.served_by(user, wider) == "n_user_created"
+    # pg_get_expr's spelling of a partial predicate
+    partial = table("notifications", columns,
+                    indexes=[index("n_unread", ["user_id"], predicate="(NOT read)")])
+    assert cands.served_by(unread, partial) == "n_unread"
+    assert cands.served_by(user, partial) is None  # a partial index does not serve every row
+
+    for existing in (index("n_kind", ["kind"]),
+                     index("n_created_user", ["created_at", "user_id"]),
+                     index("n_read", ["user_id"], predicate="read"),
+                     index("n_user_bad", ["user_id"], valid=False)):
+        facts = table("notifications", columns, indexes=[existing])
+        assert cands.served_by(unread, facts) is None, existing.name
+        if existing.name != "n_read":
+            assert cands.served_by(user, facts) is None, existing.name
+    # a shorter index does not serve a longer key
+    assert cands.served_by(Candidate("public", "notifications", ("user_id", "created_at")),
+                           same) is None
+
+
+async def test_served_by_indexes_as_the_catalog_reports_them(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id bigint PRIMARY KEY, user_id int, read boolean, "
+                     "kind text, created_at timestamptz)")
+        conn.execute(Candidate("public", "notes", ("user_id",), "NOT read").create_sql(
+            named=True))
+        conn.execute("CREATE INDEX notes_kind_created ON notes (kind, created_at)")
+        conn.execute("CREATE INDEX notes_read ON notes (user_id) WHERE read")
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True,
+                                                     row_factory=dict_row) as aconn:
+        facts = await catalog.tables(aconn, [sqltext.Relation(None, "notes", None)])
+    notes = facts["notes"]
+    assert cands.served_by(Candidate("public", "notes", ("user_id",), "NOT read"),
+                           notes) == "idx_notes_user_id_not_read"
+    assert cands.served_by(Candidate("public", "notes", ("kind",)),
+                           notes) == "notes_kind_created"
+    assert cands.served_by(Candidate("public", "notes", ("id",)), notes) == "notes_pkey"
+    assert cands.served_by(Candidate("public", "notes", ("user_id",)), notes) is None
+    assert cands.served_by(Candidate("public", "notes", ("created_at",)), notes) is None
+
+    # a DESC key and a text constant in the predicate, as the catalog spells them
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("ALTER TABLE notes ADD COLUMN status text")
+        latest = Candidate("public", "notes", ("user_id", "created_at DESC"),
+                           "status = 'pending'")
+        conn.execute(latest.create_sql(named=True))
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True,
+                                                     row_factory=dict_row) as aconn:
+        facts = await catalog.tables(aconn, [sqltext.Relation(None, "notes", None)])
+    assert cands.served_by(latest, facts["notes"]) == latest.name
+    ascending = Candidate("public", "notes", ("user_id", "created_at"), "status = 'pending'")
+    assert cands.served_by(ascending, facts["notes"]) is None
+
+
+# --- names and DDL ----------------------------------------------------------------------------
+
+
+def test_names_fit_postgresql_identifiers() -> None:
+    short = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read")
+    assert short.name == "idx_notifications_user_id_created_at_desc_not_read"
+    # distinct definitions get distinct names: direction and predicate are part of it
+    names = {Candidate("public", "d", ("created_at",)).name,
+             Candidate("public", "d", ("created_at DESC",)).name,
+             Candidate("public", "d", ("created_at",), "status = 'pending'").name,
+             Candidate("public", "d", ("created_at",), "status = 'escalated'").name}
+    assert len(names) == 4
+    accented = Candidate("public", "é" * 30, ("created_at",))
+    assert len(accented.name.encode()) <= 63
+    long_table = "t" * 60
+    one = Candidate("public", long_table, ("a_rather_long_column_name", "another_long_one"))
+    two = Candidate("public", long_table, ("a_rather_long_column_name", "yet_another_one"))
+    for candidate in (one, two):
+        assert candidate.name.startswith("idx_ttt")
+        assert len(candidate.name.encode()) <= 63
+    assert one.name != two.name  # the digest tells them apart
+    assert one.name == Candidate("public", long_table, one.columns).name  # stable
+
+
+def test_create_sql_quotes_mixed_case_and_reserved_identifiers() -> None:
+    candidate = Candidate("Sales", "OrderItems", ("CustomerId", "created_at DESC"),
+                          'NOT "IsOpen"', include=("Total",))
+    assert candidate.create_sql() == (
+        'CREATE INDEX ON "Sales"."OrderItems" ("CustomerId", created_at DESC) '
+        'INCLUDE ("Total") WHERE NOT "IsOpen"')
+    assert candidate.create_sql(concurrently=True) == (
+        'CREATE INDEX CONCURRENTLY IF NOT EXISTS '
+        '"idx_OrderItems_CustomerId_created_at_desc_not_isopen" '
+        'ON "Sales"."OrderItems" ("CustomerId", created_at DESC) INCLUDE ("Total") '
+        'WHERE NOT "IsOpen"')
+    stmt = sqltext.parse_one(candidate.create_sql(concurrently=True)).stmt
+    assert isinstance(stmt, ast.IndexStmt)
+    assert stmt.concurrent and stmt.if_not_exists
+    assert stmt.idxname == candidate.name
+    assert (stmt.relation.schemaname, stmt.relation.relname) == ("Sales", "OrderItems")
+    assert Candidate("public", "t", ("order", "user")).create_sql() == (
+        'CREATE INDEX ON public.t ("order", "user")')
+    # partial predicates from the candidates quote their columns too
+    facts = table("Tasks", ["id", "OwnerId", "IsOpen"])
+    stats = {("public.Tasks", "IsOpen"): ColumnStats(["t", "f"], [0.05, 0.95], [], 2, 0.0)}
+    preds = cands.predicates('SELECT * FROM "Tasks" WHERE "OwnerId" = $1 AND "IsOpen"',
+                             {"Tasks": facts})
+    assert (("OwnerId",), '"IsOpen"') in shapes(cands.for_table(preds["Tasks"], facts, stats))
+
+
+async def test_create_sql_runs_on_postgresql(database: str) -> None:
+    named = Candidate("Sales", "OrderItems", ("CustomerId", "created_at DESC"),
+                      'NOT "IsOpen"', include=("Total",))
+    long_name = Candidate("public", "x" * 58, ("a", "b"))
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute('CREATE SCHEMA "Sales"')
+        conn.execute('CREATE TABLE "Sales"."OrderItems" (id int, "CustomerId" int, '
+                     'created_at timestamptz, "IsOpen" boolean, "Total" numeric)')
+        conn.execute(f'CREATE TABLE "{"x" * 58}" (a int, b int)')
+        size = conn.execute("SELECT hypopg_relation_size(indexrelid) FROM "
+                            "hypopg_create_index(%s)", (named.create_sql(),)).fetchone()
+        assert size is not None and size[0] > 0
+        conn.execute("SELECT hypopg_reset()")
+        conn.execute(named.create_sql(concurrently=True))
+        conn.execute(named.create_sql(concurrently=True))  # IF NOT EXISTS: a second run is fine
+        conn.execute(long_name.create_sql(named=True))
+        rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes "
+                            "WHERE tablename IN ('OrderItems', %s)", ("x" * 58,)).fetchall()
+    found = dict(rows)
+    assert set(found) == {named.name, long_name.name}  # PostgreSQL truncated neither name
+    assert '("CustomerId", created_at DESC) INCLUDE ("Total") WHERE (NOT "IsOpen")' in \
+        found[named.name]
+
+
+def test_widens() -> None:
+    narrow = Candidate("public", "t", ("a",))
+    wide = Candidate("public", "t", ("a", "b"))
+    assert wide.widens(narrow)
+    assert not narrow.widens(wide)
+    assert not wide.widens(wide)
+    assert not Candidate("public", "t", ("b", "a")).widens(narrow)
+    assert not Candidate("public", "u", ("a", "b")).widens(narrow)
+    assert not Candidate("public", "t", ("a", "b"), "NOT c").widens(narrow)
+    assert Candidate("public", "t", ("a", "b"), "NOT c").widens(
+        Candidate("public", "t", ("a",), "NOT c"))
+    assert not Candidate("public", "t", ("a DESC", "b")).widens(narrow)
+
+
+# --- selection with a fake cost function ------------------------------------------------------
+
+T = "public.t"
+WORK = Workload("w", 1000.0, frozenset({T}))
+A = Candidate("public", "t", ("a",))
+AB = Candidate("public", "t", ("a", "b"))
+C = Candidate("public", "t", ("c",))
+USELESS = Candidate("public", "t", ("z",))
+
+
+def fake_relative(factors: dict[Candidate, float],
+                  calls: list[tuple[Candidate, ...]] | None = None) -> Relative:
+    """Relative cost of the statement under a configuration: its best index's factor."""
+    async def relative(work: Workload, config: tuple[Candidate, ...]) -> float:
+        assert config and all(c.qualified in work.tables for c in config)
+        if calls is not None:
+            calls.append(config)
+        return min(factors[c] for c in config)
+    return relative
+
+
+async def choose(factors: dict[Candidate, float], sizes: dict[Candidate, int], budget: int,
+                 penalty: dict[Candidate, float] | None = None,
+                 workload: list[Workload] | None = None) -> Selection:
+    return await select(workload or [WORK], list(factors), sizes,
+                        penalty or dict.fromkeys(factors, 0.0), budget,
+                        fake_relative(factors))
+
+
+async def test_select_respects_the_budget() -> None:
+    factors = {A: 0.1, C: 0.5}
+    sizes = {A: 100_000, C: 10_000}
+    tight = await choose(factors, sizes, 50_000)
+    assert tight.chosen == [C]  # A would save more but does not fit
+    assert tight.benefit_ms[C] == pytest.approx(500.0)
+    assert tight.served[C] == ["w"]
+    assert tight.predicted_ms == {"w": pytest.approx(500.0)}
+    roomy = await choose(factors, sizes, 200_000)
+    assert roomy.chosen == [A]  # C taken first, then dropped: A makes it useless
+    assert roomy.benefit_ms[A] == pytest.approx(900.0)
+    nothing = await choose(factors, sizes, 5_000)
+    assert nothing.chosen == [] and nothing.predicted_ms == {"w": 1000.0}
+
+
+async def test_select_never_chooses_an_index_that_lowers_no_cost() -> None:
+    calls: list[tuple[Candidate, ...]] = []
+    alone = await select([WORK], [USELESS], {USELESS: 8192}, {USELESS: 0.0}, 10**9,
+                         fake_relative({USELESS: 1.0}, calls))
+    assert alone.chosen == []
+    assert calls  # it was costed
+    both = await choose({USELESS: 1.0, C: 0.5}, {USELESS: 1, C: 10_000}, 10**9)
+    assert both.chosen == [C]
+    # a statement on another table does not make an index of this one worth anything
+    other = Workload("o", 5000.0, frozenset({"public.other"}))
+    assert (await choose({USELESS: 1.0}, {USELESS: 1}, 10**9, workload=[WORK, other])
+            ).chosen == []
+
+
+async def test_select_weighs_the_write_penalty() -> None:
+    factors = {C: 0.5}  # saves 500 ms of the 1,000 ms statement
+    costly = await choose(factors, {C: 10_000}, 10**9, penalty={C: 600.0})
+    assert costly.chosen == []
+    cheap = await choose(factors, {C: 10_000}, 10**9, penalty={C: 100.0})
+    assert cheap.chosen == [C]
+    assert cheap.benefit_ms[C] == pytest.approx(500.0)
+    assert cheap.penalty_ms[C] == 100.0
+
+
+async def test_select_widens_a_chosen_index() -> None:
+    factors = {A: 0.5, AB: 0.2}
+    sizes = {A: 10_000, AB: 20_000}
+    widened = await choose(factors, sizes, 25_000)  # room for the growth, not for both
+    assert widened.chosen == [AB]
+    assert widened.benefit_ms[AB] == pytest.approx(800.0)
+    assert widened.served[AB] == ["w"]
+    # without room for the growth the narrow index stays
+    assert (await choose(factors, sizes, 15_000)).chosen == [A]
+
+
+# --- end to end on HotDash --------------------------------------------------------------------
+
+
+def settings_for(url: str, **extra: Any) -> Settings:
+    return Settings(_env_file=None, database_url=url, **extra)  # type: ignore[call-arg]
+
+
+def watched_file(directory: Path, queries: list[dict[str, Any]]) -> Path:
+    lines = []
+    for entry in queries:
+        lines.append("[[query]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
+        lines.append("")
+    path = directory / "watched.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def tiles_file(directory: Path) -> Path:
+    return watched_file(directory, [{"name": t.name, "sql": t.sql} for t in sample.TILES])
+
+
+def run_workload(url: str, extra: list[tuple[str, tuple[Any, ...]]] | None = None) -> None:
+    """Forget the load, then the read mix (fixed seed) through the extended protocol."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        plan = sample.workload_plan(conn, seed=SEED, scale_weights=SCALE_WEIGHTS)
+        sample.reset_statistics(conn)
+        sample.run(conn, plan + (extra or []))
+
+
+def real_indexes(url: str) -> list[tuple[str, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(INDEXES_SQL).fetchall()
+
+
+def hypothetical_count(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def recommendation(analysis: Analysis, table: str, where: str | None) -> dict[str, Any]:
+    found = [r for r in analysis.recommendations if r["table"] == table and r["where"] == where]
+    assert found, (table, where, analysis.recommendations)
+    return found[0]
+
+
+async def test_recommendations_for_the_hotdash_workload(hotdash: str, tmp_path: Path) -> None:
+    run_workload(hotdash)
+    before = real_indexes(hotdash)
+    config = settings_for(hotdash, watched_queries=tiles_file(tmp_path))
+    analysis = await analyze(config, top=20)
+    assert all(r.error is None for r in analysis.results)
+
+    unread = recommendation(analysis, "public.notifications", "NOT read")
+    assert unread["columns"] == ["user_id", "created_at DESC"]
+    assert unread["include"] == []
+    assert set(unread["queries"]) == NOTIFICATION_TILES
+    assert unread["sql"] == ("CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+                             "idx_notifications_user_id_created_at_desc_not_read ON "
+                             "public.notifications (user_id, created_at DESC) WHERE NOT read;")
+    pending = recommendation(analysis, "public.decision_log", "status = 'pending'")
+    assert set(pending["queries"]) <= PENDING_TILES and pending["queries"]
+
+    names = [r["index"] for r in analysis.recommendations]
+    assert len(names) == len(set(names))
+    for rec in analysis.recommendations:
+        assert rec["action"] == "create"
+        assert rec["sql"].startswith(CREATE_PREFIX), rec["sql"]
+        stmt = sqltext.parse_one(rec["sql"]).stmt
+        assert isinstance(stmt, ast.IndexStmt) and stmt.concurrent and stmt.if_not_exists
+        assert stmt.idxname == rec["index"]
+        assert f"{stmt.relation.schemaname}.{stmt.relation.relname}" == rec["table"]
+        assert rec["cost_after"] < rec["cost_before"], rec
+        assert rec["queries"], rec
+        assert rec["size_bytes"] > 0
+        assert rec["size_estimated"] is True
+        assert rec["measured_before_ms"] is None and rec["measured_after_ms"] is None
+        assert "build_seconds" not in rec
+        assert rec["benefit_ms"] > rec["write_penalty_ms"] >= 0
+    benefits = [r["benefit_ms"] for r in analysis.recommendations]
+    assert benefits == sorted(benefits, reverse=True)
+    assert any("estimates" in n and "HOTDATA_SCRATCH_DATABASE_URL" in n for n in analysis.notes)
+
+    # nothing was built, nothing hypothetical is left behind
+    assert real_indexes(hotdash) == before
+    assert hypothetical_count(hotdash) == 0
+    # hypothetical indexes live in the analysis session: a second analysis that saw leftovers
+    # of the first would cost the statements differently
+    again = await analyze(config, top=20)
+    assert again.recommendations == analysis.recommendations
+    assert real_indexes(hotdash) == before
+
+
+async def test_what_if_costing_leaves_no_hypothetical_index_in_its_session(hotdash: str) -> None:
+    text = sample.TILES[0].sql  # notifications_unread_latest: user_id = $1 … LIMIT 20
+    unread = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read")
+    async with await psycopg.AsyncConnection.connect(hotdash, autocommit=True,
+                                                     row_factory=dict_row) as conn:
+        planner = Planner(conn, 5000)
+        claims = AppIdentity("authenticated", json.dumps({"sub": HEAVY_USER}))
+        for app in (None, claims):
+            base = await planner.estimate(text, [[HEAVY_USER]], app=app, hypothetical=[])
+            with_index = await planner.estimate(text, [[HEAVY_USER]], app=app,
+                                                hypothetical=[unread.create_sql()])
+            assert len(base) == len(with_index) == 2  # the value set, then the generic plan
+            assert with_index[0] < base[0] / 2
+            cur = await conn.execute("SELECT count(*) AS n FROM hypopg_list_indexes")
+            assert await cur.fetchone() == {"n": 0}
+            assert await planner.estimate(text, [[HEAVY_USER]], app=app,
+                                          hypothetical=[]) == base
+        cur = await conn.execute("SELECT current_user AS who")
+        assert await cur.fetchone() == {"who": "postgres"}
+
+
+async def test_recommendations_follow_the_application_roles_rls(
+        hotdash: str, tmp_path: Path) -> None:
+    watched = watched_file(tmp_path, [
+        {"name": "unread", "sql": "SELECT count(*) FROM notifications WHERE read = false"}])
+    as_owner = await analyze(settings_for(hotdash, watched_queries=watched))
+    as_app = await analyze(settings_for(
+        hotdash, watched_queries=watched, app_role="authenticated",
+        app_jwt_claims=json.dumps({"sub": HEAVY_USER, "role": "authenticated"})))
+
+    unread = [r for r in as_app.results if r.statement.name == "unread"]
+    assert unread and unread[0].error is None
+    assert {run.role for run in unread[0].runs} == {"owner", "app"}
+
+    app_recs = [r for r in as_app.recommendations if r["table"] == "public.notifications"]
+    assert app_recs
+    assert app_recs[0]["columns"][0] == "user_id"  # from the policy user_id = auth.uid()
+    assert app_recs[0]["queries"] == ["unread"]
+    assert app_recs[0]["cost_after"] < app_recs[0]["cost_before"]
+
+    owner_recs = [r for r in as_owner.recommendations if r["table"] == "public.notifications"]
+    assert owner_recs
+    assert all("user_id" not in r["columns"] for r in owner_recs)
+
+
+async def test_recommendations_stay_within_the_budget(hotdash: str, tmp_path: Path) -> None:
+    run_workload(hotdash)
+    watched = tiles_file(tmp_path)
+    unlimited = await analyze(settings_for(hotdash, watched_queries=watched), top=20)
+    budget_mb = 0.05
+    budget = budget_mb * 1024 * 1024
+    assert sum(r["size_bytes"] for r in unlimited.recommendations) > budget  # it matters
+    limited = await analyze(settings_for(hotdash, watched_queries=watched,
+                                         index_budget_mb=budget_mb), top=20)
+    assert sum(r["size_bytes"] for r in limited.recommendations) <= budget
+    big = {r["index"] for r in unlimited.recommendations if r["size_bytes"] > budget}
+    assert big and not big & {r["index"] for r in limited.recommendations}
+
+
+async def test_without_hypopg_there_are_no_recommendations(
+        hotdash: str, tmp_path: Path) -> None:
+    with psycopg.connect(hotdash, autocommit=True) as conn:
+        conn.execute("DROP EXTENSION hypopg")
+    analysis = await analyze(settings_for(hotdash, watched_queries=tiles_file(tmp_path)),
+                             top=20)
+    assert len(analysis.results) == len(sample.TILES)
+    assert all(r.error is None and r.runs for r in analysis.results)  # the analysis still ran
+    assert analysis.recommendations == []
+    assert any("CREATE EXTENSION hypopg" in n for n in analysis.notes), analysis.notes
+
+
+async def test_verification_on_a_scratch_copy(pg: pgcluster.Cluster, hotdash: str,
+                                              tmp_path: Path) -> None:
+    run_workload(hotdash)
+    scratch_name = clone(pg, hotdash.rsplit("/", 1)[1])  # nobody is connected to it now
+    try:
+        scratch = pg.url(scratch_name)
+        target_indexes = real_indexes(hotdash)
+        scratch_indexes = real_indexes(scratch)
+        assert scratch_indexes == target_indexes
+        watched = tiles_file(tmp_path)
+        analysis = await analyze(settings_for(hotdash, watched_queries=watched,
+                                              scratch_database_url=scratch), top=20)
+        assert analysis.recommendations
+        unread = recommendation(analysis, "public.notifications", "NOT read")
+        assert unread["measured_before_ms"] > unread["measured_after_ms"] > 0
+        for rec in analysis.recommendations:
+            assert rec["size_estimated"] is False
+            assert rec["size_bytes"] > 0
+            assert rec["build_seconds"] is not None and rec["build_seconds"] >= 0
+            assert rec["measured_before_ms"] is not None
+            assert rec["measured_after_ms"] is not None
+        assert any("measured on the scratch copy" in n for n in analysis.notes), analysis.notes
+        assert not any("could not verify" in n for n in analysis.notes)
+        assert real_indexes(scratch) == scratch_indexes  # built there, then dropped
+        assert real_indexes(hotdash) == target_indexes
+
+        itself = await analyze(settings_for(hotdash, watched_queries=watched,
+                                            scratch_database_url=hotdash), top=20)
+        notes = " ".join(itself.notes)
+        assert "could not verify" in notes and "points at the target" in notes
+        assert itself.recommendations
+        assert all(r["size_estimated"] is True and r["measured_after_ms"] is None
+                   and "build_seconds" not in r for r in itself.recommendations)
+        assert real_indexes(hotdash) == target_indexes
+    finally:
+        drop(pg, scratch_name)
+
+
+async def test_unparseable_statements_do_not_break_recommendations(
+        hotdash: str, tmp_path: Path) -> None:
+    # PostgreSQL 15 reads `system_user` as an alias; pglast's newer grammar reserves it.
+    odd = "SELECT count(*) FROM notifications system_user WHERE system_user.read = %s"
+    with pytest.raises(sqltext.Unparseable):
+        sqltext.parse_one(odd % "$1")
+    run_workload(hotdash, [(odd.replace("%s", "$1"), (False,))] * 5)
+    with psycopg.connect(hotdash, autocommit=True) as conn:
+        row = conn.execute("SELECT calls FROM pg_stat_statements WHERE query = %s AND dbid = "
+                           "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                           (odd % "$1",)).fetchone()
+    assert row is not None and row[0] == 5  # the target did run it
+
+    analysis = await analyze(settings_for(hotdash, watched_queries=tiles_file(tmp_path)),
+                             top=50)
+    [odd_result] = [r for r in analysis.results if "system_user" in r.statement.query]
+    assert odd_result.error is not None
+    assert odd_result.error.startswith("skipped: the parser cannot read")
+    parsed = [r for r in analysis.results if "system_user" not in r.statement.query]
+    assert len(parsed) == len(sample.TILES)
+    assert all(r.error is None for r in parsed)
+    unread = recommendation(analysis, "public.notifications", "NOT read")
+    assert unread["columns"] == ["user_id", "created_at DESC"]
+    recommendation(analysis, "public.decision_log", "status = 'pending'")
+    assert all(r["sql"].startswith(CREATE_PREFIX) for r in analysis.recommendations)
