@@ -14,6 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from bot import migrate
 from bot.app import build_app
 from bot.db import connect
+from bot.proposals.service import reconcile
 from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
@@ -68,6 +69,8 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         log.info("state schema upgraded: %s", ", ".join(applied))
     services = Services(settings, web_client(settings))
     app = build_app(settings, services)
+    # Proposals left `applying` by a stopped bot are settled from the catalog first thing.
+    services.tasks.spawn(reconcile(services), name="reconcile")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

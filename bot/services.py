@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import checks
 from bot.dsn import scrub
+from bot.proposals.authz import Managers
 from bot.settings import Settings
 from bot.tasks import TaskTracker
 
@@ -17,6 +18,10 @@ class Services:
     settings: Settings
     client: AsyncWebClient
     tasks: TaskTracker = field(default_factory=TaskTracker)
+    managers: Managers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.managers = Managers(self.settings, self.client)
 
     async def status(self) -> list[checks.Check]:
         return await checks.run_all(self.settings, self.client)

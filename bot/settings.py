@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     app_role: str | None = None
     app_jwt_claims: str | None = None
     index_budget_mb: float = Field(1024.0, gt=0)
+    migrations_dir: Path | None = None
+    migration_layout: Literal["supabase", "prisma"] = "supabase"
+    lock_timeout_ms: int = Field(5000, ge=100)
+    apply_retries: int = Field(3, ge=0, le=20)
+    proposal_ttl_hours: float = Field(72.0, gt=0)
+    allow_self_approval: bool = False
 
     @field_validator("manager_ids", mode="before")
     @classmethod
@@ -138,6 +144,11 @@ _EXPECTS = {
     "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",
     "statement_timeout_ms": "milliseconds, at least 100",
     "index_budget_mb": "megabytes of new indexes the advisor may propose, more than 0",
+    "migration_layout": "supabase or prisma",
+    "lock_timeout_ms": "milliseconds, at least 100",
+    "apply_retries": "a whole number from 0 to 20",
+    "proposal_ttl_hours": "hours, more than 0",
+    "allow_self_approval": "true or false",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
 

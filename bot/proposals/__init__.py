@@ -1,0 +1,1 @@
+"""Index migrations: proposed from recommendations, decided by managers, applied online."""

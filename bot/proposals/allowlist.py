@@ -1,0 +1,46 @@
+"""The only statements hotdata ever applies, proven with PostgreSQL's own parser.
+
+`CREATE INDEX CONCURRENTLY IF NOT EXISTS`, `DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`,
+one statement per text; everything else is refused before it reaches the database.
+"""
+
+from __future__ import annotations
+
+import pglast
+from pglast import ast
+from pglast.enums.parsenodes import ObjectType
+
+
+class Refused(ValueError):
+    """The text is not one allowed statement; the message says what it is instead."""
+
+
+def check(text: str) -> ast.Node:
+    """The parsed statement when `text` is exactly one allowed statement; Refused otherwise."""
+    try:
+        statements = pglast.parse_sql(text)
+    except pglast.parser.ParseError as error:
+        raise Refused(f"refused: the statement does not parse ({error})") from None
+    if len(statements) != 1:
+        raise Refused(f"refused: expected exactly one statement, found {len(statements)}")
+    stmt = statements[0].stmt
+    if isinstance(stmt, ast.IndexStmt):
+        if not stmt.concurrent:
+            raise Refused("refused: CREATE INDEX without CONCURRENTLY would block writes to "
+                          "the table while it builds")
+        if not stmt.if_not_exists:
+            raise Refused("refused: CREATE INDEX must say IF NOT EXISTS so a retry is safe")
+        return stmt
+    if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_INDEX:
+        if not stmt.concurrent or not stmt.missing_ok:
+            raise Refused("refused: only DROP INDEX CONCURRENTLY IF EXISTS is allowed")
+        if len(stmt.objects) != 1:
+            raise Refused("refused: drop one index per statement")
+        return stmt
+    if isinstance(stmt, ast.VacuumStmt) and not stmt.is_vacuumcmd:
+        return stmt
+    kind = type(stmt).__name__.removesuffix("Stmt").upper()
+    if isinstance(stmt, ast.DropStmt):
+        kind = "DROP " + ObjectType(stmt.removeType).name.removeprefix("OBJECT_")
+    raise Refused(f"refused: {kind} statements are never applied by hotdata; only CREATE INDEX "
+                  "CONCURRENTLY IF NOT EXISTS, DROP INDEX CONCURRENTLY IF EXISTS and ANALYZE")

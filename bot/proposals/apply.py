@@ -1,0 +1,153 @@
+"""Applying an approved index migration without blocking production, and proving its effect.
+
+On the migrator connection, autocommit: the allow-listed statement with `lock_timeout` and
+bounded retries; an invalid leftover of a failed concurrent build is dropped concurrently
+before any retry; afterwards the index must be valid and ready, the table is analysed, and
+the statements the index serves are measured before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bot.advisor.model import quote
+from bot.analysis.catalog import TAG
+from bot.analysis.plan import AppIdentity, Planner
+from bot.db import connect
+from bot.proposals import allowlist
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPEATS = 3
+BACKOFF_SECONDS = 0.5
+
+INDEX_STATE_SQL = TAG + """
+SELECT i.indisvalid AS valid, i.indisready AS ready
+FROM pg_index i WHERE i.indexrelid = to_regclass(%s)
+"""
+COLUMNS_SQL = TAG + """
+SELECT array(SELECT attname::text FROM pg_attribute
+             WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped) AS columns,
+       to_regclass(%s) IS NOT NULL AS exists
+"""
+BUILDING_SQL = TAG + """
+SELECT count(*) AS n FROM pg_stat_activity
+WHERE application_name = 'hotdata-migrator' AND state = 'active' AND pid <> pg_backend_pid()
+  AND query ILIKE '%%' || %s || '%%'
+"""
+
+
+class ApplyFailed(Exception):
+    """The migration could not be applied; the message says why and what was cleaned up."""
+
+
+def _index_regclass(rec: dict[str, Any]) -> str:
+    schema = rec["table"].split(".", 1)[0]
+    return f"{quote(schema)}.{quote(rec['index'])}"
+
+
+async def index_state(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
+                      ) -> dict[str, bool] | None:
+    cur = await conn.execute(INDEX_STATE_SQL, (_index_regclass(rec),))
+    return await cur.fetchone()
+
+
+async def preflight(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]) -> str | None:
+    """Why this proposal must not be applied now (index exists, table changed), or None."""
+    state = await index_state(conn, rec)
+    if state is not None and state["valid"]:
+        return f"index {rec['index']} already exists on {rec['table']}: nothing to apply"
+    schema, table = rec["table"].split(".", 1)
+    cur = await conn.execute(COLUMNS_SQL, (f"{quote(schema)}.{quote(table)}",) * 2)
+    row = await cur.fetchone()
+    if not row or not row["exists"]:
+        return f"table {rec['table']} no longer exists"
+    missing = [c.removesuffix(" DESC") for c in rec.get("columns", [])
+               if c.removesuffix(" DESC") not in row["columns"]]
+    if missing:
+        return f"table {rec['table']} changed: column(s) {', '.join(missing)} no longer exist"
+    return None
+
+
+async def drop_leftover(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]) -> bool:
+    """Drop an invalid index left by a failed concurrent build; True when one was dropped."""
+    state = await index_state(conn, rec)
+    if state is None or state["valid"]:
+        return False
+    await conn.execute(sql.SQL(TAG + "DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+        sql.SQL(_index_regclass(rec))))
+    return True
+
+
+async def _measure(settings: Settings, rec: dict[str, Any]) -> float | None:
+    """Summed median time of the statements the index serves, as recorded in the proposal."""
+    total = 0.0
+    async with connect(settings, "analysis") as conn:
+        planner = Planner(conn, settings.statement_timeout_ms)
+        for statement in rec.get("statements", []):
+            app = (AppIdentity(statement["app_role"], settings.app_jwt_claims or "{}")
+                   if statement.get("app_role") else None)
+            timings = []
+            for _ in range(REPEATS):
+                run = await planner.run(statement["text"], statement["values"], role="measure",
+                                        label="measure", analyze=True, app=app)
+                if run.ms is None:
+                    return None
+                timings.append(run.ms)
+            total += statistics.median(timings)
+    return round(total, 3) if rec.get("statements") else None
+
+
+async def apply(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
+    """Build the index online; returns the figures. Raises ApplyFailed (nothing left behind)."""
+    try:
+        allowlist.check(rec["sql"])
+    except allowlist.Refused as refused:
+        raise ApplyFailed(str(refused)) from None
+    before = await _measure(settings, rec)
+    async with connect(settings, "migrator") as conn:
+        await conn.execute(sql.SQL(
+            TAG + "SET lock_timeout = {}; SET statement_timeout = 0; "
+            "SET client_connection_check_interval = '1s'").format(
+                sql.Literal(f"{settings.lock_timeout_ms}ms")))
+        attempts = settings.apply_retries + 1
+        started = asyncio.get_running_loop().time()
+        for attempt in range(1, attempts + 1):
+            try:
+                await conn.execute(rec["sql"])
+                break
+            except psycopg.errors.LockNotAvailable:
+                dropped = await drop_leftover(conn, rec)
+                log.info("lock timeout building %s (attempt %d/%d)%s", rec["index"], attempt,
+                         attempts, ", dropped the invalid leftover" if dropped else "")
+                if attempt == attempts:
+                    raise ApplyFailed(
+                        f"could not take the lock on {rec['table']} within "
+                        f"{settings.lock_timeout_ms} ms in {attempts} attempts; no invalid "
+                        "index was left behind") from None
+                await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+            except psycopg.Error as error:
+                dropped = await drop_leftover(conn, rec)
+                raise ApplyFailed(" ".join(str(error).split()) + (
+                    "; the invalid index it left was dropped" if dropped else "")) from None
+        seconds = asyncio.get_running_loop().time() - started
+        state = await index_state(conn, rec)
+        if state is None or not (state["valid"] and state["ready"]):
+            await drop_leftover(conn, rec)
+            raise ApplyFailed(f"index {rec['index']} was built but is not valid; it was dropped")
+        schema, table = rec["table"].split(".", 1)
+        await conn.execute(sql.SQL(TAG + "ANALYZE {}.{}").format(sql.Identifier(schema),
+                                                                 sql.Identifier(table)))
+        cur = await conn.execute(TAG + "SELECT pg_relation_size(to_regclass(%s)) AS size",
+                                 (_index_regclass(rec),))
+        size = await cur.fetchone()
+    after = await _measure(settings, rec)
+    return {"build_seconds": round(seconds, 3), "size_bytes": size["size"] if size else None,
+            "before_ms": before, "after_ms": after, "attempts": attempt}

@@ -1,0 +1,215 @@
+"""The proposal flow shared by Slack and the CLI: propose, approve, reject, reconcile."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bot.db import connect
+from bot.proposals import apply as applying
+from bot.proposals import migration, store
+from bot.render import proposals as render
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class NothingToPropose(Exception):
+    """There is no analysis with index recommendations to propose from."""
+
+
+LATEST_SQL = """
+SELECT id, report FROM hotdata.analyses
+WHERE status = 'done' AND (%(id)s::bigint IS NULL OR id = %(id)s)
+ORDER BY id DESC LIMIT 1
+"""
+
+
+async def propose(services: Services, user: str, analysis_id: int | None = None,
+                  out: Path | None = None, post: bool = True) -> list[dict[str, Any]]:
+    """Turn an analysis' recommendations (the latest, or `analysis_id`) into pending
+    proposals, each linted and, when `post`, posted for approval. Recommendations already
+    proposed and undecided are not proposed twice."""
+    settings = services.settings
+    async with connect(settings, "state") as conn:
+        cur = await conn.execute(LATEST_SQL, {"id": analysis_id})
+        row = await cur.fetchone()
+        recs = [r for r in (row["report"].get("recommendations") or [])
+                if r.get("action") == "create"] if row else []
+        if not recs:
+            raise NothingToPropose("No index recommendations to propose: run "
+                                   "`/hotdata analyze` first (its recommendations are used).")
+        created = []
+        for rec in recs:
+            if await store.pending_for(conn, rec["index"]) is not None:
+                continue
+            rec = {**rec, "lint": await migration.lint(migration.content(
+                0, rec, settings.lock_timeout_ms))}
+            proposal = await store.create(conn, rec, row["id"], user, settings.channel)
+            if out is not None:
+                path = migration.write(out, proposal["id"], rec, settings.lock_timeout_ms,
+                                       settings.migration_layout)
+                proposal["file"] = str(path)
+            created.append(proposal)
+    if post:
+        for proposal in created:
+            await _post(services, proposal)
+    return created
+
+
+async def _post(services: Services, proposal: dict[str, Any]) -> None:
+    channel = services.settings.channel or proposal.get("channel")
+    if not channel:
+        raise NothingToPropose("HOTDATA_CHANNEL is not set: hotdata does not know where to "
+                               "post proposals for approval")
+    posted = await services.client.chat_postMessage(
+        channel=channel, text=render.headline(proposal), blocks=render.blocks(proposal))
+    async with connect(services.settings, "state") as conn:
+        await store.set_message(conn, proposal["id"], str(posted["channel"]),
+                                str(posted["ts"]))
+    proposal.update(channel=posted["channel"], message_ts=posted["ts"])
+
+
+async def _refresh(services: Services, proposal: dict[str, Any]) -> None:
+    """Show the proposal's current state on its approval message."""
+    if proposal.get("channel") and proposal.get("message_ts"):
+        await services.client.chat_update(channel=proposal["channel"],
+                                          ts=proposal["message_ts"],
+                                          text=render.headline(proposal),
+                                          blocks=render.blocks(proposal))
+
+
+async def _thread(services: Services, proposal: dict[str, Any], text: str) -> None:
+    if proposal.get("channel") and proposal.get("message_ts"):
+        await services.client.chat_postMessage(channel=proposal["channel"],
+                                               thread_ts=proposal["message_ts"], text=text)
+
+
+async def decision_refused(services: Services, proposal_id: int, user: str,
+                           action: str) -> str | None:
+    """The refusal to show `user`, audited, or None when they may decide (checked again by
+    every service call: fail closed)."""
+    async with connect(services.settings, "state") as conn:
+        proposal = await store.get(conn, proposal_id)
+        if proposal is None:
+            return f"There is no index migration #{proposal_id}."
+        refusal = await services.managers.refusal(user, proposal["proposed_by"])
+        if refusal is not None:
+            await store.audit(conn, user, "refused", proposal_id, proposal["sql"], action,
+                              {"reason": refusal})
+        return refusal
+
+
+async def _already(conn: Any, proposal_id: int) -> str:
+    proposal = await store.get(conn, proposal_id)
+    if proposal is None:
+        return f"There is no index migration #{proposal_id}."
+    who = f" by <@{proposal['decided_by']}>" if proposal.get("decided_by") else ""
+    return f"Index migration #{proposal_id} was already {proposal['status']}{who}."
+
+
+async def approve(services: Services, proposal_id: int, user: str) -> str:
+    """Decide, then apply. Returns what to tell the clicking user."""
+    refusal = await decision_refused(services, proposal_id, user, "approve")
+    if refusal is not None:
+        return refusal
+    settings = services.settings
+    async with connect(settings, "state") as conn:
+        await store.expire(conn, settings.proposal_ttl_hours)
+        proposal = await store.decide(conn, proposal_id, "approved", user)
+        if proposal is None:
+            return await _already(conn, proposal_id)
+        await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved")
+        proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
+    assert proposal is not None
+    await _refresh(services, proposal)
+    await _apply(services, proposal)
+    return f"Approved index migration #{proposal_id}; the result is in the channel."
+
+
+async def _apply(services: Services, proposal: dict[str, Any]) -> None:
+    settings, rec = services.settings, proposal["evidence"]
+    try:
+        async with connect(settings, "migrator") as target:
+            blocked = await applying.preflight(target, rec)
+        if blocked is not None:
+            raise applying.ApplyFailed(blocked)
+        figures = await applying.apply(settings, rec)
+    except Exception as error:  # every failure is recorded and shown, never lost
+        message = services.safe(" ".join(str(error).split()) or type(error).__name__)
+        async with connect(settings, "state") as conn:
+            final = await store.mark(conn, proposal["id"], "failed", {"error": message})
+            await store.audit(conn, "hotdata", "failed", proposal["id"], proposal["sql"],
+                              "failed", {"error": message})
+        await _refresh(services, final or proposal)
+        await _thread(services, final or proposal, f":x: Not applied: {message}")
+        return
+    async with connect(settings, "state") as conn:
+        final = await store.mark(conn, proposal["id"], "applied", figures)
+        await store.audit(conn, "hotdata", "applied", proposal["id"], proposal["sql"],
+                          "applied", figures)
+    if settings.migrations_dir is not None:
+        migration.write(settings.migrations_dir, proposal["id"], rec, settings.lock_timeout_ms,
+                        settings.migration_layout)
+    await _refresh(services, final or proposal)
+    await _thread(services, final or proposal, (
+        f":white_check_mark: `{rec['index']}` is built and valid: the statements it serves "
+        f"took {figures['before_ms']} ms before and {figures['after_ms']} ms after "
+        f"(median of {applying.REPEATS} runs each); build {figures['build_seconds']} s."))
+
+
+async def reject(services: Services, proposal_id: int, user: str, reason: str) -> str:
+    refusal = await decision_refused(services, proposal_id, user, "reject")
+    if refusal is not None:
+        return refusal
+    async with connect(services.settings, "state") as conn:
+        await store.expire(conn, services.settings.proposal_ttl_hours)
+        proposal = await store.decide(conn, proposal_id, "rejected", user, reason)
+        if proposal is None:
+            return await _already(conn, proposal_id)
+        await store.audit(conn, user, "rejected", proposal_id, proposal["sql"], "rejected",
+                          {"reason": reason})
+    await _refresh(services, proposal)
+    return f"Rejected index migration #{proposal_id}."
+
+
+async def reconcile(services: Services) -> list[dict[str, Any]]:
+    """After a restart: settle proposals left `applying` from what the catalog says, expire
+    old ones, and show the outcome on their messages."""
+    settings = services.settings
+    settled = []
+    async with connect(settings, "state") as conn:
+        expired = await store.expire(conn, settings.proposal_ttl_hours)
+        left = await store.stuck(conn)
+    for proposal in expired:
+        await _refresh(services, proposal)
+    for proposal in left:
+        rec = proposal["evidence"]
+        async with connect(settings, "migrator") as target:
+            state = await applying.index_state(target, rec)
+            if state is not None and state["valid"] and state["ready"]:
+                status, result = "applied", {"reconciled": True,
+                                             "note": "found built and valid after a restart"}
+            else:
+                dropped = await applying.drop_leftover(target, rec)
+                status, result = "failed", {"reconciled": True, "error": (
+                    "hotdata stopped while building the index; "
+                    + ("the invalid index it left was dropped" if dropped
+                       else "no index was left behind") + ". Approve a new proposal to retry.")}
+        async with connect(settings, "state") as conn:
+            final = await store.mark(conn, proposal["id"], status, result, expect="applying")
+            await store.audit(conn, "hotdata", "reconciled", proposal["id"], proposal["sql"],
+                              status, result)
+        if final is not None:
+            settled.append(final)
+            await _refresh(services, final)
+            await _thread(services, final, f"After a restart, index migration "
+                          f"#{final['id']} is {status}: {result.get('note') or result['error']}")
+    return settled
+
+
+async def recent(services: Services) -> list[dict[str, Any]]:
+    async with connect(services.settings, "state") as conn:
+        await store.expire(conn, services.settings.proposal_ttl_hours)
+        return await store.recent(conn)

@@ -1,0 +1,118 @@
+"""Proposal messages: the approval request with its buttons, and every final state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+APPROVE = "hotdata_approve"
+REJECT = "hotdata_reject"
+PROPOSE = "hotdata_propose"
+RUNBOOK = "runbooks/index-rollout.md"
+
+STATE_LINE = {
+    "pending": ":hourglass_flowing_sand: Waiting for a manager's decision",
+    "approved": ":gear: Approved by <@{decided_by}>, applying…",
+    "applying": ":gear: Approved by <@{decided_by}>, applying…",
+    "applied": ":white_check_mark: Applied (approved by <@{decided_by}>)",
+    "rejected": ":no_entry: Rejected by <@{decided_by}>: {reason}",
+    "failed": ":x: Not applied: {error}",
+    "expired": ":zzz: Expired without a decision",
+}
+
+
+def _mb(size: Any) -> str:
+    return f"{(size or 0) / 1024 / 1024:.1f} MB"
+
+
+def _why(rec: dict[str, Any]) -> str:
+    lines = [f"*Serves:* {', '.join(rec.get('queries') or []) or '—'}",
+             f"*Planner cost:* {rec.get('cost_before')} → {rec.get('cost_after')}"]
+    if rec.get("measured_before_ms") is not None:
+        lines.append(f"*Measured on a scratch copy:* {rec['measured_before_ms']} ms → "
+                     f"{rec['measured_after_ms']} ms")
+    else:
+        lines.append("*Measured:* not yet (HypoPG estimate; hotdata measures after applying)")
+    lines.append(f"*Size:* {_mb(rec.get('size_bytes'))}"
+                 f"{' (estimated)' if rec.get('size_estimated') else ''} · *write cost:* "
+                 f"about {rec.get('write_penalty_ms', 0)} ms over the analysed window")
+    roles = rec.get("costed_as") or ["owner"]
+    lines.append(f"*RLS check:* costed as {', '.join(roles)}"
+                 + (" (the application's role, under its policies)"
+                    if roles != ["owner"] else ""))
+    lint = rec.get("lint") or []
+    lines.append("*Lint (squawk):* " + ("clean" if not lint else "; ".join(
+        f"{f['rule']}: {f['message']}" for f in lint)[:600]))
+    return "\n".join(lines)
+
+
+def blocks(proposal: dict[str, Any]) -> list[dict[str, Any]]:
+    rec = proposal["evidence"]
+    status = proposal["status"]
+    result = proposal.get("result") or {}
+    state = STATE_LINE[status].format(decided_by=proposal.get("decided_by") or "?",
+                                      reason=proposal.get("reason") or "no reason given",
+                                      error=result.get("error") or "unknown error")
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text":
+                                    f"Index migration #{proposal['id']}: {rec['table']}"[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*What:* `{rec['index']}` on `{rec['table']}` ({', '.join(rec['columns'])})"
+            + (f" WHERE {rec['where']}" if rec.get("where") else ""))[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _why(rec)[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn",
+                                     "text": f"```{rec['sql']}```"[:3000]}},
+    ]
+    if status == "applied":
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*Effect:* {result.get('before_ms')} ms → {result.get('after_ms')} ms for the "
+            f"statements it serves · built in {result.get('build_seconds')} s · "
+            f"{_mb(result.get('size_bytes'))}")}})
+    out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+        f"{state} · proposed by <@{proposal.get('proposed_by')}> · rollback and details: "
+        f"`{RUNBOOK}`")[:3000]}]})
+    if status == "pending":
+        out.append({"type": "actions", "block_id": "decision", "elements": [
+            {"type": "button", "action_id": APPROVE, "style": "primary",
+             "value": str(proposal["id"]), "text": {"type": "plain_text", "text": "Approve"},
+             "confirm": {"title": {"type": "plain_text", "text": "Apply this index?"},
+                         "text": {"type": "mrkdwn", "text": (
+                             f"hotdata will run `CREATE INDEX CONCURRENTLY` on "
+                             f"`{rec['table']}` now, with a lock timeout, without blocking "
+                             "writes.")[:300]},
+                         "confirm": {"type": "plain_text", "text": "Approve and apply"},
+                         "deny": {"type": "plain_text", "text": "Cancel"}}},
+            {"type": "button", "action_id": REJECT, "style": "danger",
+             "value": str(proposal["id"]), "text": {"type": "plain_text", "text": "Reject"}},
+        ]})
+    return out
+
+
+def headline(proposal: dict[str, Any]) -> str:
+    rec = proposal["evidence"]
+    return f"Index migration #{proposal['id']} ({proposal['status']}): {rec['sql']}"[:3000]
+
+
+def reject_modal(proposal_id: int) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": "hotdata_reject_reason",
+        "private_metadata": str(proposal_id),
+        "title": {"type": "plain_text", "text": f"Reject migration #{proposal_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [{"type": "input", "block_id": "reason", "label": {
+            "type": "plain_text", "text": "Why? (shown in the channel)"},
+            "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True,
+                        "min_length": 3, "max_length": 500}}],
+    }
+
+
+def listing(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No index migrations have been proposed yet."
+    lines = ["*Index migrations* (pending first)"]
+    for row in rows:
+        lines.append(f"• #{row['id']} `{row['index_name']}` on `{row['table_name']}` — "
+                     f"*{row['status']}*"
+                     + (f" by <@{row['decided_by']}>" if row.get("decided_by") else "")
+                     + f" · proposed {row['created_at']:%Y-%m-%d %H:%M} UTC")
+    return "\n".join(lines)[:3000]

@@ -1,0 +1,50 @@
+"""The one way hotdata runs external tools (squawk, pg_dump, pg_restore, pgbackrest):
+with a timeout, cancellable, stderr captured."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ToolMissing(Exception):
+    """The tool is not installed where hotdata looks for it."""
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def find(name: str) -> str:
+    """The tool beside this Python first (a virtualenv's squawk), then on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ToolMissing(f"{name} is not installed (not beside {sys.executable} nor on PATH)")
+    return found
+
+
+async def run(name: str, *args: str, timeout: float = 60.0, stdin: str | None = None,
+              env: dict[str, str] | None = None) -> Result:
+    """Run a tool to completion; on timeout or cancellation the process is killed."""
+    process = await asyncio.create_subprocess_exec(
+        find(name), *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        out, err = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin is not None else None), timeout)
+    except BaseException:  # timeout, cancellation: never leave the process behind
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    return Result(process.returncode or 0, out.decode(errors="replace"),
+                  err.decode(errors="replace"))

@@ -1,0 +1,31 @@
+"""The reject-reason modal."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.proposals import service
+from bot.services import Services
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.view("hotdata_reject_reason")
+    async def reject_reason(ack: AsyncAck, body: dict, view: dict,
+                            client: AsyncWebClient) -> None:
+        reason = (view["state"]["values"]["reason"]["reason"].get("value") or "").strip()
+        if len(reason) < 3:
+            await ack(response_action="errors",
+                      errors={"reason": "Say why, in a few words: the team will read it."})
+            return
+        await ack()
+        user = body["user"]["id"]
+        proposal_id = int(view["private_metadata"])
+
+        async def work() -> None:
+            outcome = await service.reject(services, proposal_id, user, reason)
+            if not outcome.startswith("Rejected") and services.settings.channel:
+                await client.chat_postEphemeral(channel=services.settings.channel, user=user,
+                                                text=outcome)
+
+        services.tasks.spawn(work(), name=f"reject-{proposal_id}")
