@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("propose", help="write index migrations from the latest recommendations")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="directory for the migration files")
-    p.set_defaults(run=_not_yet)
+    p.set_defaults(run=_propose)
 
     p = sub.add_parser("drill", help="restore the latest backup into a scratch database and "
                                      "verify it")
@@ -124,6 +125,41 @@ async def _demo(args: argparse.Namespace, settings: Settings | None) -> int:
     from bot import demo
 
     return await demo.run(scale=args.scale)
+
+
+async def _propose(args: argparse.Namespace, settings: Settings) -> int:
+    """Analyse now, store the analysis, and turn its recommendations into pending proposals:
+    migration files in --out (or HOTDATA_MIGRATIONS_DIR), posted for approval when Slack is
+    configured."""
+    from bot.analysis.runs import record
+    from bot.proposals import service
+    from bot.services import Services
+    from bot.slack import web_client
+
+    async with connect(settings, "state") as conn:
+        await migrate.upgrade(conn)
+    analysis = await analyze(settings, top=20)
+    await record(settings, analysis, "cli")
+    out = Path(args.out) if args.out else settings.migrations_dir
+    services = Services(settings, web_client(settings))
+    post = bool(settings.slack_bot_token and settings.channel)
+    try:
+        created = await service.propose(services, "cli", analysis.id, out=out, post=post)
+    except service.NothingToPropose:
+        print("No index recommendations: nothing to propose.")
+        return 0
+    for proposal in created:
+        rec = proposal["evidence"]
+        print(f"#{proposal['id']} {rec['sql']}")
+        if proposal.get("file"):
+            print(f"    written to {proposal['file']}")
+        for finding in rec.get("lint", []):
+            print(f"    squawk {finding['rule']}: {finding['message']}")
+    if not created:
+        print("Every recommendation is already proposed and waiting for a decision.")
+    print("posted for approval in Slack" if post and created else
+          "not posted to Slack (set SLACK_BOT_TOKEN and HOTDATA_CHANNEL to ask for approval)")
+    return 0
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -67,7 +67,8 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
     fake = FakeSlackServer().start()
     runner = None
     try:
-        console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port}")
+        console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port} "
+                      f"[dim](data in {cluster.root})[/]")
         heavy_user = await asyncio.to_thread(_prepare, cluster, scale, console)
         watched = cluster.root / "watched.toml"
         watched.write_text(hotdash.watched_queries_toml())

@@ -10,7 +10,9 @@ from slack_sdk.errors import SlackApiError
 from bot.advisor import lint
 from bot.analysis.collect import MAX_TOP
 from bot.analysis.runs import AnalysisBusy, run_in_channel
+from bot.proposals import service as proposals
 from bot.render import lint as render_lint
+from bot.render import proposals as render_proposals
 from bot.render import status as render_status
 from bot.services import Services
 
@@ -26,7 +28,8 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NOT_YET = {"propose", "proposals", "drill", "report"}
+NOT_YET = {"drill", "report"}
+NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals"}
 DEFAULT_TOP = 5
 
 
@@ -72,10 +75,20 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text="Checking the schema…")
             services.tasks.spawn(_lint(services, respond), name="lint",
                                  on_error=_report_failure(services, respond, "lint"))
+        elif sub == "propose" and len(words) == 1:
+            await ack(response_type="ephemeral",
+                      text="Proposing the latest recommendations for approval…")
+            services.tasks.spawn(_propose(services, respond, command["user_id"]),
+                                 name="propose",
+                                 on_error=_report_failure(services, respond, "propose"))
+        elif sub == "proposals" and len(words) == 1:
+            await ack(response_type="ephemeral", text="Looking up index migrations…")
+            services.tasks.spawn(_proposals(services, respond), name="proposals",
+                                 on_error=_report_failure(services, respond, "proposals"))
         elif sub in NOT_YET:
             await ack(response_type="ephemeral",
                       text=f"`/hotdata {sub}` is not available in this version yet.")
-        elif sub in {"help", "status", "lint"}:
+        elif sub in NO_ARGUMENTS:
             extra = " ".join(words[1:])[:80]
             await ack(response_type="ephemeral",
                       text=usage(f"`/hotdata {sub}` takes no arguments, got `{extra}`."))
@@ -94,6 +107,24 @@ async def _lint(services: Services, respond: AsyncRespond) -> None:
     report = await lint.run(services.settings)
     await respond(response_type="ephemeral", text=services.safe(render_lint.headline(report)),
                   blocks=render_lint.blocks(report), replace_original=False)
+
+
+async def _propose(services: Services, respond: AsyncRespond, user: str) -> None:
+    try:
+        created = await proposals.propose(services, user)
+    except proposals.NothingToPropose as nothing:
+        text = str(nothing)
+    else:
+        text = (f"Proposed {len(created)} index migration(s) in <#{services.settings.channel}> "
+                "for a manager's approval." if created
+                else "Every recommendation of the latest analysis is already proposed.")
+    await respond(response_type="ephemeral", replace_original=False, text=text)
+
+
+async def _proposals(services: Services, respond: AsyncRespond) -> None:
+    rows = await proposals.recent(services)
+    await respond(response_type="ephemeral", replace_original=False,
+                  text=render_proposals.listing(rows))
 
 
 async def _analyze(services: Services, respond: AsyncRespond, channel: str, user: str,

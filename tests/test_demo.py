@@ -7,8 +7,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 HOTDATA = str(Path(sys.executable).with_name("hotdata"))
@@ -17,7 +15,6 @@ HOTDATA = str(Path(sys.executable).with_name("hotdata"))
 def test_demo_shows_the_analysis_and_status_and_leaves_nothing_behind(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
     env["COLUMNS"] = "200"
-    started = time.time()
     result = subprocess.run([HOTDATA, "demo", "--yes", "--scale", "0.1"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=180)
     output = result.stdout + result.stderr
@@ -31,10 +28,9 @@ def test_demo_shows_the_analysis_and_status_and_leaves_nothing_behind(tmp_path: 
     assert "query-performance-analysis-" in output
     assert "hotdata is healthy" in output
     assert "Traceback" not in output
-    port = re.search(r"throwaway PostgreSQL on 127\.0\.0\.1:(\d+)", output)
+    port = re.search(r"throwaway PostgreSQL on 127\.0\.0\.1:(\d+) \(data in (\S+)\)", output)
     assert port is not None
     with socket.socket() as probe:  # the server is gone: nothing answers on its port
         assert probe.connect_ex(("127.0.0.1", int(port.group(1)))) != 0
-    assert not [p for p in Path(tempfile.gettempdir()).glob("hotdata-pg-*")
-                if p.stat().st_mtime > started]
+    assert not Path(port.group(2)).exists()
     assert "demo database and servers removed" in output

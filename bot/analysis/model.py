@@ -67,5 +67,6 @@ class Analysis:
     collected_at: str
     results: list[QueryResult] = field(default_factory=list)
     recommendations: list[dict[str, Any]] = field(default_factory=list)
+    cleanup: list[dict[str, Any]] = field(default_factory=list)  # DROP INDEX proposals
     notes: list[str] = field(default_factory=list)
     id: int | None = None

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from bot.advisor.cleanup import cleanup
 from bot.advisor.recommend import recommend
 from bot.analysis import catalog, collect, findings, params, sqltext
 from bot.analysis.catalog import Table
@@ -62,6 +63,7 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         await _say(progress, "costing candidate indexes…")
         result.recommendations = await recommend(settings, conn, planner, result.results,
                                                  tables, app, result.notes)
+        result.cleanup = await cleanup(conn)
     return result
 
 

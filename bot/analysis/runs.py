@@ -61,6 +61,20 @@ async def finish(settings: Settings, analysis_id: int, analysis: Analysis) -> No
              analysis_id))
 
 
+async def record(settings: Settings, analysis: Analysis, requested_by: str) -> int:
+    """Store an analysis run outside Slack (the CLI) as done; its id."""
+    async with connect(settings, "state") as conn:
+        cur = await conn.execute(
+            "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report, markdown) "
+            "VALUES (%s, 'done', now(), %s, %s) RETURNING id",
+            (requested_by, Jsonb(json.loads(render.as_json(analysis))),
+             render.markdown(analysis)))
+        row = await cur.fetchone()
+    assert row is not None
+    analysis.id = int(row["id"])
+    return analysis.id
+
+
 async def fail(settings: Settings, analysis_id: int, error: str) -> None:
     async with connect(settings, "state") as conn:
         await conn.execute(

@@ -42,7 +42,8 @@ def as_dict(analysis: Analysis) -> dict[str, Any]:
     return {"id": analysis.id, "database": analysis.database,
             "collected_at": analysis.collected_at,
             "queries": [_query_dict(r) for r in analysis.results],
-            "recommendations": analysis.recommendations, "notes": analysis.notes}
+            "recommendations": analysis.recommendations, "cleanup": analysis.cleanup,
+            "notes": analysis.notes}
 
 
 def as_json(analysis: Analysis) -> str:
@@ -122,6 +123,11 @@ def markdown(analysis: Analysis) -> str:
                       "for the writes in the same window", ""]
     else:
         lines.append("No index recommendations in this report.")
+    if analysis.cleanup:
+        lines += ["", "## Cleanup", "", "Indexes that cost writes and space and serve nothing "
+                  "another index does not:", ""]
+        lines += [f"- `{c['sql']}` ({(c.get('size_bytes') or 0) / 1024 / 1024:.1f} MB): "
+                  f"{c.get('reason')}; {c.get('write_cost')}" for c in analysis.cleanup]
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +166,7 @@ def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]
         out.append({"type": "section", "text": {"type": "mrkdwn",
                                                  "text": _clip(f":information_source: {note}")}})
     for n, result in enumerate(analysis.results, 1):
-        if len(out) >= MAX_BLOCKS - 4:
+        if len(out) >= MAX_BLOCKS - 6:
             out.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                         f"…and {len(analysis.results) - n + 1} more in the report file"}]})
             break
@@ -173,6 +179,10 @@ def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]
             for r in analysis.recommendations[:5])
         out += [{"type": "divider"}, {"type": "section", "text": {
             "type": "mrkdwn", "text": _clip(f"*Recommended indexes*\n{preview}")}}]
+        if analysis.cleanup:
+            out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
+                f"{len(analysis.cleanup)} index(es) could be dropped (unused or duplicate): "
+                "see Cleanup in the report")}]})
         if analysis.id is not None:
             out.append({"type": "actions", "block_id": "propose", "elements": [{
                 "type": "button", "action_id": PROPOSE, "value": str(analysis.id),

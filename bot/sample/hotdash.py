@@ -528,7 +528,8 @@ def reset_statistics(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_stat_reset()")
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
                     ).fetchone():
-        conn.execute("SELECT pg_stat_statements_reset()")
+        conn.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database "
+                     "WHERE datname = current_database()), 0)")  # this database only
 
 
 def watched_queries_toml() -> str:
