@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0)
     allow_self_approval: bool = False
+    drill_source: Literal["dump", "directory"] = "dump"
+    drill_backup_dir: Path | None = None
+    drill_jobs: int = Field(2, ge=1, le=32)
+    drill_fingerprint_max_mb: float = Field(50.0, ge=0)
+    rto_target_seconds: float | None = Field(None, gt=0)
+    rpo_target_seconds: float | None = Field(None, gt=0)
 
     @field_validator("manager_ids", mode="before")
     @classmethod
@@ -149,6 +155,11 @@ _EXPECTS = {
     "apply_retries": "a whole number from 0 to 20",
     "proposal_ttl_hours": "hours, more than 0",
     "allow_self_approval": "true or false",
+    "drill_source": "dump or directory",
+    "drill_jobs": "a whole number from 1 to 32",
+    "drill_fingerprint_max_mb": "megabytes, at least 0",
+    "rto_target_seconds": "seconds, more than 0",
+    "rpo_target_seconds": "seconds, more than 0",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
 

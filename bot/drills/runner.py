@@ -1,0 +1,204 @@
+"""A restore drill, phase by phase: fetch → roles → restore → verify, then always clean up.
+
+hotdata never writes to the source (except its own heartbeat, elsewhere), restores only into
+a database it creates and records, refuses a scratch server that is the source itself, checks
+free disk first, and drops only databases it recorded — also after a crash, at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from bot import locks, tools
+from bot.analysis.catalog import TAG
+from bot.db import connect
+from bot.drills import facts as drill_facts
+from bot.drills import verify
+from bot.drills.model import Backup, DrillResult, Phase
+from bot.drills.sources import directory, dump
+from bot.drills.sources.tooling import conninfo_and_env
+from bot.dsn import redact_dsn, with_options
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+RESTORE_TIMEOUT_S = 6 * 3600
+IDENTITY_SQL = TAG + ("SELECT inet_server_port() AS port, pg_postmaster_start_time() AS started, "
+                      "current_setting('data_directory', true) AS datadir")
+
+
+class DrillRefused(Exception):
+    """The drill must not run (one is running, no scratch server, the scratch is the source…)."""
+
+
+async def _server(settings: Settings, role: str, dsn: str) -> tuple[object, ...]:
+    async with connect(settings, role, dsn=dsn) as conn:  # type: ignore[arg-type]
+        cur = await conn.execute(IDENTITY_SQL)
+        row = await cur.fetchone()
+    assert row is not None
+    return row["port"], row["started"]
+
+
+async def _record_scratch(settings: Settings, name: str, drill_id: int, server: str) -> None:
+    async with connect(settings, "state") as conn:
+        await conn.execute("INSERT INTO hotdata.drill_databases (name, drill_id, server) "
+                           "VALUES (%s, %s, %s)", (name, drill_id, server))
+
+
+async def drop_scratch(settings: Settings, scratch_dsn: str) -> list[str]:
+    """Drop every scratch database hotdata recorded and has not dropped yet; their names."""
+    async with connect(settings, "state") as state:
+        cur = await state.execute("SELECT name FROM hotdata.drill_databases "
+                                  "WHERE dropped_at IS NULL")
+        names = [r["name"] for r in await cur.fetchall()]
+        if not names:
+            return []
+        async with connect(settings, "migrator", dsn=scratch_dsn) as server:
+            for name in names:
+                await server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+                await state.execute("UPDATE hotdata.drill_databases SET dropped_at = now() "
+                                    "WHERE name = %s", (name,))
+    return names
+
+
+def _dbname(dsn: str, name: str) -> str:
+    return with_options(dsn, dbname=name)
+
+
+async def _restore(backup: Backup, scratch_dsn: str, name: str, jobs: int,
+                   result: DrillResult) -> None:
+    conninfo, env = conninfo_and_env(scratch_dsn, dbname=name)
+    started = time.perf_counter()
+    if backup.globals_sql is not None:
+        roles = await tools.run("psql", "--no-psqlrc", "--quiet", "--dbname", conninfo,
+                                "--file", str(backup.globals_sql), timeout=600, env=env)
+        errors = [line for line in roles.stderr.splitlines()
+                  if "ERROR" in line and "already exists" not in line]
+        if errors:
+            log.warning("roles restored with errors: %s", errors[:5])
+    result.phases.append(Phase("roles", round(time.perf_counter() - started, 3)))
+    started = time.perf_counter()
+    restored = await tools.run("pg_restore", f"--jobs={jobs}", "--exit-on-error",
+                               "--dbname", conninfo, str(backup.path),
+                               timeout=RESTORE_TIMEOUT_S, env=env)
+    result.phases.append(Phase("restore", round(time.perf_counter() - started, 3)))
+    if restored.returncode != 0:
+        raise verify.RestoreFailed(restored.stderr.strip()[-600:] or "pg_restore failed")
+
+
+async def run(settings: Settings, *, scratch_dsn: str | None = None,
+              requested_by: str = "hotdata", progress: Progress | None = None) -> DrillResult:
+    """Run one drill end to end and record it; raises DrillRefused before touching anything."""
+    scratch_dsn = scratch_dsn or settings.drill_database_url
+    if not scratch_dsn:
+        raise DrillRefused("HOTDATA_DRILL_DATABASE_URL is not set: the drill needs a scratch "
+                           "server where it may create a database")
+    if await _server(settings, "analysis", settings.database_url) == await _server(
+            settings, "migrator", scratch_dsn):
+        raise DrillRefused("the scratch server is the source server itself: hotdata restores "
+                           "only onto a different server")
+    result = DrillResult(source=settings.drill_source)
+    async with connect(settings, "state") as state:
+        cur = await state.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.DRILL)
+        row = await cur.fetchone()
+        if not row or not row["ok"]:
+            raise DrillRefused("A restore drill is already running; its result will be "
+                               "posted when it finishes.")
+        try:
+            await drop_scratch(settings, scratch_dsn)  # leftovers of a crashed drill
+            cur = await state.execute(
+                "INSERT INTO hotdata.drills (source, requested_by) VALUES (%s, %s) RETURNING id",
+                (settings.drill_source, requested_by))
+            drill = await cur.fetchone()
+            assert drill is not None
+            result.id = int(drill["id"])
+            await _drill(settings, scratch_dsn, result, progress)
+            await state.execute(
+                "UPDATE hotdata.drills SET status = %s, finished_at = now(), rto_seconds = %s, "
+                "rpo_seconds = %s, scratch_database = %s, result = %s WHERE id = %s",
+                (result.status, result.rto_seconds, result.rpo_seconds, result.scratch_database,
+                 Jsonb(result.as_dict()), result.id))
+        finally:
+            await state.execute("SELECT pg_advisory_unlock(%s, %s)", locks.DRILL)
+    return result
+
+
+async def _say(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        await progress(text)
+
+
+async def _drill(settings: Settings, scratch_dsn: str, result: DrillResult,
+                 progress: Progress | None) -> None:
+    name = f"hotdata_drill_{result.id}"
+    result.scratch_database = name
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hotdata-drill-") as work:
+        try:
+            await _say(progress, "fetching the backup…")
+            backup = await _fetch(settings, Path(work), result)
+            result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
+            result.bytes_restored = backup.bytes
+            await _check_disk(settings, scratch_dsn, backup)
+            async with connect(settings, "migrator", dsn=scratch_dsn) as server:
+                await server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            await _record_scratch(settings, name, result.id or 0, redact_dsn(scratch_dsn))
+            await _say(progress, "restoring roles and data…")
+            await _restore(backup, scratch_dsn, name, settings.drill_jobs, result)
+            await _say(progress, "verifying tables, indexes and Row Level Security…")
+            verify_started = time.perf_counter()
+            async with connect(settings, "migrator", dsn=_dbname(scratch_dsn, name)) as copy:
+                restored = await drill_facts.read(
+                    copy, fingerprint_max_bytes=int(settings.drill_fingerprint_max_mb * 2**20),
+                    app_role=settings.app_role, claims=settings.app_jwt_claims)
+                result.checks += await verify.indexes(copy)
+            result.checks += verify.compare(backup.facts, restored, result)
+            result.phases.append(Phase("verify", round(time.perf_counter() - verify_started,
+                                                       3)))
+            result.rto_seconds = round(time.perf_counter() - started, 3)
+            now = datetime.now(UTC)
+            if backup.taken_at is not None:
+                result.backup_age_seconds = round((now - backup.taken_at).total_seconds(), 3)
+            if restored.heartbeat is not None:
+                result.rpo_seconds = round((now - restored.heartbeat).total_seconds(), 3)
+            result.checks += verify.targets(settings, result)
+            result.status = "passed" if all(c.ok for c in result.checks) else "failed"
+        except (verify.RestoreFailed, dump.DumpFailed, directory.NoBackup, tools.ToolMissing,
+                psycopg.Error) as error:
+            result.checks.append(verify.failure(error))
+            result.status = "failed"
+        finally:
+            await _say(progress, "cleaning up…")
+            try:
+                await drop_scratch(settings, scratch_dsn)
+            except Exception:  # cleanup is retried at the next drill and at start-up
+                log.exception("could not drop the scratch database %s", name)
+
+
+async def _fetch(settings: Settings, work: Path, result: DrillResult) -> Backup:
+    if settings.drill_source == "directory":
+        if settings.drill_backup_dir is None:
+            raise directory.NoBackup("HOTDATA_DRILL_BACKUP_DIR is not set")
+        return directory.newest(settings.drill_backup_dir)
+    return await dump.take(settings, work)
+
+
+async def _check_disk(settings: Settings, scratch_dsn: str, backup: Backup) -> None:
+    """The scratch server needs room for the restore: refuse when its disk is obviously short
+    (only checkable when it is on this machine; otherwise pg_restore reports it)."""
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if backup.bytes * 2 > free:
+        raise verify.RestoreFailed(f"not enough free disk: the backup is {backup.bytes:,} bytes "
+                                   f"and only {free:,} are free")
