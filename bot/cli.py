@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--scratch-dsn", metavar="URL", help="server for the scratch database "
                                                        "(overrides HOTDATA_DRILL_DATABASE_URL)")
-    p.set_defaults(run=_not_yet)
+    p.add_argument("--runbook", metavar="PATH", help="instead of drilling, rewrite the "
+                   "runbook's 'last measured' section from the latest passing drill")
+    p.set_defaults(run=_drill)
 
     p = sub.add_parser("report", help="the periodic report, now")
     _common(p)
@@ -160,6 +162,29 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
     print("posted for approval in Slack" if post and created else
           "not posted to Slack (set SLACK_BOT_TOKEN and HOTDATA_CHANNEL to ask for approval)")
     return 0
+
+
+async def _drill(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.drills import runner, service
+    from bot.render import drill as render
+
+    async with connect(settings, "state") as conn:
+        await migrate.upgrade(conn)
+    try:
+        if args.runbook:
+            print(await service.update_runbook(settings, Path(args.runbook)))
+            return 0
+        result = await runner.run(settings, scratch_dsn=args.scratch_dsn, requested_by="cli")
+    except runner.DrillRefused as refused:
+        print(f"hotdata: {refused}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(render.as_json(result))
+    elif args.format == "markdown":
+        print(render.markdown(result))
+    else:
+        render.print_text(result, Console())
+    return 0 if result.status == "passed" else 1
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:

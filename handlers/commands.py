@@ -10,6 +10,8 @@ from slack_sdk.errors import SlackApiError
 from bot.advisor import lint
 from bot.analysis.collect import MAX_TOP
 from bot.analysis.runs import AnalysisBusy, run_in_channel
+from bot.drills import service as drills
+from bot.drills.runner import DrillRefused
 from bot.proposals import service as proposals
 from bot.render import lint as render_lint
 from bot.render import proposals as render_proposals
@@ -28,8 +30,8 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NOT_YET = {"drill", "report"}
-NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals"}
+NOT_YET = {"report"}
+NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill"}
 DEFAULT_TOP = 5
 
 
@@ -85,6 +87,12 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text="Looking up index migrations…")
             services.tasks.spawn(_proposals(services, respond), name="proposals",
                                  on_error=_report_failure(services, respond, "proposals"))
+        elif sub == "drill" and len(words) == 1:
+            await ack(response_type="ephemeral",
+                      text="Starting a restore drill; progress and the result will appear here.")
+            services.tasks.spawn(_drill(services, respond, command["channel_id"],
+                                        command["user_id"]),
+                                 name="drill", on_error=_report_failure(services, respond, "drill"))
         elif sub in NOT_YET:
             await ack(response_type="ephemeral",
                       text=f"`/hotdata {sub}` is not available in this version yet.")
@@ -119,6 +127,13 @@ async def _propose(services: Services, respond: AsyncRespond, user: str) -> None
                 "for a manager's approval." if created
                 else "Every recommendation of the latest analysis is already proposed.")
     await respond(response_type="ephemeral", replace_original=False, text=text)
+
+
+async def _drill(services: Services, respond: AsyncRespond, channel: str, user: str) -> None:
+    try:
+        await drills.run_in_channel(services, channel, user)
+    except DrillRefused as refused:
+        await respond(response_type="ephemeral", replace_original=False, text=str(refused))
 
 
 async def _proposals(services: Services, respond: AsyncRespond) -> None:

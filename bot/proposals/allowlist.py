@@ -10,6 +10,23 @@ import pglast
 from pglast import ast
 from pglast.enums.parsenodes import ObjectType
 
+# Node names whose words do not say the statement (AlterTableStmt also alters indexes, views…).
+KINDS = {"CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS",
+         "IndexStmt": "CREATE INDEX", "VacuumStmt": "VACUUM", "RenameStmt": "ALTER … RENAME"}
+
+
+def _kind(stmt: ast.Node) -> str:
+    """The statement as a reader names it: DROP TABLE, ALTER TABLE, DELETE, …"""
+    if isinstance(stmt, ast.DropStmt):
+        return "DROP " + ObjectType(stmt.removeType).name.removeprefix("OBJECT_")
+    if isinstance(stmt, ast.AlterTableStmt):
+        return "ALTER " + ObjectType(stmt.objtype).name.removeprefix("OBJECT_")
+    name = type(stmt).__name__
+    if name in KINDS:
+        return KINDS[name]
+    words = "".join(f" {c}" if c.isupper() else c for c in name.removesuffix("Stmt"))
+    return words.strip().upper()
+
 
 class Refused(ValueError):
     """The text is not one allowed statement; the message says what it is instead."""
@@ -39,8 +56,6 @@ def check(text: str) -> ast.Node:
         return stmt
     if isinstance(stmt, ast.VacuumStmt) and not stmt.is_vacuumcmd:
         return stmt
-    kind = type(stmt).__name__.removesuffix("Stmt").upper()
-    if isinstance(stmt, ast.DropStmt):
-        kind = "DROP " + ObjectType(stmt.removeType).name.removeprefix("OBJECT_")
+    kind = _kind(stmt)
     raise Refused(f"refused: {kind} statements are never applied by hotdata; only CREATE INDEX "
                   "CONCURRENTLY IF NOT EXISTS, DROP INDEX CONCURRENTLY IF EXISTS and ANALYZE")

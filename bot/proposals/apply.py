@@ -14,6 +14,7 @@ import statistics
 from typing import Any
 
 import psycopg
+from pglast import ast
 from psycopg import sql
 
 from bot.advisor.model import quote
@@ -86,6 +87,34 @@ async def drop_leftover(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
     return True
 
 
+async def _clean_up(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
+                   ) -> tuple[bool, str]:
+    """Drop the invalid leftover of a failed build: (nothing is left behind, what happened)."""
+    try:
+        dropped = await drop_leftover(conn, rec)
+    except psycopg.errors.LockNotAvailable:
+        # DROP INDEX CONCURRENTLY waits for the same transactions the build timed out on.
+        return False, (f"the invalid index {rec['index']} it left could not be dropped while "
+                       f"a transaction holds a lock on {rec['table']}: drop it later with "
+                       f"DROP INDEX CONCURRENTLY IF EXISTS {_index_regclass(rec)}")
+    return True, ("the invalid index it left was dropped" if dropped
+                  else "no invalid index was left behind")
+
+
+def _check(rec: dict[str, Any]) -> None:
+    """The statement must be allow-listed and create exactly the index the proposal names."""
+    try:
+        stmt = allowlist.check(rec["sql"])
+    except allowlist.Refused as refused:
+        raise ApplyFailed(str(refused)) from None
+    schema, table = rec["table"].split(".", 1)
+    if not (isinstance(stmt, ast.IndexStmt) and stmt.idxname == rec["index"]
+            and (stmt.relation.schemaname or schema) == schema
+            and stmt.relation.relname == table):
+        raise ApplyFailed(f"refused: the statement does not create the proposed index "
+                          f"{rec['index']} on {rec['table']}")
+
+
 async def _measure(settings: Settings, rec: dict[str, Any]) -> float | None:
     """Summed median time of the statements the index serves, as recorded in the proposal."""
     total = 0.0
@@ -107,10 +136,7 @@ async def _measure(settings: Settings, rec: dict[str, Any]) -> float | None:
 
 async def apply(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
     """Build the index online; returns the figures. Raises ApplyFailed (nothing left behind)."""
-    try:
-        allowlist.check(rec["sql"])
-    except allowlist.Refused as refused:
-        raise ApplyFailed(str(refused)) from None
+    _check(rec)
     before = await _measure(settings, rec)
     async with connect(settings, "migrator") as conn:
         await conn.execute(sql.SQL(
@@ -124,24 +150,22 @@ async def apply(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
                 await conn.execute(rec["sql"])
                 break
             except psycopg.errors.LockNotAvailable:
-                dropped = await drop_leftover(conn, rec)
-                log.info("lock timeout building %s (attempt %d/%d)%s", rec["index"], attempt,
-                         attempts, ", dropped the invalid leftover" if dropped else "")
-                if attempt == attempts:
+                clean, what = await _clean_up(conn, rec)
+                log.info("lock timeout building %s (attempt %d/%d): %s", rec["index"], attempt,
+                         attempts, what)
+                if attempt == attempts or not clean:  # a kept leftover would make a retry a no-op
                     raise ApplyFailed(
                         f"could not take the lock on {rec['table']} within "
-                        f"{settings.lock_timeout_ms} ms in {attempts} attempts; no invalid "
-                        "index was left behind") from None
+                        f"{settings.lock_timeout_ms} ms in {attempt} attempt(s); {what}") from None
                 await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
             except psycopg.Error as error:
-                dropped = await drop_leftover(conn, rec)
-                raise ApplyFailed(" ".join(str(error).split()) + (
-                    "; the invalid index it left was dropped" if dropped else "")) from None
+                _, what = await _clean_up(conn, rec)
+                raise ApplyFailed(" ".join(str(error).split()) + f"; {what}") from None
         seconds = asyncio.get_running_loop().time() - started
         state = await index_state(conn, rec)
         if state is None or not (state["valid"] and state["ready"]):
-            await drop_leftover(conn, rec)
-            raise ApplyFailed(f"index {rec['index']} was built but is not valid; it was dropped")
+            _, what = await _clean_up(conn, rec)
+            raise ApplyFailed(f"index {rec['index']} was built but is not valid; {what}")
         schema, table = rec["table"].split(".", 1)
         await conn.execute(sql.SQL(TAG + "ANALYZE {}.{}").format(sql.Identifier(schema),
                                                                  sql.Identifier(table)))

@@ -40,6 +40,7 @@ async def propose(services: Services, user: str, analysis_id: int | None = None,
         if not recs:
             raise NothingToPropose("No index recommendations to propose: run "
                                    "`/hotdata analyze` first (its recommendations are used).")
+        await store.expire(conn, settings.proposal_ttl_hours)  # stale ones may be proposed anew
         created = []
         for rec in recs:
             if await store.pending_for(conn, rec["index"]) is not None:
@@ -72,18 +73,27 @@ async def _post(services: Services, proposal: dict[str, Any]) -> None:
 
 
 async def _refresh(services: Services, proposal: dict[str, Any]) -> None:
-    """Show the proposal's current state on its approval message."""
+    """Show the proposal's current state on its approval message. Best effort: Postgres owns
+    the state, so a Slack error must not stop a decision half-way (stuck in `applying`)."""
     if proposal.get("channel") and proposal.get("message_ts"):
-        await services.client.chat_update(channel=proposal["channel"],
-                                          ts=proposal["message_ts"],
-                                          text=render.headline(proposal),
-                                          blocks=render.blocks(proposal))
+        try:
+            await services.client.chat_update(channel=proposal["channel"],
+                                              ts=proposal["message_ts"],
+                                              text=render.headline(proposal),
+                                              blocks=render.blocks(proposal))
+        except Exception as error:  # Slack refused or is unreachable: the state is saved
+            log.warning("could not update the message of proposal #%s: %s", proposal["id"],
+                        services.safe(str(error)))
 
 
 async def _thread(services: Services, proposal: dict[str, Any], text: str) -> None:
     if proposal.get("channel") and proposal.get("message_ts"):
-        await services.client.chat_postMessage(channel=proposal["channel"],
-                                               thread_ts=proposal["message_ts"], text=text)
+        try:
+            await services.client.chat_postMessage(channel=proposal["channel"],
+                                                   thread_ts=proposal["message_ts"], text=text)
+        except Exception as error:  # Slack refused or is unreachable: the state is saved
+            log.warning("could not reply in the thread of proposal #%s: %s", proposal["id"],
+                        services.safe(str(error)))
 
 
 async def decision_refused(services: Services, proposal_id: int, user: str,
@@ -101,12 +111,20 @@ async def decision_refused(services: Services, proposal_id: int, user: str,
         return refusal
 
 
+# After "was already approved by <@…>": how it went on (statuses only an approval reaches).
+ALREADY = {"approved": "", "applying": " (being applied now)", "applied": " and applied",
+           "failed": " but could not be applied"}
+
+
 async def _already(conn: Any, proposal_id: int) -> str:
     proposal = await store.get(conn, proposal_id)
     if proposal is None:
         return f"There is no index migration #{proposal_id}."
     who = f" by <@{proposal['decided_by']}>" if proposal.get("decided_by") else ""
-    return f"Index migration #{proposal_id} was already {proposal['status']}{who}."
+    status = proposal["status"]
+    if status in ALREADY:
+        return f"Index migration #{proposal_id} was already approved{who}{ALREADY[status]}."
+    return f"Index migration #{proposal_id} was already {status}{who}."
 
 
 async def approve(services: Services, proposal_id: int, user: str) -> str:
@@ -131,6 +149,9 @@ async def approve(services: Services, proposal_id: int, user: str) -> str:
 async def _apply(services: Services, proposal: dict[str, Any]) -> None:
     settings, rec = services.settings, proposal["evidence"]
     try:
+        if rec.get("sql") != proposal["sql"]:
+            raise applying.ApplyFailed("refused: the stored statement differs from the one in "
+                                       "the proposal's evidence (edited after it was proposed)")
         async with connect(settings, "migrator") as target:
             blocked = await applying.preflight(target, rec)
         if blocked is not None:

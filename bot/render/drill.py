@@ -1,0 +1,104 @@
+"""A drill result: Slack blocks, markdown (and the runbook's "last measured" section), text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bot.drills.model import DrillResult
+
+RUNBOOK = "runbooks/database-recovery.md"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min"
+
+
+def headline(result: DrillResult) -> str:
+    mark = ":white_check_mark:" if result.status == "passed" else ":x:"
+    return (f"{mark} Restore drill #{result.id} {result.status}: RTO {_seconds(result.rto_seconds)}"
+            f", RPO {_seconds(result.rpo_seconds)} ({result.source})")
+
+
+def blocks(result: DrillResult, trend: list[dict[str, Any]] | None = None
+           ) -> list[dict[str, Any]]:
+    phases = " · ".join(f"{p.name} {p.seconds:.1f} s" for p in result.phases) or "—"
+    lines = [f"{':white_check_mark:' if c.ok else ':x:'} *{c.name}*: {c.detail}"
+             for c in result.checks]
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": (
+            f"Restore drill #{result.id}: {result.status.upper()}")[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*RTO* {_seconds(result.rto_seconds)} ({phases}) for "
+            f"{result.bytes_restored / 2**20:.1f} MB\n*RPO* {_seconds(result.rpo_seconds)} "
+            f"(restored heartbeat age) · backup age {_seconds(result.backup_age_seconds)}\n"
+            f"{result.tables_verified} tables, {result.rows_verified:,} rows, "
+            f"{result.policies_verified} policies verified")[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]
+                                     or "no checks ran"}},
+    ]
+    if trend:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            "Last drills: " + " · ".join(
+                f"#{d['id']} {d['status']} RTO {_seconds(d['rto_seconds'])}" for d in trend)
+        )[:3000]}]})
+    out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+        f"Recovery runbook: `{RUNBOOK}`" + (" · what to do now: see \"When a drill fails\""
+                                           if result.status != "passed" else ""))}]})
+    return out
+
+
+def as_json(result: DrillResult) -> str:
+    return json.dumps(result.as_dict(), indent=2, default=str)
+
+
+def markdown(result: DrillResult) -> str:
+    lines = [f"# Restore drill #{result.id}: {result.status}", "",
+             f"- RTO: {_seconds(result.rto_seconds)}", f"- RPO: {_seconds(result.rpo_seconds)}",
+             f"- backup age: {_seconds(result.backup_age_seconds)}",
+             f"- source: {result.source}; {result.bytes_restored:,} bytes", "",
+             "| phase | seconds |", "|---|---|"]
+    lines += [f"| {p.name} | {p.seconds} |" for p in result.phases]
+    lines += ["", "| check | ok | detail |", "|---|---|---|"]
+    lines += [f"| {c.name} | {'yes' if c.ok else 'NO'} | {c.detail} |" for c in result.checks]
+    return "\n".join(lines) + "\n"
+
+
+def print_text(result: DrillResult, console: Console) -> None:
+    console.print(Text(headline(result).replace(":white_check_mark:", "✓").replace(":x:", "✗"),
+                       style="bold green" if result.status == "passed" else "bold red"))
+    table = Table()
+    table.add_column("check")
+    table.add_column("ok")
+    table.add_column("detail", overflow="fold")
+    for c in result.checks:
+        table.add_row(c.name, "✓" if c.ok else "✗", Text(c.detail))
+    console.print(table)
+    console.print(" · ".join(f"{p.name} {p.seconds:.2f} s" for p in result.phases))
+
+
+RUNBOOK_START = "<!-- hotdata: last measured -->"
+RUNBOOK_END = "<!-- hotdata: end -->"
+
+
+def runbook_section(result: dict[str, Any], finished_at: str, versions: str) -> str:
+    phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in result["phases"])
+    return "\n".join([
+        RUNBOOK_START, "", f"Last passing drill: #{result['id']} on {finished_at} "
+        f"(source `{result['source']}`).", "",
+        f"- RTO: **{_seconds(result['rto_seconds'])}** ({phases}), "
+        f"{result.get('bytes_restored', 0):,} bytes restored",
+        f"- RPO: **{_seconds(result['rpo_seconds'])}** (age of the restored heartbeat)",
+        f"- verified: {result['tables_verified']} tables, {result['rows_verified']:,} rows, "
+        f"{result['policies_verified']} policies", f"- versions: {versions}",
+        "- commands: `pg_dumpall --roles-only`, `pg_dump --format=directory --jobs=N "
+        "--snapshot=…`, `psql -f globals.sql`, `pg_restore --jobs=N --exit-on-error`",
+        "", RUNBOOK_END])
