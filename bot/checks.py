@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from bot import migrate
@@ -108,7 +109,45 @@ async def slack_check(settings: Settings, client: AsyncWebClient | None) -> Chec
                  f"{identity.get('team')} ({identity.get('team_id')}), {mode}")
 
 
+LEADER_SQL = """
+SELECT name, extract(epoch FROM now() - seen_at)::int AS age FROM hotdata.replicas
+WHERE leader AND seen_at > now() - interval '1 minute' ORDER BY seen_at DESC LIMIT 1
+"""
+LAST_RUNS_SQL = """
+SELECT DISTINCT ON (job) job, status, scheduled_for, detail FROM hotdata.job_runs
+ORDER BY job, scheduled_for DESC
+"""
+
+
+async def scheduler_check(settings: Settings) -> Check:
+    """The leader, each job's next run and its last outcome."""
+    from bot.schedule import jobs, next_fire
+
+    try:
+        async with connect(settings, "state") as conn:
+            ready = await (await conn.execute(
+                "SELECT to_regclass('hotdata.replicas') IS NOT NULL AS ok")).fetchone()
+            if not ready or not ready["ok"]:
+                return Check("scheduler", "warn", "state schema not upgraded yet")
+            leader = await (await conn.execute(LEADER_SQL)).fetchone()
+            last = {r["job"]: r for r in await (await conn.execute(LAST_RUNS_SQL)).fetchall()}
+    except DatabaseUnavailable as error:
+        return Check("scheduler", "fail", str(error))
+    now = datetime.now(UTC)
+    parts = [f"leader {leader['name']} (seen {leader['age']} s ago)" if leader
+             else "no leader: no `hotdata serve` is running scheduled jobs"]
+    for job in jobs(settings):
+        upcoming = next_fire(job.trigger, now)
+        done = last.get(job.name)
+        parts.append(f"{job.name}: next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else
+                     f"{job.name}: no next run")
+        if done is not None:
+            parts[-1] += (f", last {done['status']} for {done['scheduled_for']:%Y-%m-%d %H:%M} "
+                          "UTC")
+    return Check("scheduler", "ok" if leader else "warn", "; ".join(parts))
+
+
 async def run_all(settings: Settings, client: AsyncWebClient | None,
                   dsn: str | None = None) -> list[Check]:
     return [*await target_checks(settings, dsn), await state_check(settings),
-            await slack_check(settings, client)]
+            await scheduler_check(settings), await slack_check(settings, client)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -70,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "runbook's 'last measured' section from the latest passing drill")
     p.set_defaults(run=_drill)
 
-    p = sub.add_parser("report", help="the periodic report, now")
+    p = sub.add_parser("report", help="the periodic report, now (printed; --post sends it to "
+                                      "HOTDATA_CHANNEL)")
     _common(p)
-    p.set_defaults(run=_not_yet)
+    p.add_argument("--post", action="store_true", help="post it to HOTDATA_CHANNEL too")
+    p.set_defaults(run=_report)
 
     p = sub.add_parser("lint", help="schema checks: missing indexes, RLS gaps, duplicates")
     _common(p)
@@ -94,11 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=_doctor)
     return parser
-
-
-async def _not_yet(args: argparse.Namespace, settings: Settings | None) -> int:
-    print(f"hotdata {args.command} is not available in this version yet.", file=sys.stderr)
-    return 2
 
 
 async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,6 +185,32 @@ async def _drill(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.status == "passed" else 1
 
 
+async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.render import report as render
+    from bot.reports import delivery
+    from bot.reports.report import build
+    from bot.services import Services
+    from bot.slack import web_client
+
+    async with connect(settings, "state") as conn:
+        await migrate.upgrade(conn)
+    services = Services(settings, web_client(settings))
+    report = await build(settings, delivery.window(services))
+    if args.format == "json":
+        print(json.dumps({"headline": render.headline(report), "blocks": render.blocks(report),
+                          "queries_to_target": report.queries_to_target}, default=str, indent=2))
+    elif args.format == "markdown":
+        print(render.markdown(report))
+    else:
+        Console().print(render.markdown(report))
+    if args.post:
+        if not settings.channel or not settings.slack_bot_token:
+            print("hotdata: --post needs SLACK_BOT_TOKEN and HOTDATA_CHANNEL", file=sys.stderr)
+            return 2
+        await delivery.publish(services, report, settings.channel)
+    return 0
+
+
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.server import serve
 
@@ -227,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.run in (_not_yet, _demo):  # neither reads the configuration
+    if args.run is _demo:  # the demo brings its own configuration
         try:
             return asyncio.run(args.run(args, None))
         except (pgcluster.ClusterError, KeyboardInterrupt) as error:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import UTC, datetime
 
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -17,8 +15,8 @@ from bot import migrate
 from bot.app import build_app
 from bot.db import connect
 from bot.drills.runner import drop_scratch
-from bot.drills.service import heartbeat
 from bot.proposals.service import reconcile
+from bot.schedule import Scheduler
 from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
@@ -79,10 +77,8 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     if settings.drill_database_url:
         services.tasks.spawn(drop_scratch(settings, settings.drill_database_url),
                              name="drill-cleanup")
-    scheduler = AsyncIOScheduler(timezone="UTC")
-    scheduler.add_job(heartbeat, "interval", minutes=1, args=[settings], id="heartbeat",
-                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
-    scheduler.start()
+    scheduler = Scheduler(services)
+    await scheduler.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,7 +99,7 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
-        scheduler.shutdown(wait=False)
+        await scheduler.stop()
         if socket_handler is not None:
             await socket_handler.close_async()
         await runner.cleanup()

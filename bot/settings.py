@@ -13,6 +13,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.dsn import parse_dsn, scrub
 
 
+def cron_trigger(expression: str) -> CronTrigger:
+    """A crontab expression: five fields, or six with seconds first (for tests and demos)."""
+    fields = expression.split()
+    if len(fields) == 6:
+        second, minute, hour, day, month, weekday = fields
+        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=weekday, timezone="UTC")
+    return CronTrigger.from_crontab(expression, timezone="UTC")
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
@@ -62,6 +72,9 @@ class Settings(BaseSettings):
     drill_fingerprint_max_mb: float = Field(50.0, ge=0)
     rto_target_seconds: float | None = Field(None, gt=0)
     rpo_target_seconds: float | None = Field(None, gt=0)
+    snapshot_cron: str = "*/10 * * * *"
+    snapshot_retention_hours: float = Field(48.0, gt=0)
+    missed_grace_minutes: float = Field(15.0, ge=0)
 
     @field_validator("manager_ids", mode="before")
     @classmethod
@@ -78,10 +91,10 @@ class Settings(BaseSettings):
             parse_dsn(value)
         return value
 
-    @field_validator("report_cron")
+    @field_validator("report_cron", "snapshot_cron")
     @classmethod
     def _valid_report_cron(cls, value: str) -> str:
-        CronTrigger.from_crontab(value)
+        cron_trigger(value)
         return value
 
     @field_validator("drill_cron")
@@ -89,7 +102,7 @@ class Settings(BaseSettings):
     def _valid_drill_cron(cls, value: str | None) -> str | None:
         """Empty means no scheduled drill."""
         if value:
-            CronTrigger.from_crontab(value)
+            cron_trigger(value)
         return value or None
 
     @field_validator("app_jwt_claims")
@@ -145,6 +158,7 @@ _EXPECTS = {
     "database_url": "a PostgreSQL URL such as postgresql://hotdata@db.example.com:5432/app",
     "manager_ids": "comma-separated Slack user ids such as U012ABC,U034DEF",
     "report_cron": "a five-field crontab expression such as '0 */2 * * *'",
+    "snapshot_cron": "a five-field crontab expression such as '*/10 * * * *'",
     "drill_cron": "a five-field crontab expression such as '30 3 * * *'",
     "port": "a TCP port number between 1 and 65535",
     "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",

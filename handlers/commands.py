@@ -16,6 +16,7 @@ from bot.proposals import service as proposals
 from bot.render import lint as render_lint
 from bot.render import proposals as render_proposals
 from bot.render import status as render_status
+from bot.reports import delivery
 from bot.services import Services
 
 COMMAND = "/hotdata"
@@ -30,8 +31,7 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NOT_YET = {"report"}
-NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill"}
+NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill", "report"}
 DEFAULT_TOP = 5
 
 
@@ -93,9 +93,10 @@ def register(app: AsyncApp, services: Services) -> None:
             services.tasks.spawn(_drill(services, respond, command["channel_id"],
                                         command["user_id"]),
                                  name="drill", on_error=_report_failure(services, respond, "drill"))
-        elif sub in NOT_YET:
-            await ack(response_type="ephemeral",
-                      text=f"`/hotdata {sub}` is not available in this version yet.")
+        elif sub == "report" and len(words) == 1:
+            await ack(response_type="ephemeral", text="Building the report for this channel…")
+            services.tasks.spawn(delivery.post(services, command["channel_id"]), name="report",
+                                 on_error=_report_failure(services, respond, "report"))
         elif sub in NO_ARGUMENTS:
             extra = " ".join(words[1:])[:80]
             await ack(response_type="ephemeral",

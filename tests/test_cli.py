@@ -16,6 +16,7 @@ from psycopg import sql
 
 from bot import pgcluster
 from bot.dsn import redact_dsn
+from bot.resources import resource_dir
 
 HOTDATA = Path(sys.executable).parent / "hotdata"
 PASSWORD = "s3cret-Pa55"
@@ -190,7 +191,8 @@ def test_bad_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_db_upgrade_twice_says_up_to_date(tmp_path: Path, database: str) -> None:
     first = hotdata(tmp_path, "db", "upgrade", HOTDATA_DATABASE_URL=database)
     assert first.returncode == 0, first.stderr
-    assert "applied 1 migration(s): 0001_init.sql" in first.stdout
+    shipped = sorted(p.name for p in resource_dir("migrations").glob("*.sql"))
+    assert f"applied {len(shipped)} migration(s): {', '.join(shipped)}" in first.stdout
     second = hotdata(tmp_path, "db", "upgrade", HOTDATA_DATABASE_URL=database)
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout
@@ -205,7 +207,7 @@ def test_db_upgrade_reads_the_dotenv_in_the_working_directory(
     assert "0001_init.sql" in result.stdout
     with psycopg.connect(database) as conn:
         row = conn.execute("SELECT count(*) FROM hotdata.schema_migrations").fetchone()
-    assert row == (1,)
+    assert row == (len(list(resource_dir("migrations").glob("*.sql"))),)
 
 
 def test_db_upgrade_against_an_unreachable_server_exits_1(tmp_path: Path) -> None:

@@ -83,17 +83,17 @@ async def test_upgrade_waits_for_an_upgrade_already_holding_the_lock(settings: S
         await asyncio.sleep(0.5)
         assert not pending.done()
         await holder.execute("SELECT pg_advisory_unlock(%s, %s)", locks.MIGRATE)
-        assert await asyncio.wait_for(pending, 30) == ["0001_init.sql"]
+        assert await asyncio.wait_for(pending, 30) == [m.path.name for m in migrate.available()]
 
 
 async def test_new_migration_file_is_applied_on_the_next_upgrade(
         settings: Settings, migrations_copy: Path) -> None:
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn, migrations_copy)
-        (migrations_copy / "0002_notes.sql").write_text(
+        (migrations_copy / "9001_notes.sql").write_text(
             "CREATE TABLE hotdata.notes (id bigserial PRIMARY KEY, body text);\n")
-        assert await migrate.upgrade(conn, migrations_copy) == ["0002_notes.sql"]
-        assert await migrate.version(conn) == "0002"
+        assert await migrate.upgrade(conn, migrations_copy) == ["9001_notes.sql"]
+        assert await migrate.version(conn) == "9001"
         await conn.execute("INSERT INTO hotdata.notes (body) VALUES ('hello')")
 
 
@@ -135,7 +135,7 @@ def test_verify_accepts_what_the_code_ships() -> None:
 
 async def test_failing_migration_leaves_nothing_behind_and_releases_the_lock(
         settings: Settings, migrations_copy: Path) -> None:
-    (migrations_copy / "0002_broken.sql").write_text(
+    (migrations_copy / "9002_broken.sql").write_text(
         "CREATE TABLE hotdata.half_done (id int);\nSELECT 1 / 0;\n")
     async with connect(settings, "state") as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
@@ -143,7 +143,7 @@ async def test_failing_migration_leaves_nothing_behind_and_releases_the_lock(
         cur = await conn.execute("SELECT to_regclass('hotdata.half_done') IS NULL AS absent")
         row = await cur.fetchone()
         assert row is not None and row["absent"]
-        assert await migrate.version(conn) == "0001"
+        assert await migrate.version(conn) == max(m.version for m in migrate.available())
     async with connect(settings, "state") as other:
         cur = await other.execute("SELECT pg_try_advisory_lock(%s, %s) AS got", locks.MIGRATE)
         row = await cur.fetchone()

@@ -7,6 +7,7 @@ import time
 import urllib.request
 from urllib.parse import urlencode
 
+from bot import migrate
 from bot.pgcluster import Cluster
 from bot.slack_requests import signature
 from tests.conftest import SIGNING_SECRET
@@ -75,7 +76,8 @@ def test_status_reports_extensions_and_schema_version(bot: BotUnderTest) -> None
     assert "*pg_stat_statements*: available, installed" in text
     assert "*hypopg*: available, installed" in text
     assert "*amcheck*: available, installed" in text
-    assert "*state schema*: version 0001 (up to date)" in text
+    latest = max(m.version for m in migrate.available())
+    assert f"*state schema*: version {latest} (up to date)" in text
     assert "@hotdata in HotDash" in text
     assert response.params["response_type"] == "ephemeral"
 

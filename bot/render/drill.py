@@ -10,22 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.drills.model import DrillResult
+from bot.render.units import duration
 
 RUNBOOK = "runbooks/database-recovery.md"
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    if value < 120:
-        return f"{value:.1f} s"
-    return f"{value / 60:.1f} min"
-
-
 def headline(result: DrillResult) -> str:
     mark = ":white_check_mark:" if result.status == "passed" else ":x:"
-    return (f"{mark} Restore drill #{result.id} {result.status}: RTO {_seconds(result.rto_seconds)}"
-            f", RPO {_seconds(result.rpo_seconds)} ({result.source})")
+    return (f"{mark} Restore drill #{result.id} {result.status}: RTO {duration(result.rto_seconds)}"
+            f", RPO {duration(result.rpo_seconds)} ({result.source})")
 
 
 def blocks(result: DrillResult, trend: list[dict[str, Any]] | None = None
@@ -37,9 +30,9 @@ def blocks(result: DrillResult, trend: list[dict[str, Any]] | None = None
         {"type": "header", "text": {"type": "plain_text", "text": (
             f"Restore drill #{result.id}: {result.status.upper()}")[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": (
-            f"*RTO* {_seconds(result.rto_seconds)} ({phases}) for "
-            f"{result.bytes_restored / 2**20:.1f} MB\n*RPO* {_seconds(result.rpo_seconds)} "
-            f"(restored heartbeat age) · backup age {_seconds(result.backup_age_seconds)}\n"
+            f"*RTO* {duration(result.rto_seconds)} ({phases}) for "
+            f"{result.bytes_restored / 2**20:.1f} MB\n*RPO* {duration(result.rpo_seconds)} "
+            f"(restored heartbeat age) · backup age {duration(result.backup_age_seconds)}\n"
             f"{result.tables_verified} tables, {result.rows_verified:,} rows, "
             f"{result.policies_verified} policies verified")[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]
@@ -48,7 +41,7 @@ def blocks(result: DrillResult, trend: list[dict[str, Any]] | None = None
     if trend:
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
             "Last drills: " + " · ".join(
-                f"#{d['id']} {d['status']} RTO {_seconds(d['rto_seconds'])}" for d in trend)
+                f"#{d['id']} {d['status']} RTO {duration(d['rto_seconds'])}" for d in trend)
         )[:3000]}]})
     out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
         f"Recovery runbook: `{RUNBOOK}`" + (" · what to do now: see \"When a drill fails\""
@@ -62,8 +55,8 @@ def as_json(result: DrillResult) -> str:
 
 def markdown(result: DrillResult) -> str:
     lines = [f"# Restore drill #{result.id}: {result.status}", "",
-             f"- RTO: {_seconds(result.rto_seconds)}", f"- RPO: {_seconds(result.rpo_seconds)}",
-             f"- backup age: {_seconds(result.backup_age_seconds)}",
+             f"- RTO: {duration(result.rto_seconds)}", f"- RPO: {duration(result.rpo_seconds)}",
+             f"- backup age: {duration(result.backup_age_seconds)}",
              f"- source: {result.source}; {result.bytes_restored:,} bytes", "",
              "| phase | seconds |", "|---|---|"]
     lines += [f"| {p.name} | {p.seconds} |" for p in result.phases]
@@ -94,9 +87,9 @@ def runbook_section(result: dict[str, Any], finished_at: str, versions: str) -> 
     return "\n".join([
         RUNBOOK_START, "", f"Last passing drill: #{result['id']} on {finished_at} "
         f"(source `{result['source']}`).", "",
-        f"- RTO: **{_seconds(result['rto_seconds'])}** ({phases}), "
+        f"- RTO: **{duration(result['rto_seconds'])}** ({phases}), "
         f"{result.get('bytes_restored', 0):,} bytes restored",
-        f"- RPO: **{_seconds(result['rpo_seconds'])}** (age of the restored heartbeat)",
+        f"- RPO: **{duration(result['rpo_seconds'])}** (age of the restored heartbeat)",
         f"- verified: {result['tables_verified']} tables, {result['rows_verified']:,} rows, "
         f"{result['policies_verified']} policies", f"- versions: {versions}",
         "- commands: `pg_dumpall --roles-only`, `pg_dump --format=directory --jobs=N "

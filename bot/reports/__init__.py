@@ -1,0 +1,1 @@
+"""The periodic channel report: statistics snapshots, window deltas, health and a chart."""

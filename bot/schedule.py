@@ -1,0 +1,197 @@
+"""Scheduled work across replicas: APScheduler's cron triggers fire on every replica, but only
+the leader — the replica holding a PostgreSQL session advisory lock on the state database —
+runs a job, and only after claiming its slot in hotdata.job_runs (unique on job and scheduled
+time). A restart, a clock skew or two leaders for a moment therefore never run a slot twice;
+a slot missed while no replica ran is run once at start-up inside a grace period, otherwise
+recorded as missed (and mentioned in the next report)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot import locks
+from bot.db import DatabaseUnavailable, connect
+from bot.drills import service as drills
+from bot.drills.service import heartbeat
+from bot.services import Services
+from bot.settings import Settings, cron_trigger
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_SECONDS = 10  # a dead leader's lock is taken over within this (plus detection)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    trigger: CronTrigger
+    run: Callable[[Services], Awaitable[str]]
+
+
+def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The trigger's most recent fire time at or before `now`."""
+    for lookback in (timedelta(hours=1), timedelta(days=3)):
+        moment = trigger.get_next_fire_time(None, now - lookback)
+        found = None
+        while moment is not None and moment <= now:
+            found = moment
+            moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
+        if found is not None:
+            return found
+    return None
+
+
+def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    return trigger.get_next_fire_time(None, now)
+
+
+def period(trigger: CronTrigger, now: datetime) -> timedelta:
+    """The length of the slot that ends at the latest fire time (the report's window)."""
+    last = latest_fire(trigger, now) or now
+    before = latest_fire(trigger, last - timedelta(microseconds=1))
+    return last - before if before else timedelta(hours=2)
+
+
+def jobs(settings: Settings) -> list[Job]:
+    from bot.reports import delivery, snapshots
+
+    async def report(services: Services) -> str:
+        return await delivery.post(services)
+
+    async def snapshot(services: Services) -> str:
+        taken = await snapshots.take(services.settings)
+        return f"snapshot {taken}" if taken else "pg_stat_statements unavailable"
+
+    async def drill(services: Services) -> str:
+        result = await drills.run_in_channel(services, services.settings.channel or "",
+                                             "scheduled")
+        return f"drill #{result.id} {result.status}"
+
+    found = [Job("report", cron_trigger(settings.report_cron), report),
+             Job("snapshot", cron_trigger(settings.snapshot_cron), snapshot)]
+    if settings.drill_cron and settings.drill_database_url and settings.channel:
+        found.append(Job("drill", cron_trigger(settings.drill_cron), drill))
+    return found
+
+
+class Scheduler:
+    def __init__(self, services: Services, name: str | None = None) -> None:
+        self.services = services
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.jobs = jobs(services.settings)
+        self.leader = False
+        self._lock: psycopg.AsyncConnection[dict] | None = None
+        self.aps = AsyncIOScheduler(timezone=UTC)
+
+    async def start(self) -> None:
+        for job in self.jobs:
+            self.aps.add_job(self.fire, job.trigger, args=[job], id=job.name,
+                             max_instances=1, coalesce=True, misfire_grace_time=60)
+        self.aps.add_job(self.campaign, "interval", seconds=CAMPAIGN_SECONDS, id="campaign",
+                         next_run_time=datetime.now(UTC), max_instances=1)
+        self.aps.add_job(heartbeat, "interval", minutes=1, args=[self.services.settings],
+                         id="heartbeat", next_run_time=datetime.now(UTC), max_instances=1,
+                         coalesce=True)  # every replica: an idempotent upsert
+        self.aps.start()
+
+    async def stop(self) -> None:
+        self.aps.shutdown(wait=False)
+        if self._lock is not None:
+            await self._lock.close()  # the lock goes with the session
+        self.leader = False
+
+    async def campaign(self) -> None:
+        """Keep or take the leadership; the lock lives as long as this session."""
+        settings = self.services.settings
+        if self.leader:
+            try:
+                assert self._lock is not None
+                await self._lock.execute("SELECT 1")
+                await self._seen(True)
+                return
+            except (psycopg.Error, AssertionError, DatabaseUnavailable):
+                log.warning("%s lost the leadership (state database connection)", self.name)
+                self.leader = False
+                self._lock = None
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                settings.state_dsn, autocommit=True, application_name="hotdata-leader",
+                row_factory=psycopg.rows.dict_row, connect_timeout=5)
+        except psycopg.Error:
+            return
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.LEADER)
+        row = await cur.fetchone()
+        if not row or not row["ok"]:
+            await conn.close()
+            await self._seen(False)
+            return
+        self._lock, self.leader = conn, True
+        log.info("%s is the leader", self.name)
+        await self._seen(True)
+        await self.catch_up()
+
+    async def _seen(self, leader: bool) -> None:
+        try:
+            async with connect(self.services.settings, "state") as state:
+                await state.execute(
+                    "INSERT INTO hotdata.replicas (name, leader) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET seen_at = now(), leader = excluded.leader",
+                    (self.name, leader))
+        except (DatabaseUnavailable, psycopg.Error):
+            log.warning("cannot record replica %s", self.name)
+
+    async def catch_up(self) -> None:
+        """Slots that passed while no replica led: run the latest once if still recent."""
+        now = datetime.now(UTC)
+        grace = timedelta(minutes=self.services.settings.missed_grace_minutes)
+        for job in self.jobs:
+            slot = latest_fire(job.trigger, now)
+            if slot is None:
+                continue
+            if now - slot <= grace:
+                await self.run_slot(job, slot)
+            else:
+                await self._record(job, slot, "missed", "no replica was leading at this time")
+
+    async def fire(self, job: Job) -> None:
+        if not self.leader:
+            return
+        slot = latest_fire(job.trigger, datetime.now(UTC))
+        if slot is not None:
+            await self.run_slot(job, slot)
+
+    async def run_slot(self, job: Job, slot: datetime) -> bool:
+        """Claim the slot and run the job; False when it was already claimed."""
+        async with connect(self.services.settings, "state") as state:
+            cur = await state.execute(
+                "INSERT INTO hotdata.job_runs (job, scheduled_for, runner) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING job", (job.name, slot, self.name))
+            if await cur.fetchone() is None:
+                return False
+        try:
+            detail = await job.run(self.services)
+            status = "succeeded"
+        except Exception as error:  # recorded and logged, never lost silently
+            log.exception("job %s for %s failed", job.name, slot)
+            detail, status = self.services.safe(f"{type(error).__name__}: {error}"), "failed"
+        async with connect(self.services.settings, "state") as state:
+            await state.execute(
+                "UPDATE hotdata.job_runs SET status = %s, finished_at = now(), detail = %s "
+                "WHERE job = %s AND scheduled_for = %s", (status, detail[:1000], job.name, slot))
+        return True
+
+    async def _record(self, job: Job, slot: datetime, status: str, detail: str) -> None:
+        async with connect(self.services.settings, "state") as state:
+            await state.execute(
+                "INSERT INTO hotdata.job_runs (job, scheduled_for, runner, status, finished_at, "
+                "detail) VALUES (%s, %s, %s, %s, now(), %s) ON CONFLICT DO NOTHING",
+                (job.name, slot, self.name, status, detail))
