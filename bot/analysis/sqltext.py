@@ -30,7 +30,10 @@ def parse_one(text: str) -> ast.RawStmt:
 
 def fingerprint(text: str) -> str:
     """Same for a query in literal, `$n` and pg_stat_statements form."""
-    return str(parser.fingerprint(text))
+    try:
+        return str(parser.fingerprint(text))
+    except pglast.parser.ParseError as error:
+        raise Unparseable(str(error)) from None
 
 
 def identity(text: str) -> str:

@@ -30,11 +30,14 @@ class Managers:
         if time.monotonic() - self._fetched < GROUP_CACHE_SECONDS:
             return self._group
         try:
-            answer = await self.client.usergroups_users_list(
-                usergroup=self.settings.manager_group)
-        except SlackApiError as error:
+            # POST, like every other call hotdata makes (Slack accepts both verbs)
+            answer = await self.client.api_call("usergroups.users.list", data={
+                "usergroup": self.settings.manager_group})
+        except Exception as error:  # any failure (an error, a non-JSON body, no network)
+            reason = (error.response.get("error") if isinstance(error, SlackApiError)
+                      and isinstance(error.response.data, dict) else None) or str(error)
             log.warning("cannot read manager group %s: %s", self.settings.manager_group,
-                        error.response.get("error"))
+                        reason.splitlines()[0] if reason else type(error).__name__)
             return set()  # fail closed: nobody is a manager through the group
         self._group = set(answer.get("users") or [])
         self._fetched = time.monotonic()

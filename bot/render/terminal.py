@@ -11,13 +11,20 @@ from rich.rule import Rule
 from rich.text import Text
 
 EMOJI = {":white_check_mark:": "✅", ":warning:": "⚠️", ":x:": "❌",
-         ":information_source:": "ℹ️"}  # noqa: RUF001
+         ":information_source:": "ℹ️", ":no_entry:": "⛔", ":zzz:": "💤",  # noqa: RUF001
+         ":hourglass_flowing_sand:": "⏳", ":gear:": "⚙️", ":new:": "🆕",
+         ":small_red_triangle:": "🔺", ":small_red_triangle_down:": "🔻"}
+
+
+def _emoji(text: str) -> str:
+    for code, glyph in EMOJI.items():
+        text = text.replace(code, glyph)
+    return text
 
 
 def _mrkdwn(text: str) -> RenderableType:
     """Slack mrkdwn is close enough to markdown once bold `*x*` becomes `**x**`."""
-    for code, glyph in EMOJI.items():
-        text = text.replace(code, glyph)
+    text = _emoji(text)
     converted = []
     for line in text.split("\n"):
         parts = line.split("*")
@@ -36,7 +43,8 @@ def message(blocks: list[dict[str, Any]] | None, text: str = "") -> RenderableTy
         elif kind == "section":
             items.append(_mrkdwn(block["text"]["text"]))
         elif kind == "context":
-            items.append(Text(" ".join(e.get("text", "") for e in block.get("elements", [])),
+            items.append(Text(_emoji(" ".join(e.get("text", "")
+                                              for e in block.get("elements", []))),
                               style="dim"))
         elif kind == "divider":
             items.append(Rule(style="dim"))

@@ -59,13 +59,26 @@ class Report:
 
     @property
     def quiet(self) -> bool:
-        return not self.top and not self.pending and not self.applied and not self.regressions
+        return (not self.top and not self.pending and not self.applied and not self.regressions
+                and not self.missed)  # a missed slot is always mentioned
+
+
+def _application(deltas: list[Delta], limit: int) -> list[Delta]:
+    """The heaviest `limit` application statements: utility statements (a backup's COPY, SET,
+    VACUUM) are left out. Parses only as far down the list as it needs to."""
+    found = []
+    for delta in deltas:
+        if sqltext.is_dml(delta.query):
+            found.append(delta)
+            if len(found) == limit:
+                break
+    return found
 
 
 def _compare(now: list[Delta], before: list[Delta]) -> list[Line]:
     old = {d.queryid: d for d in before}
     lines = []
-    for delta in now[:TOP]:
+    for delta in _application(now, TOP):
         prior = old.get(delta.queryid)
         if prior is None:
             lines.append(Line(delta, "new"))
@@ -81,7 +94,7 @@ def _compare(now: list[Delta], before: list[Delta]) -> list[Line]:
 
 async def build(settings: Settings, window: timedelta) -> Report:
     end_id = await snapshots.take(settings)  # the window ends now
-    report = Report(None, datetime.now(UTC), queries_to_target=4 if end_id else 1)
+    report = Report(None, datetime.now(UTC), queries_to_target=3 if end_id else 1)
     if end_id is None:
         report.notes.append("pg_stat_statements is not available: no statement figures")
     async with connect(settings, "state") as state:
@@ -110,29 +123,38 @@ async def _statements(state: psycopg.AsyncConnection[dict], report: Report,
     report.top = _compare(current, previous)
     report.series = await _series(state, [line.delta.queryid
                                           for line in report.top[:CHART_STATEMENTS]])
-    by_identity = {}
-    for delta in current:
-        try:
-            by_identity[sqltext.identity(delta.query)] = delta
-        except sqltext.Unparseable:
-            continue
+    if start is not None:
+        await _regressions(state, report, current, start["taken_at"])
+
+
+async def _regressions(state: psycopg.AsyncConnection[dict], report: Report,
+                       current: list[Delta], window_start: datetime) -> None:
+    """Statements an index applied before this window served, now much slower than measured
+    right after the apply."""
     cur = await state.execute(
-        "SELECT id, index_name, evidence, result, updated_at FROM hotdata.proposals "
-        "WHERE status = 'applied' AND updated_at > now() - interval '7 days'")
+        "SELECT index_name, evidence, result FROM hotdata.proposals WHERE status = 'applied' "
+        "AND updated_at > now() - interval '7 days' AND updated_at <= %s", (window_start,))
+    watched: dict[str, tuple[str, float]] = {}  # identity → (index, expected mean ms)
     for row in await cur.fetchall():
         served = row["evidence"].get("statements", [])
         after = (row["result"] or {}).get("after_ms")
-        if not served or not after:
-            continue
-        expected = after / len(served)  # measured right after the apply, per statement
-        for statement in served:
-            try:
-                delta = by_identity.get(sqltext.identity(statement["text"]))
+        for statement in served if after else []:
+            try:  # measured right after the apply, per statement
+                watched[sqltext.identity(statement["text"])] = (row["index_name"],
+                                                                after / len(served))
             except sqltext.Unparseable:
                 continue
-            if delta is not None and delta.mean_ms > REGRESSION * expected + 1:
-                report.regressions.append({"index": row["index_name"], "query": delta.query,
-                                           "mean_ms": delta.mean_ms, "after_ms": expected})
+    fingerprints = {key.split(":", 1)[0] for key in watched}
+    for delta in current if watched else []:
+        try:  # the cheap fingerprint first: most statements are not watched
+            if sqltext.fingerprint(delta.query) not in fingerprints:
+                continue
+            found = watched.get(sqltext.identity(delta.query))
+        except sqltext.Unparseable:
+            continue
+        if found is not None and delta.mean_ms > REGRESSION * found[1] + 1:
+            report.regressions.append({"index": found[0], "query": delta.query,
+                                       "mean_ms": delta.mean_ms, "after_ms": found[1]})
 
 
 async def _series(state: psycopg.AsyncConnection[dict], queryids: list[str]

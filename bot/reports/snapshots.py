@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 
 from bot.analysis.catalog import TAG
-from bot.analysis.collect import pgss_problem
 from bot.db import connect
 from bot.settings import Settings
 
@@ -47,9 +46,13 @@ class Delta:
 async def take(settings: Settings) -> int | None:
     """Copy the target's statistics into a new snapshot; its id (None without pgss)."""
     async with connect(settings, "analysis") as target:
-        if await pgss_problem(target) is not None:
+        # Probed by reading it (autocommit: a failure leaves nothing behind), not with
+        # pgss_problem, whose transaction would put an untagged BEGIN and COMMIT of hotdata's
+        # own into every window.
+        try:
+            epochs = await (await target.execute(EPOCHS_SQL)).fetchone()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.ObjectNotInPrerequisiteState):
             return None
-        epochs = await (await target.execute(EPOCHS_SQL)).fetchone()
         statements = await (await target.execute(STATEMENTS_SQL)).fetchall()
         tables = await (await target.execute(TABLES_SQL)).fetchall()
     assert epochs is not None
@@ -73,8 +76,8 @@ async def take(settings: Settings) -> int | None:
                 await copy.write_row((snapshot, t["relation"], t["inserts"], t["updates"],
                                       t["deletes"], t["seq_scans"], t["idx_scans"]))
         await state.execute(
-            "DELETE FROM hotdata.snapshots WHERE taken_at < now() - make_interval(hours => %s)",
-            (settings.snapshot_retention_hours,))
+            "DELETE FROM hotdata.snapshots WHERE taken_at < now() - %s * interval '1 hour'",
+            (settings.snapshot_retention_hours * 3600,))
     return snapshot
 
 

@@ -1,0 +1,537 @@
+"""Advisor replay: hotdata's index recommendations against none and a per-query baseline, built
+for real and replayed on the HotDash sample.
+
+What it measures (from the project's issue): the benchmark "generates the HotDash sample with the
+project's own generator, runs its workload through the extended protocol, runs hotdata's
+advisor, then builds for real and replays the same fixed-seed read and write mix for three
+index sets in one run: none, one single-column index per statement (the per-query baseline: for
+each statement, the single-column index that lowers its HypoPG cost most), and hotdata's. It
+prints JSON with, per set: index count, total index size, read-mix seconds, p95 ms, write-mix
+seconds." No index is hard-coded: the baseline is computed from the statements and HypoPG, and
+hotdata's set is whatever `analyze` recommends.
+
+How:
+
+1. a throwaway PostgreSQL (`bot.pgcluster`), database `hotdash` with pg_stat_statements and
+   hypopg, `hotdash.load(conn, scale)`, `hotdash.reset_statistics(conn)`;
+2. the read mix (`workload_plan`, seed 7) and the write mix (`write_plan`, seed 11) run once
+   through the extended protocol (`hotdash.run`), so pg_stat_statements and the table counters
+   describe the workload;
+3. hotdata's advisor: `analyze(settings, top=20)` with the nine tiles declared in a
+   watched-queries TOML (their literal SQL: the constants pg_stat_statements normalises away),
+   app role `authenticated` with the heaviest user's id as the JWT `sub`; its wall time is
+   `advisor_seconds`;
+4. the per-query baseline: for each tile, every column it references on each of its tables
+   (but those a primary key or unique constraint already leads with) is costed as a
+   single-column HypoPG index (`Planner.estimate`, the value sets the analysis used
+   for that statement as owner); the index with the lowest mean relative cost is kept if it
+   lowers the cost at all; duplicates across tiles are built once;
+5. for each set (none, per_query_baseline, hotdata): drop every non-constraint index on the
+   HotDash tables, build the set for real (hotdata's `CREATE INDEX CONCURRENTLY …` as given, in
+   autocommit), `VACUUM (ANALYZE)` the tables (also clearing the dead rows the previous set's
+   rolled-back writes left), sum `pg_relation_size` of the built indexes, then replay the read
+   mix (the same plan, each statement timed for p95) and the write mix (the same plan, timed as
+   a whole inside one transaction that is ROLLED BACK, so every set starts from the same data).
+   Each replay runs on a fresh connection. The machine is noisy, so this runs in `--rounds`
+   rounds, each building and replaying the three sets in turn (a noisy moment then hits every
+   set, not one), with `--write-repeats` write-mix replays per set and round (the write mix
+   takes about 0.1 s). A set's figures are the medians of its samples (every sample listed
+   alongside); the time ratios are paired within a round (hotdata's read mix over the
+   baseline's of the same round; for writes, the medians of the round's repeats) and the
+   median over rounds is reported, with each round's ratio.
+
+The plans and the heaviest user are read before the statistics reset, so pg_stat_statements
+holds the workload only. The workload and its replays run as the database owner (the
+superuser, as `hotdash.run` does), so row level security does not apply to them.
+
+Targets: hotdata's read-mix time at most 0.3x the per-query baseline's, with at most 1.5x its
+index size, and write-mix time within 1.2x of it.
+
+Usage:
+
+    .venv/bin/python bench/advisor_replay.py [--scale 1.0] [--top 20] [--rounds 3]
+        [--write-repeats 5]
+
+Prints one JSON object on stdout:
+`{"scale", "advisor_seconds", "sets": {"none" | "per_query_baseline" | "hotdata": {"indexes",
+"index_names", "total_index_bytes", "read_mix_s", "read_p95_ms", "write_mix_s", …}},
+"ratios": {"read_vs_baseline", "size_vs_baseline", "write_vs_baseline"}, "targets_met": {…}}`
+plus diagnostic keys (every sample, the ratios per round, the mean read time per tile and
+round, build time, the advisor's recommendations, the baseline's choice per tile with the mean
+relative HypoPG cost of every single-column index it tried). Progress and
+diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pglast import ast
+from psycopg import sql
+
+from bot import pgcluster
+from bot.advisor.model import Candidate
+from bot.analysis import sqltext
+from bot.analysis.model import Analysis, QueryResult
+from bot.analysis.pipeline import analyze
+from bot.analysis.plan import Planner
+from bot.db import connect
+from bot.sample import hotdash
+from bot.settings import Settings
+
+DATABASE = "hotdash"
+READ_SEED = 7
+WRITE_SEED = 11
+APP_ROLE = "authenticated"
+READ_TARGET = 0.3  # hotdata's read-mix time / the baseline's, at most
+SIZE_TARGET = 1.5  # hotdata's index bytes / the baseline's, at most
+WRITE_TARGET = 1.2  # hotdata's write-mix time / the baseline's, at most
+
+Plan = list[tuple[str, tuple[Any, ...]]]
+
+
+def log(message: str) -> None:
+    print(f"[advisor_replay] {message}", file=sys.stderr, flush=True)
+
+
+# --- the database ----------------------------------------------------------------------------
+
+def prepare(cluster: pgcluster.Cluster, scale: float) -> str:
+    """Create and load `hotdash`; returns its URL."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    url = cluster.url(DATABASE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ("pg_stat_statements", "hypopg"):
+            conn.execute(sql.SQL("CREATE EXTENSION {}").format(sql.Identifier(name)))
+        started = time.perf_counter()
+        counts = hotdash.load(conn, scale=scale)
+        log(f"loaded {sum(counts.values()):,} rows in {len(counts)} tables in "
+            f"{time.perf_counter() - started:.1f} s")
+    return url
+
+
+def heaviest_user(conn: psycopg.Connection[Any]) -> str:
+    """The user owning the most notifications (the workload's heaviest)."""
+    row = conn.execute("SELECT user_id::text FROM notifications GROUP BY user_id "
+                       "ORDER BY count(*) DESC, user_id LIMIT 1").fetchone()
+    if row is None:
+        raise SystemExit("notifications is empty: no heaviest user")
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    indexed: frozenset[str]  # columns that already lead an index (the keys)
+
+
+def table_info(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, TableInfo]:
+    """Catalog lookup of the HotDash tables (as the tiles name them) and their columns."""
+    found = {}
+    for name in names:
+        row = conn.execute(
+            "SELECT n.nspname, c.relname, array(SELECT a.attname::text FROM pg_attribute a "
+            "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "  ORDER BY a.attnum), "
+            "array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
+            "  ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "  WHERE i.indrelid = c.oid AND i.indpred IS NULL) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(%s)", (name,)).fetchone()
+        if row is None:
+            raise SystemExit(f"table {name} not found")
+        found[name] = TableInfo(row[0], row[1], tuple(row[2]), frozenset(row[3]))
+    return found
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> list[float]:
+    """Each statement of `plan` through the extended protocol, rows fetched; seconds each."""
+    statements = [hotdash.to_client_sql(text, params) for text, params in plan]
+    times = []
+    for client, args in statements:
+        started = time.perf_counter()
+        cur = conn.execute(client, args)
+        if cur.description is not None:
+            cur.fetchall()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def nearest_rank(ordered: Sequence[float], percent: float) -> float:
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# --- hotdata's advisor -----------------------------------------------------------------------
+
+def watched_toml(path: Path) -> None:
+    """The nine tiles as a watched-queries file (name and literal SQL, no values given)."""
+    lines = []
+    for tile in hotdash.TILES:
+        lines += ["[[query]]", f"name = {json.dumps(tile.name)}", f"sql = {json.dumps(tile.sql)}",
+                  ""]
+    path.write_text("\n".join(lines))
+
+
+def run_advisor(settings: Settings, top: int) -> tuple[float, Analysis]:
+    started = time.perf_counter()
+    analysis = asyncio.run(analyze(settings, top=top))
+    return time.perf_counter() - started, analysis
+
+
+# --- the per-query baseline ------------------------------------------------------------------
+
+def referenced_columns(text: str, tables: dict[str, TableInfo]) -> dict[str, list[str]]:
+    """table name → every column of it the statement references (pglast), in order of use."""
+    stmt = sqltext.parse_one(text).stmt
+    aliases: dict[str, str] = {}
+    for rel in sqltext.relations(stmt):
+        aliases[rel.alias or rel.name] = rel.name
+        aliases.setdefault(rel.name, rel.name)
+    used = sorted(set(aliases.values()))
+    found: dict[str, list[str]] = {name: [] for name in used}
+    for node, _ in sqltext.walk(stmt):
+        if not isinstance(node, ast.ColumnRef):
+            continue
+        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        if not names:
+            continue  # `*`
+        if len(names) >= 2:
+            owners = [aliases[names[-2]]] if names[-2] in aliases else []
+        else:
+            owners = [t for t in used if names[0] in tables[t].columns]
+        for owner in owners:
+            if names[-1] in tables[owner].columns and names[-1] not in found[owner]:
+                found[owner].append(names[-1])
+    return found
+
+
+@dataclass
+class BaselineChoice:
+    tile: str
+    candidate: Candidate | None
+    cost_before: float
+    cost_after: float
+    tried: dict[str, float] = field(default_factory=dict)  # index sql → mean relative cost
+
+
+def tile_result(analysis: Analysis, name: str) -> QueryResult:
+    for result in analysis.results:
+        if result.statement.name == name:
+            return result
+    raise SystemExit(f"the analysis has no result for tile {name}")
+
+
+async def per_query_baseline(settings: Settings, analysis: Analysis,
+                             tables: dict[str, TableInfo]) -> list[BaselineChoice]:
+    """For each tile, the single-column HypoPG index that lowers its cost most (or none)."""
+    choices = []
+    async with connect(settings, "analysis") as conn:
+        planner = Planner(conn, settings.statement_timeout_ms)
+        for tile in hotdash.TILES:
+            result = tile_result(analysis, tile.name)
+            text = sqltext.repair(result.statement.query)
+            value_sets = [r.values for r in result.runs if r.role == "owner" and r.plan]
+            if not value_sets:
+                log(f"{tile.name}: no owner plan in the analysis ({result.error}); "
+                    "costing with no values")
+                value_sets = [[]]
+            base = await planner.estimate(text, value_sets, app=None, hypothetical=[])
+            best: tuple[float, Candidate, list[float]] | None = None
+            tried = {}
+            for name, columns in referenced_columns(text, tables).items():
+                info = tables[name]
+                for column in columns:
+                    if column in info.indexed:
+                        continue  # a key already leads with it: nothing to build
+                    candidate = Candidate(info.schema, info.name, (column,))
+                    costs = await planner.estimate(text, value_sets, app=None,
+                                                   hypothetical=[candidate.create_sql()])
+                    relative = sum(c / b if b > 0 else 1.0
+                                   for c, b in zip(costs, base, strict=True)) / len(base)
+                    tried[candidate.create_sql()] = round(relative, 4)
+                    if relative < 1.0 - 1e-9 and (best is None or relative < best[0]):
+                        best = (relative, candidate, costs)
+            choice = BaselineChoice(tile.name, best[1] if best else None, base[0],
+                                    best[2][0] if best else base[0], tried)
+            log(f"baseline {tile.name}: "
+                + (f"{choice.candidate.create_sql()} (cost {choice.cost_before:.1f} → "
+                   f"{choice.cost_after:.1f})" if choice.candidate else "no index lowers it"))
+            choices.append(choice)
+    return choices
+
+
+# --- index sets, built for real --------------------------------------------------------------
+
+OWN_INDEXES_SQL = """
+SELECT n.nspname AS schema, ci.relname AS name, pg_relation_size(i.indexrelid) AS bytes
+FROM pg_index i
+JOIN pg_class ci ON ci.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ci.relnamespace
+WHERE i.indrelid = ANY(%s::regclass[])
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+                    AND c.contype IN ('p', 'u', 'x'))
+ORDER BY ci.relname
+"""
+
+
+def own_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+    """(schema, name, bytes) of every index on the HotDash tables that backs no constraint."""
+    return [(r[0], r[1], int(r[2]))
+            for r in conn.execute(OWN_INDEXES_SQL, (list(hotdash.TABLES),))]
+
+
+def build(conn: psycopg.Connection[Any], statements: list[str]) -> float:
+    """Drop the previous set, build this one (autocommit: CONCURRENTLY works), VACUUM ANALYZE."""
+    for schema, name, _ in own_indexes(conn):
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
+    started = time.perf_counter()
+    for statement in statements:
+        conn.execute(statement)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(
+        sql.SQL(", ").join(sql.Identifier(t) for t in hotdash.TABLES)))
+    return seconds
+
+
+@dataclass
+class Samples:
+    """What the replays of one index set measured, over every round."""
+
+    indexes: list[tuple[str, str, int]] = field(default_factory=list)
+    build_s: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)
+    statement_s: list[float] = field(default_factory=list)
+    write_s: list[float] = field(default_factory=list)
+    by_tile_ms: dict[str, float] = field(default_factory=dict)
+
+
+def replay_reads(url: str, reads: Plan, into: Samples) -> None:
+    """The read mix on a fresh connection (so it starts with no prepared statements: psycopg
+    prepares a statement on its fifth execution, as the application's driver would)."""
+    names = {tile.sql: tile.name for tile in hotdash.TILES}
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        times = run_plan(conn, reads)
+        into.read_s.append(time.perf_counter() - started)
+    into.statement_s += times
+    for (text, _), seconds in zip(reads, times, strict=True):
+        into.by_tile_ms[names[text]] = into.by_tile_ms.get(names[text], 0.0) + seconds * 1000
+
+
+def replay_writes(url: str, writes: Plan, into: Samples) -> None:
+    """The write mix in one transaction, timed before the ROLLBACK that undoes it."""
+    with psycopg.connect(url, autocommit=False) as conn:
+        started = time.perf_counter()
+        run_plan(conn, writes)
+        into.write_s.append(time.perf_counter() - started)
+        conn.rollback()
+
+
+def measure(url: str, index_sets: dict[str, list[str]], reads: Plan, writes: Plan,
+            rounds: int, write_repeats: int) -> dict[str, Samples]:
+    """Every round builds and replays each set in turn, so a noisy moment of the machine
+    lands on all three sets rather than on one."""
+    samples = {label: Samples() for label in index_sets}
+    for number in range(1, rounds + 1):
+        for label, statements in index_sets.items():
+            into = samples[label]
+            with psycopg.connect(url, autocommit=True) as conn:
+                into.build_s.append(build(conn, statements))
+                into.indexes = own_indexes(conn)
+            replay_reads(url, reads, into)
+            for _ in range(write_repeats):
+                replay_writes(url, writes, into)
+            log(f"round {number}/{rounds} {label}: {len(into.indexes)} index(es), "
+                f"{sum(b for *_, b in into.indexes) / 1e6:.2f} MB; read mix "
+                f"{into.read_s[-1]:.3f} s, write mix "
+                f"{statistics.median(into.write_s[-write_repeats:]):.3f} s")
+    return samples
+
+
+def summarize(found: Samples) -> dict[str, Any]:
+    rounds = len(found.read_s)
+    return {
+        "indexes": len(found.indexes),
+        "index_names": [name for _, name, _ in found.indexes],
+        "total_index_bytes": sum(b for *_, b in found.indexes),
+        "read_mix_s": round(statistics.median(found.read_s), 3),
+        "read_p95_ms": round(nearest_rank(sorted(found.statement_s), 95) * 1000, 3),
+        "write_mix_s": round(statistics.median(found.write_s), 3),
+        "read_mix_samples_s": [round(t, 3) for t in found.read_s],
+        "write_mix_samples_s": [round(t, 3) for t in found.write_s],
+        "read_by_tile_ms": {k: round(v / rounds, 1) for k, v in
+                            sorted(found.by_tile_ms.items(), key=lambda kv: -kv[1])},
+        "build_s": round(statistics.median(found.build_s), 3),
+    }
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scale", type=positive_float, default=1.0,
+                        help="HotDash scale (row counts; default 1.0)")
+    parser.add_argument("--top", type=positive_int, default=20,
+                        help="statements hotdata analyses (default 20)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="rounds; each builds every set and replays the read mix once "
+                             "(default 3; the medians are reported)")
+    parser.add_argument("--write-repeats", type=positive_int, default=5,
+                        help="write-mix replays per set and round, each rolled back "
+                             "(default 5)")
+    return parser.parse_args(argv)
+
+
+def by_round(values: list[float], size: int) -> list[list[float]]:
+    """Write samples grouped by round (`size` a round)."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def median_ratio(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The advisor must see the bench's configuration only.
+    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
+        del os.environ[key]
+    log("starting a throwaway PostgreSQL")
+    cluster = pgcluster.create()
+    workdir = Path(tempfile.mkdtemp(prefix="hotdata-bench-"))
+    try:
+        url = prepare(cluster, args.scale)
+        with psycopg.connect(url, autocommit=True) as conn:
+            # The plans, the heaviest user and the catalog first: after the reset,
+            # pg_stat_statements holds the workload and nothing of the bench's own.
+            reads = hotdash.workload_plan(conn, seed=READ_SEED)
+            writes = hotdash.write_plan(conn, seed=WRITE_SEED)
+            heavy = heaviest_user(conn)
+            tables = table_info(conn, hotdash.TABLES)
+            hotdash.reset_statistics(conn)
+            seconds = hotdash.run(conn, reads)
+            log(f"workload: {len(reads):,} reads in {seconds:.1f} s")
+            seconds = hotdash.run(conn, writes)
+            log(f"workload: {len(writes):,} writes in {seconds:.1f} s")
+
+        watched = workdir / "watched.toml"
+        watched_toml(watched)
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=url, watched_queries=watched, app_role=APP_ROLE,
+            app_jwt_claims=json.dumps({"sub": heavy, "role": APP_ROLE}))
+        log(f"running hotdata's analysis (top {args.top}, app role {APP_ROLE}, sub {heavy})")
+        advisor_s, analysis = run_advisor(settings, args.top)
+        recommendations = analysis.recommendations
+        log(f"advisor: {len(recommendations)} recommendation(s) in {advisor_s:.1f} s")
+        for rec in recommendations:
+            log(f"  {rec['sql']}  ({rec['size_bytes'] / 1e6:.2f} MB est., "
+                f"serves {', '.join(rec['queries'])})")
+        for note in analysis.notes:
+            log(f"  note: {note}")
+
+        choices = asyncio.run(per_query_baseline(settings, analysis, tables))
+        baseline = list(dict.fromkeys(c.candidate for c in choices if c.candidate))
+
+        index_sets = {
+            "none": [],
+            "per_query_baseline": [c.create_sql(named=True) for c in baseline],
+            "hotdata": [rec["sql"] for rec in recommendations],
+        }
+        samples = measure(url, index_sets, reads, writes, args.rounds, args.write_repeats)
+        sets = {label: summarize(found) for label, found in samples.items()}
+        with psycopg.connect(url, autocommit=True) as conn:
+            build(conn, [])  # leave the database as loaded (not that anyone keeps it)
+
+        base, ours = samples["per_query_baseline"], samples["hotdata"]
+        per_round = {
+            "read_vs_baseline": [ratio(h, b) for h, b in zip(ours.read_s, base.read_s,
+                                                              strict=True)],
+            "write_vs_baseline": [ratio(statistics.median(h), statistics.median(b))
+                                  for h, b in zip(by_round(ours.write_s, args.write_repeats),
+                                                  by_round(base.write_s, args.write_repeats),
+                                                  strict=True)],
+        }
+        # Paired within a round (the same minute of the machine), then the median over rounds.
+        ratios = {
+            "read_vs_baseline": median_ratio(per_round["read_vs_baseline"]),
+            "size_vs_baseline": ratio(sets["hotdata"]["total_index_bytes"],
+                                      sets["per_query_baseline"]["total_index_bytes"]),
+            "write_vs_baseline": median_ratio(per_round["write_vs_baseline"]),
+        }
+        targets = {
+            "read_at_most_0.3x": ratios["read_vs_baseline"] is not None
+            and ratios["read_vs_baseline"] <= READ_TARGET,
+            "size_at_most_1.5x": ratios["size_vs_baseline"] is not None
+            and ratios["size_vs_baseline"] <= SIZE_TARGET,
+            "write_within_1.2x": ratios["write_vs_baseline"] is not None
+            and ratios["write_vs_baseline"] <= WRITE_TARGET,
+        }
+        targets["all"] = all(targets.values())
+        print(json.dumps({
+            "scale": args.scale,
+            "advisor_seconds": round(advisor_s, 3),
+            "reads": len(reads),
+            "writes": len(writes),
+            "sets": sets,
+            "ratios": ratios,
+            "ratios_per_round": per_round,
+            "targets_met": targets,
+            "hotdata_recommendations": [
+                {"sql": r["sql"], "size_bytes_estimated": r["size_bytes"],
+                 "queries": r["queries"], "costed_as": r.get("costed_as")}
+                for r in recommendations],
+            "baseline_choices": {
+                c.tile: {"index": c.candidate.create_sql(named=True) if c.candidate else None,
+                         "cost_before": round(c.cost_before, 2),
+                         "cost_after": round(c.cost_after, 2),
+                         "relative_cost_by_index": c.tried} for c in choices},
+        }))
+        return 0
+    finally:
+        cluster.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

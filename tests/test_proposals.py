@@ -1,0 +1,720 @@
+"""Index proposals end to end on a real PostgreSQL and the fake Slack Web API: the allow-list,
+migration files and squawk, manager approval through signed Slack requests, exactly-once
+decisions (two managers, replays), rejection with a reason, preflight and expiry, tampered
+state, the lock timeout, a real SIGKILL in the middle of CREATE INDEX CONCURRENTLY followed by
+reconcile, and `hotdata propose` from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from bot import pgcluster
+from bot.analysis.model import Analysis
+from bot.analysis.pipeline import analyze
+from bot.analysis.runs import record
+from bot.fake_slack import FakeSlack, FakeSlackServer
+from bot.proposals import allowlist, migration, service
+from bot.render.proposals import APPROVE, REJECT
+from bot.sample import hotdash as sample
+from bot.settings import Settings
+from tests.harness import BotUnderTest, clone, drop
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "proposals-test-signing-secret-0001"
+BOT_TOKEN = "xoxb-0000-proposals"
+ENGINEER, MANAGER, BOSS, LEAD = "U0ENGINEER", "U0MANAGER", "U0BOSS", "U0LEAD"
+GROUP = "S0DBLEADS"
+# Two of the HotDash recommendations (tests/test_advisor.py pins both).
+UNREAD = "idx_notifications_user_id_created_at_desc_not_read"
+PENDING = "idx_decision_log_created_at_status_pending"
+CIC_RUNNING_SQL = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'hotdata-migrator'
+  AND state = 'active' AND query ILIKE 'CREATE INDEX CONCURRENTLY%'
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any HOTDATA_/SLACK_ setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
+    return {**env, **extra}
+
+
+def run_workload(url: str) -> None:
+    """The dashboard's read mix (fixed seed), with the load forgotten first."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        plan = sample.workload_plan(conn, seed=7, scale_weights=0.1)
+        sample.reset_statistics(conn)
+        sample.run(conn, plan)
+
+
+def tiles_file(directory: Path) -> Path:
+    path = directory / "watched.toml"
+    path.write_text(sample.watched_queries_toml())
+    return path
+
+
+@pytest.fixture(scope="module")
+def hotdash_analysis(pg: pgcluster.Cluster, hotdash_template: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Analysis:
+    """One analysis (with recommendations) of a HotDash copy whose workload ran; each test
+    records it in its own fresh copy, the recommendations being the same there."""
+    name = clone(pg, hotdash_template)
+    try:
+        url = pg.url(name)
+        run_workload(url)
+        config = Settings(_env_file=None,  # type: ignore[call-arg]
+                          database_url=url, watched_queries=tiles_file(tmp_path_factory.mktemp(
+                              "tiles")))
+        analysis = asyncio.run(analyze(config, top=10))
+    finally:
+        drop(pg, name)
+    assert {r["index"] for r in analysis.recommendations} >= {UNREAD, PENDING}
+    return analysis
+
+
+class Flow:
+    """The bot on a HotDash copy with a stored analysis, and what a test looks at."""
+
+    def __init__(self, bot: BotUnderTest) -> None:
+        self.bot = bot
+        self.slack: FakeSlack = bot.slack
+        self.settings = bot.settings
+        self.url = bot.settings.database_url
+
+    def query(self, text: str, params: tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
+        with psycopg.connect(self.url, autocommit=True, row_factory=dict_row) as conn:
+            return conn.execute(text, params).fetchall()
+
+    def execute(self, text: str, params: tuple[Any, ...] | None = None) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(text, params)
+
+    def propose(self, user: str) -> dict[str, dict[str, Any]]:
+        """`/hotdata propose` typed by `user`; the proposals by index name."""
+        reply = self.bot.slash("propose", user=user)
+        assert reply.status == 200 and "Proposing" in reply.text
+        [done] = self.slack.wait_for(f"response_url/{reply.response_key}", timeout=30)
+        assert "index migration(s) in <#C0HOTDATA>" in done.params["text"]
+        rows = self.query("SELECT * FROM hotdata.proposals ORDER BY id")
+        return {row["index_name"]: row for row in rows}
+
+    def click(self, action: str, proposal_id: int, user: str) -> str:
+        """A signed button click; the ephemeral answer the clicking user gets."""
+        reply = self.bot.requests.click(action, str(proposal_id), user=user)
+        assert reply.status == 200
+        [answer] = self.slack.wait_for(f"response_url/{reply.response_key}", timeout=60)
+        assert answer.params["response_type"] == "ephemeral"
+        assert answer.params["replace_original"] in (False, "false")
+        return str(answer.params["text"])
+
+    def proposal(self, proposal_id: int) -> dict[str, Any]:
+        [row] = self.query("SELECT * FROM hotdata.proposals WHERE id = %s", (proposal_id,))
+        return row
+
+    def audit(self, proposal_id: int) -> list[str]:
+        rows = self.query("SELECT action FROM hotdata.audit_log WHERE proposal_id = %s "
+                          "ORDER BY id", (proposal_id,))
+        return [r["action"] for r in rows]
+
+    def indexes(self, table: str) -> dict[str, bool]:
+        """Index name → indisvalid, for `table`."""
+        rows = self.query("SELECT c.relname, i.indisvalid FROM pg_index i "
+                          "JOIN pg_class c ON c.oid = i.indexrelid "
+                          "WHERE i.indrelid = to_regclass(%s)", (table,))
+        return {r["relname"]: r["indisvalid"] for r in rows}
+
+    def invalid_indexes(self) -> list[str]:
+        rows = self.query("SELECT indexrelid::regclass::text AS name FROM pg_index "
+                          "WHERE NOT indisvalid")
+        return [r["name"] for r in rows]
+
+    def updates(self, ts: str) -> list[dict[str, Any]]:
+        return [c.params for c in self.slack.answered("chat.update") if c.params.get("ts") == ts]
+
+    def replies(self, ts: str) -> list[str]:
+        return [c.params["text"] for c in self.slack.answered("chat.postMessage")
+                if c.params.get("thread_ts") == ts]
+
+
+def context(blocks: list[dict[str, Any]]) -> str:
+    return " ".join(e["text"] for b in blocks if b["type"] == "context" for e in b["elements"])
+
+
+def has_buttons(blocks: list[dict[str, Any]]) -> bool:
+    return any(b["type"] == "actions" for b in blocks)
+
+
+@pytest.fixture
+def flow(hotdash: str, fake_slack_server: FakeSlackServer, slack: FakeSlack,
+         hotdash_analysis: Analysis) -> Iterator[Flow]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=hotdash, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=fake_slack_server.api_url, channel="C0HOTDATA",
+        manager_ids=[MANAGER, BOSS])
+    running = BotUnderTest(settings, slack).start()
+    try:
+        running.run(record(settings, hotdash_analysis, ENGINEER))
+        yield Flow(running)
+    finally:
+        running.stop()
+
+
+# --- the allow-list ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("DROP TABLE public.notifications", "DROP TABLE statements are never applied"),
+    ("DELETE FROM public.notifications", "DELETE statements are never applied"),
+    ("UPDATE public.notifications SET read = true", "UPDATE statements are never applied"),
+    ("ALTER TABLE public.notifications ADD COLUMN x int", "ALTER TABLE statements are never"),
+    ("CREATE TABLE public.x (a int)", "CREATE TABLE statements are never applied"),
+    ("CREATE INDEX IF NOT EXISTS i ON public.notifications (kind)",
+     "CREATE INDEX without CONCURRENTLY would block writes"),
+    ("CREATE INDEX CONCURRENTLY i ON public.notifications (kind)", "must say IF NOT EXISTS"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON public.notifications (kind); "
+     "DROP TABLE public.notifications", "expected exactly one statement, found 2"),
+    ("-- x\nDROP TABLE t", "DROP TABLE statements are never applied"),
+    ("/* */; DROP TABLE t", "DROP TABLE statements are never applied"),
+    ("DROP INDEX public.i", "only DROP INDEX CONCURRENTLY IF EXISTS is allowed"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (", "does not parse"),
+])
+def test_allowlist_refuses_everything_but_online_index_ddl(text: str, says: str) -> None:
+    with pytest.raises(allowlist.Refused) as refused:
+        allowlist.check(text)
+    assert str(refused.value).startswith("refused: ")
+    assert says in str(refused.value)
+
+
+def test_allowlist_accepts_the_three_allowed_statements() -> None:
+    for text in ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON public.t (c) WHERE NOT d; -- ok",
+                 "DROP INDEX CONCURRENTLY IF EXISTS public.i", "ANALYZE public.t"):
+        allowlist.check(text)
+
+
+# --- approval through the signed Slack flow ---------------------------------------------------
+
+def test_only_managers_decide_and_an_approval_builds_the_index(flow: Flow,
+                                                               tmp_path: Path) -> None:
+    flow.settings.migrations_dir = tmp_path / "approved"
+    proposals = flow.propose(MANAGER)  # a manager proposes: they may not approve it themselves
+    posted = [c.params for c in flow.slack.answered("chat.postMessage")]
+    assert len(posted) == len(proposals)
+    for row in proposals.values():
+        [message] = [m for m in posted
+                     if m["text"].startswith(f"Index migration #{row['id']} (pending): ")]
+        assert message["channel"] == "C0HOTDATA" and row["status"] == "pending"
+        assert row["channel"] == "C0HOTDATA" and row["message_ts"]
+        [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+        assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [
+            (APPROVE, str(row["id"])), (REJECT, str(row["id"]))]
+        assert "Lint (squawk):* clean" in json.dumps(message["blocks"])
+    pending = proposals[PENDING]
+    pid, ts = pending["id"], pending["message_ts"]
+
+    # a non-manager's click is refused, privately, and audited; nothing is applied
+    refusal = flow.click(APPROVE, pid, ENGINEER)
+    assert refusal.startswith("Only managers may approve")
+    assert flow.proposal(pid)["status"] == "pending"
+    assert flow.audit(pid) == ["proposed", "refused"]
+    # the proposer, although a manager, may not approve their own migration
+    refusal = flow.click(APPROVE, pid, MANAGER)
+    assert refusal.startswith("You proposed this migration")
+    assert flow.proposal(pid)["status"] == "pending"
+    assert PENDING not in flow.indexes("public.decision_log")
+    assert flow.updates(ts) == []
+
+    # another manager approves: the index is built online and its effect measured
+    answer = flow.click(APPROVE, pid, BOSS)
+    assert answer == f"Approved index migration #{pid}; the result is in the channel."
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    final = flow.proposal(pid)
+    assert final["status"] == "applied" and final["decided_by"] == BOSS
+    result = final["result"]
+    assert 0 < result["after_ms"] < result["before_ms"]
+    assert result["size_bytes"] > 0 and result["attempts"] == 1
+    assert flow.audit(pid) == ["proposed", "refused", "refused", "approved", "applied"]
+    [audit_row] = flow.query("SELECT actor, sql, outcome FROM hotdata.audit_log "
+                             "WHERE proposal_id = %s AND action = 'approved'", (pid,))
+    assert audit_row == {"actor": BOSS, "sql": pending["sql"], "outcome": "approved"}
+
+    updates = flow.updates(ts)
+    assert "applying" in context(updates[0]["blocks"])
+    last = updates[-1]
+    assert last["text"].startswith(f"Index migration #{pid} (applied)")
+    assert not has_buttons(last["blocks"])
+    assert f"Applied (approved by <@{BOSS}>)" in context(last["blocks"])
+    [reply] = flow.replies(ts)
+    assert (f"took {result['before_ms']} ms before and {result['after_ms']} ms after"
+            in reply)
+    # with HOTDATA_MIGRATIONS_DIR, the approved migration is written for the repository
+    [written] = (tmp_path / "approved").glob(f"*_hotdata_{PENDING}.sql")
+    assert pending["sql"] in written.read_text()
+    # the other proposals were left alone
+    assert {flow.proposal(r["id"])["status"] for r in proposals.values() if r["id"] != pid} == {
+        "pending"}
+
+    # with HOTDATA_ALLOW_SELF_APPROVAL the proposer may approve their own
+    flow.settings.allow_self_approval = True
+    unread = proposals[UNREAD]
+    assert flow.click(APPROVE, unread["id"], MANAGER).startswith("Approved index migration")
+    assert flow.proposal(unread["id"])["status"] == "applied"
+    assert flow.indexes("public.notifications")[UNREAD] is True
+
+
+def test_manager_group_members_may_approve_and_the_group_fails_closed(flow: Flow) -> None:
+    flow.settings.manager_group = GROUP
+    flow.slack.usergroups[GROUP] = [LEAD]
+    proposals = flow.propose(ENGINEER)
+    pid = proposals[PENDING]["id"]
+
+    # Slack cannot say who is in the group: the group grants nothing
+    flow.slack.fail("usergroups.users.list", status=502)
+    assert flow.click(APPROVE, pid, LEAD).startswith("Only managers may approve")
+    [failed] = flow.slack.attempts("usergroups.users.list")
+    assert failed.status == 502 and failed.params["usergroup"] == GROUP
+    assert flow.proposal(pid)["status"] == "pending"
+    assert flow.audit(pid) == ["proposed", "refused"]
+    assert PENDING not in flow.indexes("public.decision_log")
+
+    # Slack answers: a member of the group is a manager
+    assert flow.click(APPROVE, pid, LEAD).startswith("Approved index migration")
+    final = flow.proposal(pid)
+    assert final["status"] == "applied" and final["decided_by"] == LEAD
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    # someone outside the group still is not
+    assert flow.click(APPROVE, proposals[UNREAD]["id"], ENGINEER).startswith("Only managers")
+
+
+def test_two_managers_at_once_and_a_replayed_click_apply_once(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    pid = proposals[PENDING]["id"]
+    requests = flow.bot.requests
+    assert requests is not None
+
+    barrier = threading.Barrier(2)
+    keys: dict[str, str] = {}
+
+    def click(user: str) -> None:
+        barrier.wait()
+        reply = requests.click(APPROVE, str(pid), user=user)
+        assert reply.status == 200
+        keys[user] = reply.response_key
+
+    threads = [threading.Thread(target=click, args=(user,)) for user in (MANAGER, BOSS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    answers = {user: flow.slack.wait_for(f"response_url/{key}", timeout=60)[0].params["text"]
+               for user, key in keys.items()}
+    final = flow.proposal(pid)
+    winner = final["decided_by"]
+    [loser] = {MANAGER, BOSS} - {winner}
+    assert answers[winner].startswith(f"Approved index migration #{pid}")
+    assert answers[loser].startswith(f"Index migration #{pid} was already approved by "
+                                     f"<@{winner}>")
+    assert final["status"] == "applied"
+    assert flow.audit(pid) == ["proposed", "approved", "applied"]
+    assert flow.indexes("public.decision_log")[PENDING] is True
+
+    # the same signed request, byte for byte, sent again within Slack's 5 minutes
+    sent: list[tuple[str, dict[str, str], str]] = []
+    post = requests.post
+
+    def recording(body: str, headers: dict[str, str], key: str = "") -> Any:
+        sent.append((body, headers, key))
+        return post(body, headers, key)
+
+    requests.post = recording  # type: ignore[method-assign]
+    try:
+        first = requests.click(APPROVE, str(proposals[UNREAD]["id"]), user=BOSS)
+    finally:
+        del requests.post  # back to the class's method
+    [(body, headers, key)] = sent
+    replayed = requests.post(body, headers, key)
+    assert first.status == replayed.status == 200
+    answers_to_both = [c.params["text"] for c in
+                       flow.slack.wait_for(f"response_url/{key}", count=2, timeout=60)]
+    assert sum(a.startswith("Approved index migration") for a in answers_to_both) == 1
+    assert sum("was already approved by <@U0BOSS>" in a for a in answers_to_both) == 1
+    uid = proposals[UNREAD]["id"]
+    assert flow.audit(uid) == ["proposed", "approved", "applied"]
+    assert flow.proposal(uid)["status"] == "applied"
+
+
+def test_a_slack_error_on_the_message_does_not_leave_the_proposal_applying(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    pid, ts = proposals[PENDING]["id"], proposals[PENDING]["message_ts"]
+    flow.slack.fail("chat.update", status=502)  # the "applying…" update is lost
+    assert flow.click(APPROVE, pid, MANAGER).startswith("Approved index migration")
+    assert flow.slack.attempts("chat.update")[0].status == 502
+    assert flow.proposal(pid)["status"] == "applied"
+    assert "Applied" in context(flow.updates(ts)[-1]["blocks"])
+
+
+def test_reject_asks_for_a_reason_in_a_modal(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    pid, ts = proposals[PENDING]["id"], proposals[PENDING]["message_ts"]
+    requests = flow.bot.requests
+    assert requests is not None
+
+    # a non-manager gets no modal
+    assert flow.click(REJECT, pid, ENGINEER).startswith("Only managers may approve or reject")
+    assert flow.slack.answered("views.open") == []
+
+    reply = requests.click(REJECT, str(pid), user=MANAGER)
+    assert reply.status == 200
+    [opened] = flow.slack.wait_for("views.open")
+    assert opened.params["trigger_id"] == f"trigger-{reply.response_key}"
+    view = opened.params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert view["type"] == "modal" and view["callback_id"] == "hotdata_reject_reason"
+    assert view["private_metadata"] == str(pid)
+    [field] = view["blocks"]
+    assert field["block_id"] == "reason" and field["element"]["action_id"] == "reason"
+
+    def submit(reason: str, user: str = MANAGER) -> Any:
+        values = {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+        return requests.submit_view("hotdata_reject_reason", values, str(pid), user=user)
+
+    too_short = submit(" no ")
+    assert too_short.status == 200
+    assert too_short.json()["response_action"] == "errors"
+    assert "reason" in too_short.json()["errors"]
+    assert flow.proposal(pid)["status"] == "pending"
+
+    # a forged submission by a non-manager is refused by the service as well
+    submit("I do not like it", user=ENGINEER)
+    [told] = flow.slack.wait_for("chat.postEphemeral")
+    assert told.params["user"] == ENGINEER and "Only managers" in told.params["text"]
+    assert flow.proposal(pid)["status"] == "pending"
+
+    reason = "Too big for the write path before the launch"
+    accepted = submit(reason)
+    assert accepted.status == 200 and not accepted.body
+    [update] = flow.slack.wait_for("chat.update", timeout=30)
+    assert update.params["ts"] == ts
+    assert not has_buttons(update.params["blocks"])
+    assert f"Rejected by <@{MANAGER}>: {reason}" in context(update.params["blocks"])
+    final = flow.proposal(pid)
+    assert (final["status"], final["reason"], final["decided_by"]) == ("rejected", reason,
+                                                                      MANAGER)
+    assert flow.audit(pid) == ["proposed", "refused", "refused", "rejected"]
+    assert PENDING not in flow.indexes("public.decision_log")
+    # a later approval finds it decided
+    assert flow.click(APPROVE, pid, BOSS) == (f"Index migration #{pid} was already rejected "
+                                              f"by <@{MANAGER}>.")
+
+
+# --- preflight, expiry, tampering -------------------------------------------------------------
+
+def test_an_existing_index_or_a_changed_table_is_reported_not_built(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    unread = proposals[UNREAD]
+    flow.execute(f"CREATE INDEX {UNREAD} ON public.notifications (user_id, created_at DESC) "
+                 "WHERE NOT read")
+    before = flow.indexes("public.notifications")
+    flow.click(APPROVE, unread["id"], MANAGER)
+    final = flow.proposal(unread["id"])
+    assert final["status"] == "failed"
+    assert final["result"]["error"] == (f"index {UNREAD} already exists on "
+                                        "public.notifications: nothing to apply")
+    assert flow.indexes("public.notifications") == before  # nothing built twice
+    last = flow.updates(unread["message_ts"])[-1]
+    assert not has_buttons(last["blocks"])
+    assert "Not applied: index" in context(last["blocks"])
+    assert "already exists" in context(last["blocks"])
+    assert flow.replies(unread["message_ts"]) == [f":x: Not applied: {final['result']['error']}"]
+    assert flow.audit(unread["id"]) == ["proposed", "approved", "failed"]
+
+    pending = proposals[PENDING]
+    flow.execute("ALTER TABLE public.decision_log DROP COLUMN created_at CASCADE")
+    flow.click(APPROVE, pending["id"], MANAGER)
+    final = flow.proposal(pending["id"])
+    assert final["status"] == "failed"
+    assert final["result"]["error"] == ("table public.decision_log changed: column(s) "
+                                        "created_at no longer exist")
+    assert PENDING not in flow.indexes("public.decision_log")
+    assert "changed" in context(flow.updates(pending["message_ts"])[-1]["blocks"])
+
+
+def test_expired_proposals_cannot_be_approved_and_proposals_are_listed(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    old = proposals[PENDING]
+    flow.execute("UPDATE hotdata.proposals SET created_at = now() - interval '73 hours' "
+                 "WHERE id = %s", (old["id"],))
+    assert flow.click(APPROVE, old["id"], MANAGER) == (f"Index migration #{old['id']} was "
+                                                       "already expired.")
+    assert flow.proposal(old["id"])["status"] == "expired"
+    assert flow.audit(old["id"]) == ["proposed", "expired"]
+    assert PENDING not in flow.indexes("public.decision_log")
+
+    reply = flow.bot.slash("proposals", user=ENGINEER)
+    assert reply.status == 200
+    [answer] = flow.slack.wait_for(f"response_url/{reply.response_key}", timeout=30)
+    lines = answer.params["text"].splitlines()
+    assert lines[0] == "*Index migrations* (pending first)"
+    still = sorted((r for r in proposals.values() if r["id"] != old["id"]),
+                   key=lambda r: -r["id"])
+    expected = [f"• #{r['id']} `{r['index_name']}` on `{r['table_name']}` — *pending*"
+                for r in still]
+    expected.append(f"• #{old['id']} `{PENDING}` on `public.decision_log` — *expired*")
+    assert [line.split(" · ")[0] for line in lines[1:]] == expected
+
+
+def test_a_tampered_proposal_is_refused_at_apply_time(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    rows_before = flow.query("SELECT count(*) AS n FROM public.decision_log")
+
+    # statement and evidence both replaced by a DROP TABLE
+    pending = proposals[PENDING]
+    flow.execute("UPDATE hotdata.proposals SET sql = 'DROP TABLE public.decision_log', "
+                 "evidence = jsonb_set(evidence, '{sql}', '\"DROP TABLE public.decision_log\"')"
+                 " WHERE id = %s", (pending["id"],))
+    flow.click(APPROVE, pending["id"], MANAGER)
+    final = flow.proposal(pending["id"])
+    assert final["status"] == "failed"
+    assert final["result"]["error"].startswith(
+        "refused: DROP TABLE statements are never applied by hotdata")
+    assert flow.query("SELECT count(*) AS n FROM public.decision_log") == rows_before
+    assert flow.audit(pending["id"]) == ["proposed", "approved", "failed"]
+
+    # an allow-listed statement that is not the proposed index: DROP INDEX of another one
+    flow.execute("CREATE INDEX keep_me ON public.notifications (kind)")
+    unread = proposals[UNREAD]
+    drop_sql = "DROP INDEX CONCURRENTLY IF EXISTS public.keep_me"
+    flow.execute("UPDATE hotdata.proposals SET sql = %s, evidence = evidence || %s "
+                 "WHERE id = %s", (drop_sql, Jsonb({"sql": drop_sql}), unread["id"]))
+    flow.click(APPROVE, unread["id"], MANAGER)
+    final = flow.proposal(unread["id"])
+    assert final["status"] == "failed"
+    assert final["result"]["error"] == (f"refused: the statement does not create the proposed "
+                                        f"index {UNREAD} on public.notifications")
+    assert flow.indexes("public.notifications")["keep_me"] is True
+
+    # only the stored statement edited: the evidence shown in Slack no longer matches it
+    other = next(r for name, r in proposals.items() if name not in (UNREAD, PENDING))
+    flow.execute("UPDATE hotdata.proposals SET sql = %s WHERE id = %s",
+                 (f"DROP TABLE {other['table_name']}", other["id"]))
+    indexes_before = flow.indexes(other["table_name"])
+    flow.click(APPROVE, other["id"], MANAGER)
+    final = flow.proposal(other["id"])
+    assert final["status"] == "failed"
+    assert "refused: the stored statement differs" in final["result"]["error"]
+    assert flow.indexes(other["table_name"]) == indexes_before
+
+
+def test_lock_timeout_fails_cleanly(flow: Flow) -> None:
+    flow.settings.lock_timeout_ms = 200
+    flow.settings.apply_retries = 1
+    flow.settings.statement_timeout_ms = 300  # the "before" measurement waits on the lock too
+    proposals = flow.propose(ENGINEER)
+    pending = proposals[PENDING]
+    with psycopg.connect(flow.url) as holder:
+        holder.execute("LOCK TABLE public.decision_log IN ACCESS EXCLUSIVE MODE")
+        flow.click(APPROVE, pending["id"], MANAGER)
+        holder.rollback()
+    final = flow.proposal(pending["id"])
+    assert final["status"] == "failed"
+    assert final["result"]["error"] == ("could not take the lock on public.decision_log within "
+                                        "200 ms in 2 attempt(s); no invalid index was left "
+                                        "behind")
+    assert flow.invalid_indexes() == []
+    assert PENDING not in flow.indexes("public.decision_log")
+    [reply] = flow.replies(pending["message_ts"])
+    assert reply.startswith(":x: Not applied: could not take the lock")
+
+    # an open transaction that wrote to the table: the build times out after it created its
+    # (invalid) index, which cannot be dropped while that transaction lasts; that is said
+    unread = proposals[UNREAD]
+    with psycopg.connect(flow.url) as writer:
+        writer.execute("UPDATE public.notifications SET read = read "
+                       "WHERE id = (SELECT min(id) FROM public.notifications)")
+        flow.click(APPROVE, unread["id"], MANAGER)
+        writer.rollback()
+    final = flow.proposal(unread["id"])
+    assert final["status"] == "failed"
+    error = final["result"]["error"]
+    assert error.startswith("could not take the lock on public.notifications within 200 ms "
+                            "in 1 attempt(s); the invalid index")
+    assert error.endswith(f"DROP INDEX CONCURRENTLY IF EXISTS public.{UNREAD}")
+    assert flow.invalid_indexes() == [UNREAD]
+    flow.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{UNREAD}")  # the advice works
+    assert flow.invalid_indexes() == []
+
+
+# --- migration files, squawk, the CLI ---------------------------------------------------------
+
+def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: Path) -> None:
+    services = flow.bot.services
+    started = datetime.now(UTC).replace(microsecond=0)
+    created = flow.bot.run(service.propose(services, ENGINEER, out=tmp_path / "supabase",
+                                           post=False))
+    assert flow.slack.answered("chat.postMessage") == []
+    assert {p["index_name"] for p in created} >= {UNREAD, PENDING}
+    for proposal in created:
+        rec, path = proposal["evidence"], Path(proposal["file"])
+        assert path.parent == tmp_path / "supabase"
+        match = re.fullmatch(r"(\d{14})_hotdata_(\w+)\.sql", path.name)
+        assert match and match[2] == rec["index"]
+        stamp = datetime.strptime(match[1], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        assert started <= stamp <= datetime.now(UTC)
+        lines = path.read_text().splitlines()
+        assert lines[0] == (f"-- hotdata proposal #{proposal['id']}: {rec['index']} on "
+                            f"{rec['table']}")
+        assert f"-- Serves: {', '.join(rec['queries'])}" in lines
+        assert any(line.startswith("-- Run this file OUTSIDE a transaction") for line in lines)
+        assert lines[-3:] == ["SET lock_timeout = '5000ms';", "SET statement_timeout = 0;",
+                              rec["sql"]]
+        assert rec["sql"].startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS ")
+        assert rec["lint"] == []  # squawk's findings on the file, stored with the evidence
+
+    # squawk does find what is wrong with a careless migration
+    findings = flow.bot.run(migration.lint("CREATE INDEX i ON public.notifications (kind);\n"))
+    assert {"require-concurrent-index-creation", "require-lock-timeout"} <= {
+        f["rule"] for f in findings}
+    assert all(f["message"] for f in findings)
+
+    # the file runs as written, statement by statement outside a transaction
+    [pending] = [p for p in created if p["index_name"] == PENDING]
+    with psycopg.connect(flow.url, autocommit=True) as conn:
+        for line in Path(pending["file"]).read_text().splitlines():
+            if line and not line.startswith("--"):
+                conn.execute(line)
+    assert flow.indexes("public.decision_log")[PENDING] is True
+
+    # past their time to live the proposals may be proposed again; Prisma's layout
+    flow.execute("UPDATE hotdata.proposals SET created_at = now() - interval '73 hours'")
+    flow.settings.migration_layout = "prisma"
+    again = flow.bot.run(service.propose(services, ENGINEER, out=tmp_path / "prisma",
+                                         post=False))
+    assert sorted(p["index_name"] for p in again) == sorted(p["index_name"] for p in created)
+    assert {flow.proposal(p["id"])["status"] for p in created} == {"expired"}
+    for proposal in again:
+        path = Path(proposal["file"])
+        assert path.name == "migration.sql"
+        assert path.parent.parent == tmp_path / "prisma" / "prisma" / "migrations"
+        assert re.fullmatch(rf"\d{{14}}_hotdata_{proposal['index_name']}", path.parent.name)
+        assert path.read_text().splitlines()[-1] == proposal["sql"]
+
+
+def test_cli_propose_prints_and_writes_the_migrations(hotdash: str, tmp_path: Path) -> None:
+    run_workload(hotdash)
+    out = tmp_path / "migrations"
+    hotdata = Path(sys.executable).parent / "hotdata"
+    done = subprocess.run(
+        [str(hotdata), "propose", "--dsn", hotdash, "--out", str(out)], cwd=tmp_path,
+        env=clean_env(HOTDATA_WATCHED_QUERIES=str(tiles_file(tmp_path))),
+        capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(hotdash, row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT * FROM hotdata.proposals ORDER BY id").fetchall()
+    assert {r["index_name"] for r in rows} >= {UNREAD, PENDING}
+    files = sorted(out.glob("*_hotdata_*.sql"))
+    assert len(files) == len(rows)
+    for row in rows:
+        assert row["status"] == "pending" and row["proposed_by"] == "cli"
+        assert f"#{row['id']} {row['sql']}" in done.stdout
+        [path] = out.glob(f"*_hotdata_{row['index_name']}.sql")
+        assert f"written to {path}" in done.stdout
+        assert path.read_text().splitlines()[-1] == row["sql"]
+    assert "not posted to Slack" in done.stdout
+
+
+# --- a real crash in the middle of the build --------------------------------------------------
+
+BIG_ROWS = 2_000_000
+BIG_INDEX = "idx_big_events_token"
+
+
+def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) -> None:
+    flow.execute(f"CREATE TABLE public.big_events AS SELECT i AS id, md5(i::text) AS token "
+                 f"FROM generate_series(1, {BIG_ROWS}) i")
+    flow.execute("ALTER TABLE public.big_events SET (parallel_workers = 0)")
+    [db] = flow.query("SELECT current_database() AS name")
+    flow.execute(f"ALTER DATABASE \"{db['name']}\" SET maintenance_work_mem = '1MB'")  # slower
+    sql = (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {BIG_INDEX} ON public.big_events "
+           "(token);")
+    rec = {"action": "create", "table": "public.big_events", "index": BIG_INDEX,
+           "columns": ["token"], "where": None, "include": [], "sql": sql,
+           "queries": ["events_by_token"], "cost_before": 41000.0, "cost_after": 8.4,
+           "measured_before_ms": None, "measured_after_ms": None, "size_bytes": 120_000_000,
+           "size_estimated": True, "benefit_ms": 100.0, "write_penalty_ms": 0.0,
+           "costed_as": ["owner"], "statements": []}
+    [analysis] = flow.query(
+        "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
+        "VALUES (%s, 'done', now(), %s) RETURNING id",
+        (ENGINEER, Jsonb({"recommendations": [rec]})))
+    [proposal] = flow.bot.run(service.propose(flow.bot.services, ENGINEER,
+                                              analysis_id=analysis["id"]))
+    pid, ts = proposal["id"], proposal["message_ts"]
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.apply_child", flow.url, flow.settings.slack_api_url,
+         str(pid), MANAGER], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not flow.query(CIC_RUNNING_SQL):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never started building"
+            time.sleep(0.02)
+        time.sleep(0.2)  # well into the build
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    assert flow.proposal(pid)["status"] == "applying"  # killed half-way
+
+    # the orphaned backend notices its client is gone (client_connection_check_interval)
+    deadline = time.monotonic() + 15
+    while flow.query(CIC_RUNNING_SQL):
+        assert time.monotonic() < deadline, "the orphaned build is still running"
+        time.sleep(0.05)
+    updates_before = len(flow.updates(ts))
+
+    settled = flow.bot.run(service.reconcile(flow.bot.services))  # as `hotdata serve` starts
+    assert [s["id"] for s in settled] == [pid]
+    final = flow.proposal(pid)
+    assert final["result"]["reconciled"] is True
+    indexes = flow.indexes("public.big_events")
+    if final["status"] == "applied":  # the build had finished when the process died
+        assert indexes == {BIG_INDEX: True}
+    else:
+        assert final["status"] == "failed"
+        assert indexes == {}
+        assert "the invalid index it left was dropped" in final["result"]["error"]
+    assert flow.invalid_indexes() == []
+    assert flow.audit(pid) == ["proposed", "approved", "reconciled"]
+    [audit_row] = flow.query("SELECT actor, outcome FROM hotdata.audit_log "
+                             "WHERE proposal_id = %s AND action = 'reconciled'", (pid,))
+    assert audit_row == {"actor": "hotdata", "outcome": final["status"]}
+    updates = flow.updates(ts)
+    assert len(updates) == updates_before + 1
+    assert not has_buttons(updates[-1]["blocks"])
+    assert updates[-1]["text"].startswith(f"Index migration #{pid} ({final['status']})")
+    assert flow.replies(ts)[-1].startswith(f"After a restart, index migration #{pid} is "
+                                           f"{final['status']}")
+    # settled once: a second start finds nothing left to do
+    assert flow.bot.run(service.reconcile(flow.bot.services)) == []
+    assert timedelta(0) < final["updated_at"] - final["created_at"]
