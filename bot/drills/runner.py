@@ -7,6 +7,7 @@ free disk first, and drops only databases it recorded — also after a crash, at
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from bot.analysis.catalog import TAG
 from bot.db import connect
 from bot.drills import facts as drill_facts
 from bot.drills import verify
-from bot.drills.model import Backup, DrillResult, Phase
+from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
 from bot.drills.sources import directory, dump
 from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import redact_dsn, with_options
@@ -34,8 +35,14 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 RESTORE_TIMEOUT_S = 6 * 3600
-IDENTITY_SQL = TAG + ("SELECT inet_server_port() AS port, pg_postmaster_start_time() AS started, "
-                      "current_setting('data_directory', true) AS datadir")
+# Readable by any role (data_directory is not: it needs pg_read_all_settings).
+IDENTITY_SQL = TAG + "SELECT inet_server_port() AS port, pg_postmaster_start_time() AS started"
+STALE_SQL = """
+UPDATE hotdata.drills SET status = 'failed', finished_at = now(),
+       result = jsonb_build_object('id', id, 'status', 'failed', 'source', source,
+                                   'phases', '[]'::jsonb, 'checks', %s::jsonb)
+WHERE status = 'running'
+"""
 
 
 class DrillRefused(Exception):
@@ -118,21 +125,39 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
                                "posted when it finishes.")
         try:
             await drop_scratch(settings, scratch_dsn)  # leftovers of a crashed drill
+            # We hold the lock: a drill still 'running' is one whose process died.
+            await state.execute(STALE_SQL, (Jsonb([{"name": "drill", "ok": False, "detail": (
+                "interrupted: hotdata stopped before the drill finished")}]),))
             cur = await state.execute(
                 "INSERT INTO hotdata.drills (source, requested_by) VALUES (%s, %s) RETURNING id",
                 (settings.drill_source, requested_by))
             drill = await cur.fetchone()
             assert drill is not None
             result.id = int(drill["id"])
-            await _drill(settings, scratch_dsn, result, progress)
-            await state.execute(
-                "UPDATE hotdata.drills SET status = %s, finished_at = now(), rto_seconds = %s, "
-                "rpo_seconds = %s, scratch_database = %s, result = %s WHERE id = %s",
-                (result.status, result.rto_seconds, result.rpo_seconds, result.scratch_database,
-                 Jsonb(result.as_dict()), result.id))
+            try:
+                await _drill(settings, scratch_dsn, result, progress)
+            except BaseException as error:  # cancelled, or an unexpected error: not 'running'
+                result.status = "failed"
+                reason = ("cancelled" if isinstance(error, asyncio.CancelledError)
+                          else f"{type(error).__name__}: {error}")
+                result.checks.append(Check("drill", False, f"interrupted: {reason}"[:600]))
+                try:
+                    await _finish(state, result)
+                except Exception:  # the next drill marks it failed
+                    log.exception("could not record the end of drill %s", result.id)
+                raise
+            await _finish(state, result)
         finally:
             await state.execute("SELECT pg_advisory_unlock(%s, %s)", locks.DRILL)
     return result
+
+
+async def _finish(state: psycopg.AsyncConnection[dict], result: DrillResult) -> None:
+    await state.execute(
+        "UPDATE hotdata.drills SET status = %s, finished_at = now(), rto_seconds = %s, "
+        "rpo_seconds = %s, scratch_database = %s, result = %s WHERE id = %s",
+        (result.status, result.rto_seconds, result.rpo_seconds, result.scratch_database,
+         Jsonb(result.as_dict()), result.id))
 
 
 async def _say(progress: Progress | None, text: str) -> None:
@@ -164,7 +189,11 @@ async def _drill(settings: Settings, scratch_dsn: str, result: DrillResult,
                     copy, fingerprint_max_bytes=int(settings.drill_fingerprint_max_mb * 2**20),
                     app_role=settings.app_role, claims=settings.app_jwt_claims)
                 result.checks += await verify.indexes(copy)
-            result.checks += verify.compare(backup.facts, restored, result)
+            # A team's own dump carries no counts of its snapshot: compare with the live source
+            source_facts = (backup.facts if backup.facts is not None
+                            else await _live_facts(settings))
+            result.checks += verify.compare(source_facts, restored, result,
+                                            snapshot=backup.facts is not None)
             result.phases.append(Phase("verify", round(time.perf_counter() - verify_started,
                                                        3)))
             result.rto_seconds = round(time.perf_counter() - started, 3)
@@ -185,6 +214,15 @@ async def _drill(settings: Settings, scratch_dsn: str, result: DrillResult,
                 await drop_scratch(settings, scratch_dsn)
             except Exception:  # cleanup is retried at the next drill and at start-up
                 log.exception("could not drop the scratch database %s", name)
+
+
+async def _live_facts(settings: Settings) -> Facts:
+    """The source's facts now, from one read-only snapshot (no fingerprints: data moves)."""
+    async with connect(settings, "analysis") as conn, conn.transaction():
+        await conn.execute(TAG + "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute(TAG + "SET LOCAL statement_timeout = 0")
+        return await drill_facts.read(conn, fingerprint_max_bytes=-1, app_role=settings.app_role,
+                                      claims=settings.app_jwt_claims)
 
 
 async def _fetch(settings: Settings, work: Path, result: DrillResult) -> Backup:
