@@ -83,7 +83,9 @@ def workload(results: list[QueryResult], tables: dict[str, Table],
         text = sqltext.repair(result.statement.query)
         used = {r.key: tables[r.key] for r in sqltext.relations(sqltext.parse_one(text).stmt)
                 if r.key in tables}
-        with_rls = app is not None and any(t.rls for t in used.values())
+        # Cost it as the role that actually runs it: RLS adds its policies only for the app.
+        with_rls = (app is not None and result.statement.runs_as_app
+                    and any(t.rls for t in used.values()))
         statements.append(Statement(
             Workload(f"s{n}", _weight(result), frozenset(t.qualified for t in used.values())),
             _label(result), text, [r.values for r in owner], app if with_rls else None, used))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.advisor.model import Candidate
 
 MIN_GAIN_BYTES = 8192  # benefit is divided by at least one page: tiny indexes are not free
-MIN_BENEFIT_SHARE = 0.001  # an index must save at least 0.1 % of the workload's time
+MIN_BENEFIT_SHARE = 0.01  # an index must save 1 % of the time the workload has left
 USED_SHARE = 0.01  # a statement is "served" when its predicted time drops by 1 %
 
 
@@ -47,7 +47,6 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
     or a wider index replacing a chosen one it extends. Stops when no move saves at least
     MIN_BENEFIT_SHARE of the workload. Then drops any chosen index no statement still needs.
     """
-    total = sum(w.weight_ms for w in workload) or 1.0
     chosen: list[Candidate] = []
 
     async def predicted(config: list[Candidate], only: str | None = None) -> dict[str, float]:
@@ -62,6 +61,8 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
     while True:
         best: tuple[float, float, Candidate, Candidate | None] | None = None
         used = sum(sizes[c] for c in chosen)
+        # what is left to win: once the big savings are taken, smaller ones matter
+        remaining = sum((await predicted(chosen)).values())
         for candidate in candidates:
             if candidate in chosen:
                 continue
@@ -75,7 +76,7 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
             benefit = sum(before.values()) - sum(after.values()) - penalty_ms[candidate]
             if replaced is not None:
                 benefit += penalty_ms[replaced]
-            if benefit < MIN_BENEFIT_SHARE * total:
+            if benefit < MIN_BENEFIT_SHARE * remaining:
                 continue
             ratio = benefit / max(growth, MIN_GAIN_BYTES)
             if best is None or ratio > best[0]:
@@ -85,12 +86,15 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
         _, _, candidate, replaced = best
         chosen = [c for c in chosen if c != replaced] + [candidate]
 
-    # Each survivor must still pay for itself with the others in place.
+    # Each survivor must still pay for itself with the others in place, and make at least one
+    # statement noticeably faster.
     for candidate in list(chosen):
         others = [c for c in chosen if c != candidate]
         without = await predicted(others, candidate.qualified)
         with_it = await predicted(chosen, candidate.qualified)
-        if sum(without.values()) - sum(with_it.values()) - penalty_ms[candidate] <= 0:
+        helps = any(with_it[k] < without[k] * (1 - USED_SHARE) for k in with_it)
+        if not helps or sum(without.values()) - sum(with_it.values()) - penalty_ms[
+                candidate] <= 0:
             chosen = others
 
     result = Selection(chosen, {}, {}, {}, await predicted(chosen))

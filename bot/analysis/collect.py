@@ -25,8 +25,10 @@ SELECT s.queryid::text AS queryid, min(s.query) AS query, sum(s.calls)::bigint A
        sum(s.total_exec_time) AS total_ms, sum(s.rows)::bigint AS rows,
        sum(s.shared_blks_hit)::bigint AS shared_blks_hit,
        sum(s.shared_blks_read)::bigint AS shared_blks_read,
-       sum(s.temp_blks_written)::bigint AS temp_blks_written
-FROM pg_stat_statements s
+       sum(s.temp_blks_written)::bigint AS temp_blks_written,
+       coalesce(sum(s.calls) FILTER (WHERE r.rolsuper OR r.rolbypassrls), 0)::bigint
+         AS bypass_calls
+FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.query NOT LIKE '%%/* hotdata */%%'
 GROUP BY s.queryid
@@ -134,7 +136,7 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
                 key, text, "pg_stat_statements", queryid=row["queryid"], calls=row["calls"],
                 total_ms=row["total_ms"], rows=row["rows"],
                 shared_blks_hit=row["shared_blks_hit"], shared_blks_read=row["shared_blks_read"],
-                temp_blks_written=row["temp_blks_written"])
+                temp_blks_written=row["temp_blks_written"], bypass_calls=row["bypass_calls"])
             continue
         found.calls += row["calls"]
         found.total_ms += row["total_ms"]
@@ -142,6 +144,7 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
         found.shared_blks_hit += row["shared_blks_hit"]
         found.shared_blks_read += row["shared_blks_read"]
         found.temp_blks_written += row["temp_blks_written"]
+        found.bypass_calls += row["bypass_calls"]
     if hidden:
         notes.append(f"{hidden} statement(s) of other roles are hidden from this role: "
                      "GRANT pg_read_all_stats TO it to analyse them")

@@ -23,6 +23,13 @@ class Statement:
     shared_blks_read: int = 0
     temp_blks_written: int = 0
     params: list[str] | None = None  # sample values given for a watched query
+    bypass_calls: int = 0  # calls made by roles that bypass RLS (superusers, BYPASSRLS)
+
+    @property
+    def runs_as_app(self) -> bool:
+        """Whether most calls come through RLS, as the application's role would (a watched
+        query without statistics is assumed to)."""
+        return not self.calls or self.bypass_calls * 2 < self.calls
 
 
 @dataclass
