@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "SLACK_APP_TOKEN is set)")
     _common(p, reports=False)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--demo", action="store_true",
+                   help="serve a throwaway HotDash database instead of HOTDATA_DATABASE_URL "
+                        "(your Slack app's tokens still come from the environment)")
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("analyze", help="the slowest queries, their plans and fixes")
@@ -124,6 +127,8 @@ async def _lint(args: argparse.Namespace, settings: Settings) -> int:
 async def _demo(args: argparse.Namespace, settings: Settings | None) -> int:
     from bot import demo
 
+    if args.command == "serve":
+        return await demo.serve()
     return await demo.run(scale=args.scale)
 
 
@@ -251,12 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.run is _demo:  # the demo brings its own configuration
+    if args.run is _demo or getattr(args, "demo", False):  # the demo brings its database
         try:
-            return asyncio.run(args.run(args, None))
-        except (pgcluster.ClusterError, KeyboardInterrupt) as error:
-            print(f"hotdata: {error or 'interrupted'}", file=sys.stderr)
-            return 1 if isinstance(error, pgcluster.ClusterError) else 130
+            return asyncio.run(_demo(args, None))
+        except ConfigError as error:
+            print(f"hotdata: configuration error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("hotdata: interrupted; everything the demo started was removed",
+                  file=sys.stderr)
+            return 130
+        except (pgcluster.ClusterError, TimeoutError) as error:
+            print(f"hotdata: the demo stopped: {error}", file=sys.stderr)
+            return 1
     overrides = {"database_url": args.dsn} if getattr(args, "dsn", None) else {}
     try:
         settings = load_settings(**overrides)

@@ -21,8 +21,9 @@ from bot.render.proposals import APPROVE, PROPOSE
 from bot.render.terminal import print_message
 from bot.sample import hotdash
 from bot.server import http_app, start_http, upgrade_state
+from bot.server import serve as serve_bot
 from bot.services import Services
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 from bot.slack import web_client
 from bot.slack_requests import SlackRequests
 
@@ -166,3 +167,27 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
         scratch.destroy()
         cluster.destroy()
         console.print("[dim]demo database and servers removed[/]")
+
+
+async def serve(scale: float = 0.25, console: Console | None = None) -> int:
+    """`hotdata serve --demo`: the real bot, with your Slack app's credentials from the
+    environment, on a throwaway HotDash database (and a second server for drills)."""
+    console = console or Console()
+    cluster = pgcluster.create()
+    scratch = pgcluster.create()
+    try:
+        heavy_user = await asyncio.to_thread(_prepare, cluster, scale, console)
+        watched = cluster.root / "watched.toml"
+        watched.write_text(hotdash.watched_queries_toml())
+        settings = load_settings(
+            database_url=cluster.url(DATABASE), drill_database_url=scratch.url(),
+            app_role="authenticated", watched_queries=watched,
+            app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}))
+        settings.require_for_serve()
+        console.print("[bold]hotdata is serving the demo database[/]: try `/hotdata analyze` "
+                      "in your workspace; Ctrl-C stops it and removes everything")
+        await serve_bot(settings, host="127.0.0.1")
+        return 0
+    finally:
+        scratch.destroy()
+        cluster.destroy()
