@@ -464,6 +464,19 @@ async def test_select_widens_a_chosen_index() -> None:
     assert (await choose(factors, sizes, 15_000)).chosen == [A]
 
 
+async def test_select_never_adds_an_index_a_chosen_one_already_covers() -> None:
+    # two statements: one served best by AB, one slightly better by its prefix A
+    other = Workload("x", 1000.0, frozenset({T}))
+    by_statement = {"w": {A: 0.5, AB: 0.1}, "x": {A: 0.05, AB: 0.1}}
+
+    async def relative(work: Workload, config: tuple[Candidate, ...]) -> float:
+        return min(by_statement[work.key][c] for c in config)
+
+    chosen = await select([WORK, other], [AB, A], {A: 10_000, AB: 20_000},
+                          {A: 0.0, AB: 0.0}, 10**9, relative)
+    assert chosen.chosen == [AB]  # A's keys are a prefix of AB's: adding it is redundant
+
+
 # --- end to end on HotDash --------------------------------------------------------------------
 
 

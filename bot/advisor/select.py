@@ -64,8 +64,8 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
         # what is left to win: once the big savings are taken, smaller ones matter
         remaining = sum((await predicted(chosen)).values())
         for candidate in candidates:
-            if candidate in chosen:
-                continue
+            if candidate in chosen or any(c.widens(candidate) for c in chosen):
+                continue  # a chosen index already covers its keys: it would be redundant
             replaced = next((c for c in chosen if candidate.widens(c)), None)
             growth = sizes[candidate] - (sizes[replaced] if replaced else 0)
             if used + growth > budget_bytes:
