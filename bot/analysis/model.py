@@ -76,4 +76,5 @@ class Analysis:
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     cleanup: list[dict[str, Any]] = field(default_factory=list)  # DROP INDEX proposals
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # total_s, explain_s
     id: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -36,6 +37,7 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         raise BadRequest(f"top must be between 1 and {collect.MAX_TOP}, got {top}")
     watched = collect.load_watched(settings.watched_queries) if settings.watched_queries else []
     target = dsn or settings.database_url
+    started = time.perf_counter()
     result = Analysis(database=redact_dsn(target),
                       collected_at=datetime.now(UTC).isoformat(timespec="seconds"))
     async with connect(settings, "analysis", dsn=target) as conn:
@@ -64,6 +66,8 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         result.recommendations = await recommend(settings, conn, planner, result.results,
                                                  tables, app, result.notes)
         result.cleanup = await cleanup(conn)
+    result.timings = {"total_s": round(time.perf_counter() - started, 3),
+                      "explain_s": round(planner.explain_seconds, 3)}
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -49,6 +50,7 @@ class Planner:
     def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
         self.conn = conn
         self.timeout_ms = timeout_ms
+        self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
 
     async def parameter_types(self, text: str) -> list[str]:
         """The types PostgreSQL infers for `$1…`; raises psycopg.Error when it cannot prepare."""
@@ -115,8 +117,12 @@ class Planner:
                                                                   sql.Identifier(name))
         if values:
             execute += sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
-        cur = await self.conn.execute(execute)
-        return await cur.fetchone()
+        started = time.perf_counter()
+        try:
+            cur = await self.conn.execute(execute)
+            return await cur.fetchone()
+        finally:
+            self.explain_seconds += time.perf_counter() - started
 
     async def _begin(self, app: AppIdentity | None,
                      hypothetical: tuple[str, ...] | list[str] = ()) -> None:

@@ -43,7 +43,7 @@ def as_dict(analysis: Analysis) -> dict[str, Any]:
             "collected_at": analysis.collected_at,
             "queries": [_query_dict(r) for r in analysis.results],
             "recommendations": analysis.recommendations, "cleanup": analysis.cleanup,
-            "notes": analysis.notes}
+            "notes": analysis.notes, "timings": analysis.timings}
 
 
 def as_json(analysis: Analysis) -> str:
