@@ -7,6 +7,7 @@ recorded as missed (and mentioned in the next report)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from bot.settings import Settings, cron_trigger
 log = logging.getLogger(__name__)
 
 CAMPAIGN_SECONDS = 10  # a dead leader's lock is taken over within this (plus detection)
+STOP_GRACE_SECONDS = 30.0  # how long stopping waits for claimed slots to finish
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,12 @@ class Job:
 
 
 def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    """The trigger's most recent fire time at or before `now`."""
-    for lookback in (timedelta(hours=1), timedelta(days=3)):
+    """The trigger's most recent fire time at or before `now` (within about a year).
+
+    A longer lookback is tried only when the shorter one found nothing, so frequent triggers
+    stay cheap and weekly or monthly ones are still found."""
+    for lookback in (timedelta(hours=1), timedelta(days=3), timedelta(days=35),
+                     timedelta(days=400)):
         moment = trigger.get_next_fire_time(None, now - lookback)
         found = None
         while moment is not None and moment <= now:
@@ -90,6 +96,7 @@ class Scheduler:
         self.jobs = jobs(services.settings)
         self.leader = False
         self._lock: psycopg.AsyncConnection[dict] | None = None
+        self._runs: set[asyncio.Task[bool]] = set()
         self.aps = AsyncIOScheduler(timezone=UTC)
 
     async def start(self) -> None:
@@ -104,7 +111,9 @@ class Scheduler:
         self.aps.start()
 
     async def stop(self) -> None:
-        self.aps.shutdown(wait=False)
+        self.aps.shutdown(wait=False)  # cancels its coroutines; claimed slots are shielded
+        if self._runs:  # finished and recorded, not left `running` with a half-posted report
+            await asyncio.wait(set(self._runs), timeout=STOP_GRACE_SECONDS)
         if self._lock is not None:
             await self._lock.close()  # the lock goes with the session
         self.leader = False
@@ -170,7 +179,14 @@ class Scheduler:
             await self.run_slot(job, slot)
 
     async def run_slot(self, job: Job, slot: datetime) -> bool:
-        """Claim the slot and run the job; False when it was already claimed."""
+        """Claim the slot and run the job; False when it was already claimed. Shielded from the
+        cancellation of the job that called it: `stop()` waits for it instead."""
+        task = asyncio.ensure_future(self._run_slot(job, slot))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return await asyncio.shield(task)
+
+    async def _run_slot(self, job: Job, slot: datetime) -> bool:
         async with connect(self.services.settings, "state") as state:
             cur = await state.execute(
                 "INSERT INTO hotdata.job_runs (job, scheduled_for, runner) VALUES (%s, %s, %s) "

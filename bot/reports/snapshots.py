@@ -76,7 +76,7 @@ async def take(settings: Settings) -> int | None:
                 await copy.write_row((snapshot, t["relation"], t["inserts"], t["updates"],
                                       t["deletes"], t["seq_scans"], t["idx_scans"]))
         await state.execute(
-            "DELETE FROM hotdata.snapshots WHERE taken_at < now() - %s * interval '1 hour'",
+            "DELETE FROM hotdata.snapshots WHERE taken_at < now() - %s * interval '1 second'",
             (settings.snapshot_retention_hours * 3600,))
     return snapshot
 
