@@ -269,7 +269,7 @@ def _same_predicate(existing: str, wanted: str | None) -> bool:
 def normal_predicate(expression: str) -> str:
     """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
     `'pending'::text` where the query said `'pending'`)."""
-    stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    stmt = sqltext.parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # _uncast modifies it
     return _deparse(_uncast(stmt.whereClause))
 
 

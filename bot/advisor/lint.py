@@ -480,7 +480,7 @@ class _WrapPerRowCalls(visitors.Visitor):
 
 def wrap_per_row_calls(expression: str) -> str:
     """The policy expression with its per-row calls wrapped: `user_id = (SELECT auth.uid())`."""
-    stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    stmt = sqltext.parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # rewritten in place
     _WrapPerRowCalls()(stmt)
     return str(RawStream()(stmt.whereClause))
 

@@ -149,9 +149,11 @@ class Planner:
         if self.conn.closed:
             return
         # Belt and braces: nothing executed here may keep an application's advisory lock.
-        await self.conn.execute(TAG + "SELECT pg_advisory_unlock_all()")
-        with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):  # PREPARE failed
-            await self.conn.execute(sql.SQL(TAG + "DEALLOCATE {}").format(sql.Identifier(name)))
+        # One round trip; a DEALLOCATE of a statement PREPARE never made fails harmlessly.
+        with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
+            await self.conn.execute(sql.SQL(
+                TAG + "SELECT pg_advisory_unlock_all(); DEALLOCATE {}").format(
+                    sql.Identifier(name)))
 
     @staticmethod
     def _name() -> str:

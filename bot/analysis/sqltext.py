@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,15 @@ class Unparseable(Exception):
     """pglast could not parse the statement; the message says why."""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_one(text: str) -> ast.RawStmt:
+    """The one statement in `text` (cached: callers must not modify the tree; see
+    parse_fresh)."""
+    return parse_fresh(text)
+
+
+def parse_fresh(text: str) -> ast.RawStmt:
+    """The one statement in `text`, a new tree the caller may modify."""
     try:
         statements = pglast.parse_sql(text)
     except pglast.parser.ParseError as error:
