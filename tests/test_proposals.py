@@ -466,6 +466,11 @@ def test_expired_proposals_cannot_be_approved_and_proposals_are_listed(flow: Flo
     assert flow.proposal(old["id"])["status"] == "expired"
     assert flow.audit(old["id"]) == ["proposed", "expired"]
     assert PENDING not in flow.indexes("public.decision_log")
+    # its message shows it expired, without buttons
+    expired = [c.params for c in flow.slack.answered("chat.update")
+               if f"#{old['id']} (expired)" in c.params.get("text", "")]
+    assert expired
+    assert all(b["type"] != "actions" for b in expired[-1]["blocks"])
 
     reply = flow.bot.slash("proposals", user=ENGINEER)
     assert reply.status == 200

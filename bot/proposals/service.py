@@ -134,7 +134,7 @@ async def approve(services: Services, proposal_id: int, user: str) -> str:
         return refusal
     settings = services.settings
     async with connect(settings, "state") as conn:
-        await store.expire(conn, settings.proposal_ttl_hours)
+        await _expire(services, conn)
         proposal = await store.decide(conn, proposal_id, "approved", user)
         if proposal is None:
             return await _already(conn, proposal_id)
@@ -185,7 +185,7 @@ async def reject(services: Services, proposal_id: int, user: str, reason: str) -
     if refusal is not None:
         return refusal
     async with connect(services.settings, "state") as conn:
-        await store.expire(conn, services.settings.proposal_ttl_hours)
+        await _expire(services, conn)
         proposal = await store.decide(conn, proposal_id, "rejected", user, reason)
         if proposal is None:
             return await _already(conn, proposal_id)
@@ -232,5 +232,11 @@ async def reconcile(services: Services) -> list[dict[str, Any]]:
 
 async def recent(services: Services) -> list[dict[str, Any]]:
     async with connect(services.settings, "state") as conn:
-        await store.expire(conn, services.settings.proposal_ttl_hours)
+        await _expire(services, conn)
         return await store.recent(conn)
+
+
+async def _expire(services: Services, conn: Any) -> None:
+    """Expire stale pending proposals and take their buttons off their messages."""
+    for proposal in await store.expire(conn, services.settings.proposal_ttl_hours):
+        await _refresh(services, proposal)
