@@ -141,6 +141,9 @@ async def apply(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
     async with connect(settings, "migrator") as conn:
         await conn.execute(sql.SQL(
             TAG + "SET lock_timeout = {}; SET statement_timeout = 0; "
+            # no parallel build workers: on a small server the build must leave the writers
+            # their cores (a slower build, a steady write latency)
+            "SET max_parallel_maintenance_workers = 0; "
             "SET client_connection_check_interval = '1s'").format(
                 sql.Literal(f"{settings.lock_timeout_ms}ms")))
         attempts = settings.apply_retries + 1
