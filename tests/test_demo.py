@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -38,3 +39,26 @@ def test_demo_shows_the_analysis_and_status_and_leaves_nothing_behind(tmp_path: 
         assert probe.connect_ex(("127.0.0.1", int(port.group(1)))) != 0
     assert not Path(port.group(2)).exists()
     assert "demo database and servers removed" in output
+
+
+def test_interrupted_demo_removes_everything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
+    env["COLUMNS"] = "200"
+    demo = subprocess.Popen([HOTDATA, "demo", "--yes", "--scale", "0.2"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    seen = ""
+    for line in demo.stdout:  # interrupt while the sample is loading
+        seen += line
+        if "data in" in line:
+            break
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+    output = seen + rest
+    found = re.search(r"127\.0\.0\.1:(\d+) \(data in (\S+)\)", output)
+    assert found is not None, output
+    assert demo.returncode == 130, output
+    assert "interrupted" in output
+    assert not Path(found.group(2)).exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(found.group(1)))) != 0
