@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=_lint)
 
+    p = sub.add_parser("schema", help="document a schema (ERD, keys, indexes, RLS, grants, "
+                                      "lints), or `schema review PLAN.sql` on a scratch copy")
+    _common(p)
+    p.add_argument("words", nargs="*", metavar="ARG",
+                   help="[schema-name] (default public), or: review PLAN.sql")
+    p.add_argument("--out", metavar="DIR", help="review: directory for the migration stubs "
+                                                "and the spec")
+    p.set_defaults(run=_schema)
+
     p = sub.add_parser("db", help="hotdata's own state schema")
     db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = db_sub.add_parser("upgrade", help="apply pending state-schema migrations")
@@ -121,6 +130,28 @@ async def _lint(args: argparse.Namespace, settings: Settings) -> int:
         print(render_lint.markdown(report))
     else:
         render_lint.print_text(report, Console())
+    return 0
+
+
+async def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.render import schema as render
+    from bot.schema import document, review
+
+    if args.words[:1] == ["review"]:
+        if len(args.words) != 2:
+            print("hotdata: usage: hotdata schema review PLAN.sql [--out DIR]", file=sys.stderr)
+            return 2
+        plan = Path(args.words[1])
+        result = await review.review(settings, plan.read_text(), name=plan.stem, dsn=args.dsn,
+                                     out=Path(args.out) if args.out else None)
+        print(render.review_json(result) if args.format == "json"
+              else render.review_markdown(result))
+        return {"ok": 0, "refused": 2}.get(result.status, 1)
+    if len(args.words) > 1:
+        print("hotdata: usage: hotdata schema [schema-name]", file=sys.stderr)
+        return 2
+    doc = await document.run(settings, args.words[0] if args.words else "public", dsn=args.dsn)
+    print(render.as_json(doc) if args.format == "json" else render.markdown(doc))
     return 0
 
 

@@ -29,6 +29,7 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata drill` — restore the latest backup into a scratch database and verify it
 `/hotdata report` — the periodic report, now
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
+`/hotdata schema [schema-name]` — the schema's ERD, keys, indexes, RLS policies and grants
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
 NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill", "report"}
@@ -77,6 +78,18 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text="Checking the schema…")
             services.tasks.spawn(_lint(services, respond), name="lint",
                                  on_error=_report_failure(services, respond, "lint"))
+        elif sub == "schema":
+            if len(words) > 2:
+                await ack(response_type="ephemeral", text=usage(
+                    f"`/hotdata schema` takes one schema name, got `{' '.join(words[1:])[:80]}`."))
+                return
+            schema = words[1] if len(words) == 2 else "public"
+            await ack(response_type="ephemeral",
+                      text=f"Documenting schema {schema[:63]}; the ERD will appear in this "
+                           "channel.")
+            services.tasks.spawn(_schema(services, respond, command["channel_id"], schema),
+                                 name="schema",
+                                 on_error=_report_failure(services, respond, "schema"))
         elif sub == "propose" and len(words) == 1:
             await ack(response_type="ephemeral",
                       text="Proposing the latest recommendations for approval…")
@@ -116,6 +129,22 @@ async def _lint(services: Services, respond: AsyncRespond) -> None:
     report = await lint.run(services.settings)
     await respond(response_type="ephemeral", text=services.safe(render_lint.headline(report)),
                   blocks=render_lint.blocks(report), replace_original=False)
+
+
+async def _schema(services: Services, respond: AsyncRespond, channel: str,
+                  schema: str) -> None:
+    from bot.render import schema as render_schema
+    from bot.schema import document
+
+    doc = await document.run(services.settings, schema)
+    if doc.tables:
+        await services.pace(channel)
+        await services.client.files_upload_v2(
+            channel=channel, file=await document.png(doc.schema, doc.tables),
+            filename=f"hotdata-erd-{doc.schema}.png", title=f"ERD of schema {doc.schema}")
+    await respond(response_type="ephemeral", replace_original=False,
+                  text=services.safe(render_schema.headline(doc)),
+                  blocks=render_schema.blocks(doc))
 
 
 async def _propose(services: Services, respond: AsyncRespond, user: str) -> None:

@@ -1,0 +1,393 @@
+"""Review a schema plan (a migration not written yet) on a scratch copy of the live schema.
+
+1. pglast reads the plan; anything that is not a schema definition (data changes, DROP,
+   TRUNCATE, transaction control…) is refused before anything runs.
+2. `pg_dump --schema-only` of the target is restored with psql into `hotdata_review_<random>`,
+   created on HOTDATA_DRILL_DATABASE_URL's server (or the target's) and always dropped.
+3. The plan runs there statement by statement inside one transaction that is rolled back; the
+   catalog is read inside it, so the review sees the plan's tables as PostgreSQL built them.
+4. What the plan adds to the ERD, the lints on its tables, squawk's findings, proposed first
+   indexes and RLS policies; migration stubs and a spec written to --out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from pglast import ast, enums, parser
+from pglast.stream import RawStream
+from psycopg import sql
+
+from bot import tools
+from bot.advisor.model import Candidate, quote
+from bot.analysis.model import Finding
+from bot.db import connect
+from bot.drills.sources.tooling import conninfo_and_env
+from bot.dsn import redact_dsn, with_options
+from bot.proposals import migration
+from bot.schema import document
+from bot.settings import Settings
+
+# Lints a review reports on the plan's tables, in this order.
+KINDS = ("rls_disabled", "rls_per_row_call", "multiple_permissive_policies", "unindexed_fk",
+         "no_primary_key", "vector_without_index", "timestamp_without_time_zone")
+LINT_KINDS = set(KINDS[:5])
+VECTOR_TYPES = {"vector", "halfvec", "sparsevec"}
+VECTOR_METHODS = {"hnsw", "ivfflat"}
+USER_TABLES = {"profiles", "users"}  # a user_id referencing these gets an owner policy
+SETTINGS_ALLOWED = {"lock_timeout", "statement_timeout", "search_path", "check_function_bodies"}
+DEFINITIONS = (ast.CreateStmt, ast.IndexStmt, ast.CreatePolicyStmt, ast.AlterPolicyStmt,
+               ast.AlterTableStmt, ast.GrantStmt, ast.CommentStmt, ast.CreateExtensionStmt,
+               ast.CreateEnumStmt, ast.CompositeTypeStmt, ast.CreateDomainStmt,
+               ast.CreateSeqStmt, ast.ViewStmt, ast.CreateFunctionStmt, ast.CreateTrigStmt,
+               ast.CreateSchemaStmt, ast.VariableSetStmt)
+DROPPING = {enums.AlterTableType.AT_DropColumn, enums.AlterTableType.AT_DropConstraint}
+NAMES = {"DeleteStmt": "DELETE", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE",
+         "MergeStmt": "MERGE", "TruncateStmt": "TRUNCATE", "SelectStmt": "SELECT",
+         "TransactionStmt": "transaction control", "CopyStmt": "COPY", "DoStmt": "DO",
+         "CallStmt": "CALL"}
+
+
+class PlanError(Exception):
+    """The plan cannot be reviewed; the message says where (line) and why."""
+
+
+class PlanRefused(PlanError):
+    """The plan holds a statement that is not a schema definition; nothing ran."""
+
+
+@dataclass
+class PlanStatement:
+    node: ast.Node
+    text: str  # as written in the plan (CONCURRENTLY dropped: it cannot run in a transaction)
+    line: int
+    table: str | None  # the table it defines or changes, as written, or None
+
+
+@dataclass
+class Review:
+    plan: str
+    database: str
+    status: str = "ok"  # ok | refused | failed
+    error: str | None = None
+    new_tables: list[document.TableDoc] = field(default_factory=list)
+    new_foreign_keys: list[dict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    squawk: list[dict[str, str]] = field(default_factory=list)
+    proposals: dict[str, list[str]] = field(default_factory=dict)  # table → SQL
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    erd: str = ""  # Mermaid source of the plan's tables
+
+
+# --- reading the plan ---------------------------------------------------------------------------
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, max(offset, 0)) + 1
+
+
+def _range_var_name(node: ast.RangeVar | None) -> str | None:
+    if node is None:
+        return None
+    return f"{node.schemaname}.{node.relname}" if node.schemaname else node.relname
+
+
+def _target_table(node: ast.Node) -> str | None:
+    if isinstance(node, ast.CreateStmt | ast.IndexStmt | ast.AlterTableStmt
+                  | ast.CreateTrigStmt):
+        return _range_var_name(node.relation)
+    if isinstance(node, ast.CreatePolicyStmt | ast.AlterPolicyStmt):
+        return _range_var_name(node.table)
+    if (isinstance(node, ast.GrantStmt) and node.objtype == enums.ObjectType.OBJECT_TABLE
+            and node.targtype == enums.GrantTargetType.ACL_TARGET_OBJECT and node.objects
+            and len(node.objects) == 1 and isinstance(node.objects[0], ast.RangeVar)):
+        return _range_var_name(node.objects[0])
+    return None
+
+
+def _refusal(node: ast.Node) -> str | None:
+    """Why `node` is not a schema definition hotdata reviews, or None."""
+    kind = type(node).__name__
+    if isinstance(node, ast.DropStmt):
+        what = enums.ObjectType(node.removeType).name.removeprefix("OBJECT_").replace("_", " ")
+        return f"DROP {what} removes objects"
+    if not isinstance(node, DEFINITIONS):
+        return f"{NAMES.get(kind, kind.removesuffix('Stmt'))} is not a schema definition"
+    if isinstance(node, ast.AlterTableStmt):
+        for cmd in node.cmds or ():
+            if isinstance(cmd, ast.AlterTableCmd) and cmd.subtype in DROPPING:
+                return "ALTER TABLE … DROP removes a column or constraint"
+    if isinstance(node, ast.VariableSetStmt) and (node.name or "") not in SETTINGS_ALLOWED:
+        return f"SET {node.name or ''} is not a schema definition"
+    return None
+
+
+def parse_plan(text: str) -> list[PlanStatement]:
+    """The plan's statements; PlanError (syntax, with its line) or PlanRefused (which statement,
+    line) before anything runs."""
+    try:
+        raws = parser.parse_sql(text)
+    except parser.ParseError as error:
+        message, offset = error.args[0], (error.args[1] if len(error.args) > 1 else 0)
+        raise PlanError(f"line {_line(text, offset - 1)}: {message}") from None
+    statements = []
+    for raw in raws:
+        start = raw.stmt_location or 0
+        length = raw.stmt_len or len(text) - start
+        written = text[start:start + length]
+        line = _line(text, start + len(written) - len(written.lstrip()))
+        node = raw.stmt
+        reason = _refusal(node)
+        if reason:
+            raise PlanRefused(f"line {line}: {reason}; hotdata reviews schema definitions only "
+                              "(CREATE TABLE/INDEX/POLICY, ALTER TABLE, GRANT…). Nothing was run.")
+        if isinstance(node, ast.IndexStmt) and node.concurrent:
+            node.concurrent = False
+            written = RawStream()(node)
+        statements.append(PlanStatement(node, written.strip(), line, _target_table(node)))
+    if not statements:
+        raise PlanError("line 1: the plan holds no statement")
+    return statements
+
+
+def _type_name(type_name: ast.TypeName | None) -> str:
+    if type_name is None or not type_name.names:
+        return ""
+    return type_name.names[-1].sval
+
+
+def vector_findings(statements: list[PlanStatement]) -> list[Finding]:
+    """Vector columns (pgvector's types, by name, so pgvector may be absent) that no HNSW or
+    IVFFlat index of the plan serves."""
+    indexed = set()
+    for s in statements:
+        node = s.node
+        if isinstance(node, ast.IndexStmt) and (node.accessMethod or "") in VECTOR_METHODS:
+            for elem in node.indexParams or ():
+                if isinstance(elem, ast.IndexElem) and elem.name:
+                    indexed.add((_range_var_name(node.relation), elem.name))
+    found = []
+    for s in statements:
+        if not isinstance(s.node, ast.CreateStmt):
+            continue
+        table = _range_var_name(s.node.relation)
+        for col in s.node.tableElts or ():
+            if (isinstance(col, ast.ColumnDef) and _type_name(col.typeName) in VECTOR_TYPES
+                    and (table, col.colname) not in indexed):
+                name = s.node.relation.relname
+                found.append(Finding(
+                    "vector_without_index", table,
+                    f"line {s.line}: {table}.{col.colname} is a "
+                    f"{_type_name(col.typeName)} column without an HNSW or IVFFlat index: "
+                    "every similarity search reads and compares every row",
+                    f"CREATE INDEX {quote(f'idx_{name}_{col.colname}_hnsw')} ON {table} "
+                    f"USING hnsw ({quote(col.colname)} vector_cosine_ops);"))
+    return found
+
+
+def _timestamp_findings(table: document.TableDoc) -> list[Finding]:
+    return [Finding(
+        "timestamp_without_time_zone", table.qualified,
+        f"{table.qualified}.{c.name} is timestamp without time zone: the same instant reads "
+        "differently from sessions in other time zones, and daylight saving makes values "
+        "ambiguous",
+        f"ALTER TABLE {quote(table.facts.schema)}.{quote(table.name)} ALTER COLUMN "
+        f"{quote(c.name)} TYPE timestamptz;  -- in the plan: declare it timestamptz")
+        for c in table.columns if c.type.startswith("timestamp without time zone")]
+
+
+# --- proposals ----------------------------------------------------------------------------------
+
+
+def proposals(table: document.TableDoc, app_role: str) -> list[str]:
+    """First indexes (one per unindexed foreign key) and, for a table owned through user_id, RLS
+    and an owner policy that evaluates auth.uid() once per query."""
+    facts = table.facts
+    out = []
+    for fk in facts.foreign_keys:
+        if not any(index.serves_foreign_key(fk) for index in facts.indexes):
+            out.append(Candidate(facts.schema, facts.name, tuple(fk.columns))
+                       .create_sql(named=True) + ";")
+    owner = next((fk for fk in facts.foreign_keys if fk.columns == ["user_id"]
+                  and fk.referenced.split(".")[-1] in USER_TABLES), None)
+    if owner is not None and not facts.policies:
+        target = sql.Identifier(facts.schema, facts.name)
+        if not facts.rls:
+            out.append(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY;").format(target)
+                       .as_string(None))
+        out.append(sql.SQL("CREATE POLICY {} ON {} FOR SELECT TO {} "
+                           "USING (user_id = (select auth.uid()));").format(
+            sql.Identifier(f"{facts.name}_select_own"), target, sql.Identifier(app_role))
+            .as_string(None))
+    return out
+
+
+# --- the scratch copy ---------------------------------------------------------------------------
+
+
+async def _copy_schema(target: str, scratch: str, review: Review) -> None:
+    conninfo, env = conninfo_and_env(target)
+    dumped = await tools.run("pg_dump", "--schema-only", "--no-owner", "--dbname", conninfo,
+                             timeout=300, env=env)
+    if dumped.returncode != 0:
+        raise PlanError(f"pg_dump --schema-only failed: {dumped.stderr.strip()[-300:]}")
+    conninfo, env = conninfo_and_env(scratch)
+    restored = await tools.run("psql", "--no-psqlrc", "--quiet", "--dbname", conninfo,
+                               stdin=dumped.stdout, timeout=300, env=env)
+    errors = [line for line in restored.stderr.splitlines() if "ERROR" in line]
+    if errors:
+        review.notes.append(f"{len(errors)} statement(s) of the schema copy failed on the "
+                            f"scratch server, first: {errors[0][:200]}")
+
+
+def _error_text(error: psycopg.Error, statement: PlanStatement) -> str:
+    line = statement.line
+    position = error.diag.statement_position
+    if position:
+        line += statement.text.count("\n", 0, int(position) - 1)
+    return f"line {line}: {error.diag.message_primary or str(error).strip()}"
+
+
+async def _apply_and_read(conn: psycopg.AsyncConnection[dict], statements: list[PlanStatement],
+                          app_role: str | None, review: Review) -> None:
+    _, before = await document.read(conn, None, app_role)
+    existing = {t.qualified for t in before}
+    existing_fks = {(t.qualified, fk.name) for t in before for fk in t.facts.foreign_keys}
+    async with conn.transaction(force_rollback=True):
+        for statement in statements:
+            try:
+                async with conn.transaction():  # a savepoint, so the catalog stays readable
+                    await conn.execute(statement.text)
+            except psycopg.Error as error:
+                review.status = "failed"
+                review.error = _error_text(error, statement)
+                return
+        _, after = await document.read(conn, None, app_role)
+    review.new_tables = [t for t in after if t.qualified not in existing]
+    review.new_foreign_keys = [
+        {"table": t.qualified, "name": fk.name, "columns": fk.columns,
+         "references": fk.referenced, "referenced_columns": fk.referenced_columns}
+        for t in after for fk in t.facts.foreign_keys if (t.qualified, fk.name) not in existing_fks]
+    for table in review.new_tables:
+        review.findings += [f for f in table.lints if f.kind in LINT_KINDS]
+        review.findings += _timestamp_findings(table)
+
+
+async def review(settings: Settings, plan_text: str, *, name: str = "plan",
+                 dsn: str | None = None, out: Path | None = None,
+                 at: datetime | None = None) -> Review:
+    """`hotdata schema review PLAN.sql`: never runs anything on the target but pg_dump."""
+    target = dsn or settings.database_url
+    result = Review(name, redact_dsn(target))
+    try:
+        statements = parse_plan(plan_text)
+    except PlanError as error:
+        result.status = "refused" if isinstance(error, PlanRefused) else "failed"
+        result.error = str(error)
+        return result
+    vectors = vector_findings(statements)
+    server = settings.drill_database_url or target
+    scratch = f"hotdata_review_{secrets.token_hex(6)}"
+    async with connect(settings, "migrator", dsn=server) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    try:
+        scratch_dsn = with_options(server, dbname=scratch)
+        await _copy_schema(target, scratch_dsn, result)
+        async with connect(settings, "migrator", dsn=scratch_dsn) as conn:
+            await _apply_and_read(conn, statements, settings.app_role, result)
+    except PlanError as error:
+        result.status, result.error = "failed", str(error)
+    finally:
+        async with connect(settings, "migrator", dsn=server) as admin:
+            await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(scratch)))
+    result.findings += vectors
+    result.findings.sort(key=lambda f: KINDS.index(f.kind))
+    result.squawk = await migration.lint(plan_text)
+    if result.status != "ok":
+        return result
+    role = settings.app_role or "authenticated"
+    result.proposals = {t.qualified: p for t in result.new_tables if (p := proposals(t, role))}
+    result.erd = document.mermaid("public", result.new_tables)
+    if out is not None:
+        result.files = [str(p) for p in write(out, result, statements,
+                                              at or datetime.now(UTC))]
+    return result
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def _bare(name: str | None) -> str | None:
+    return name.split(".")[-1] if name else None
+
+
+def _per_table(statement: PlanStatement, tables: set[str | None]) -> list[PlanStatement]:
+    """A GRANT on several of the plan's tables as one GRANT per table, so each stub has its own."""
+    node = statement.node
+    if not (isinstance(node, ast.GrantStmt) and statement.table is None
+            and node.objtype == enums.ObjectType.OBJECT_TABLE and node.objects
+            and all(isinstance(o, ast.RangeVar) and o.relname in tables for o in node.objects)):
+        return [statement]
+    objects, parts = node.objects, []
+    try:
+        for item in objects:
+            node.objects = (item,)
+            parts.append(PlanStatement(node, RawStream()(node), statement.line,
+                                       _range_var_name(item)))
+    finally:
+        node.objects = objects
+    return parts
+
+
+def stubs(review: Review, statements: list[PlanStatement]) -> list[tuple[str, str]]:
+    """(table, SQL) per new table in plan order: the plan's statements for it, then the
+    proposed indexes and policies; statements tied to no table open the first stub."""
+    tables = {_bare(t.qualified): t for t in review.new_tables}
+    order = [_bare(s.table) for s in statements
+             if isinstance(s.node, ast.CreateStmt) and _bare(s.table) in tables]
+    statements = [part for s in statements for part in _per_table(s, set(tables))]
+    loose = [s for s in statements if _bare(s.table) not in tables]
+    out = []
+    for n, name in enumerate(order):
+        table = tables[name]
+        assert name is not None
+        own = [s for s in statements if _bare(s.table) == name]
+        lines = [f"-- {name}: generated by hotdata schema review of {review.plan}",
+                 "-- Structure only: no data. Apply in file-name order.", ""]
+        if n == 0 and loose:
+            lines += [s.text.rstrip(";") + ";" for s in loose] + [""]
+        lines += [s.text.rstrip(";") + ";" for s in own]
+        proposed = review.proposals.get(table.qualified)
+        if proposed:
+            lines += ["", "-- Proposed by hotdata: first indexes and row level security"]
+            lines += proposed
+        out.append((name, "\n".join(lines) + "\n"))
+    return out
+
+
+def spec(review: Review) -> str:
+    from bot.render import schema as render
+
+    return render.spec(review)
+
+
+def write(directory: Path, review: Review, statements: list[PlanStatement],
+          at: datetime) -> list[Path]:
+    """Supabase-named migration stubs, one per new table a second apart, and the spec."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, (name, text) in enumerate(stubs(review, statements)):
+        stamp = (at.astimezone(UTC) + timedelta(seconds=n)).strftime("%Y%m%d%H%M%S")
+        path = directory / f"{stamp}_{name}.sql"
+        path.write_text(text)
+        written.append(path)
+    path = directory / f"database-schema-{review.plan}.md"
+    path.write_text(spec(review))
+    written.append(path)
+    return written
