@@ -50,7 +50,7 @@ def build_source(cluster: pgcluster.Cluster, size_gb: float) -> int:
         log(f"HotDash loaded ({have / 2**20:.0f} MB); adding {rows:,} event rows")
         conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, account int NOT NULL, "
                      "kind text NOT NULL, created_at timestamptz NOT NULL, payload text)")
-        conn.execute("INSERT INTO events SELECT g, g % 5000, 'kind' || (g % 7), "
+        conn.execute("INSERT INTO events SELECT g, g %% 5000, 'kind' || (g %% 7), "
                      "now() - g * interval '1 second', md5(g::text) || md5((g * 7)::text) "
                      "FROM generate_series(1, %s) g", (rows,))
         conn.execute("VACUUM ANALYZE events")

@@ -12,15 +12,32 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.dsn import parse_dsn, scrub
 
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _weekday(field: str) -> str:
+    """crontab numbers weekdays from Sunday = 0 (or 7); APScheduler from Monday = 0: use names."""
+    def name(token: str) -> str:
+        return WEEKDAYS[int(token)] if token.isdigit() and int(token) <= 7 else token
+
+    parts = []
+    for item in field.split(","):
+        base, _, step = item.partition("/")
+        base = "-".join(name(t) for t in base.split("-"))
+        parts.append(f"{base}/{step}" if step else base)
+    return ",".join(parts)
+
 
 def cron_trigger(expression: str) -> CronTrigger:
     """A crontab expression: five fields, or six with seconds first (for tests and demos)."""
     fields = expression.split()
-    if len(fields) == 6:
-        second, minute, hour, day, month, weekday = fields
-        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=weekday, timezone="UTC")
-    return CronTrigger.from_crontab(expression, timezone="UTC")
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(f"expected 5 crontab fields (or 6 with seconds), got {len(fields)}")
+    second, minute, hour, day, month, weekday = fields
+    return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=_weekday(weekday), timezone="UTC")
 
 
 class ConfigError(Exception):
