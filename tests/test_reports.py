@@ -484,3 +484,14 @@ def test_cli_report_json(database: str, tmp_path: Path) -> None:
     assert data["headline"].startswith("hotdata report")
     assert data["queries_to_target"] == 4
     assert_block_kit_limits(data["blocks"])
+
+
+def test_hotdatas_own_state_queries_are_not_the_applications() -> None:
+    from bot.analysis import sqltext
+
+    assert sqltext.hotdata_only("UPDATE hotdata.job_runs SET status = $1 WHERE job = $2")
+    assert sqltext.hotdata_only("INSERT INTO hotdata.heartbeat (id, at) VALUES ($1, $2)")
+    assert not sqltext.hotdata_only("SELECT * FROM notifications WHERE user_id = $1")
+    assert not sqltext.hotdata_only("SELECT pg_sleep($1)")  # no table: an RPC, kept
+    assert not sqltext.hotdata_only(
+        "SELECT * FROM hotdata.proposals p JOIN public.profiles u ON u.id = p.id")

@@ -293,3 +293,16 @@ def test_scrub_masks_key_value_passwords_from_settings_secrets() -> None:
 def test_scrub_leaves_text_without_secrets_alone() -> None:
     text = "postgresql://alice@db.example.com/app is reachable"
     assert scrub(text, ["", "unrelated"]) == text
+
+
+def test_crontab_weekdays_count_from_sunday() -> None:
+    from datetime import UTC, datetime
+
+    from bot.settings import cron_trigger
+
+    thursday = datetime(2026, 11, 26, tzinfo=UTC)
+    for expression, weekday in (("0 9 * * 1", "Mon"), ("0 9 * * 0", "Sun"),
+                                ("0 9 * * 7", "Sun"), ("0 9 * * 6", "Sat"),
+                                ("0 9 * * 5-6", "Fri")):
+        fire = cron_trigger(expression).get_next_fire_time(None, thursday)
+        assert fire is not None and fire.strftime("%a") == weekday, expression

@@ -162,6 +162,15 @@ def touches_only_catalogs(text: str) -> bool:
                for r in rels)
 
 
+def hotdata_only(text: str) -> bool:
+    """True for hotdata's own state queries (they share the target database by default)."""
+    try:
+        rels = relations(parse_one(text).stmt)
+    except Unparseable:
+        return False
+    return bool(rels) and all(r.schema == "hotdata" for r in rels)
+
+
 @dataclass(frozen=True)
 class ParamUse:
     """What a `$n` is compared with: a column (`table` may be None when unqualified), or the

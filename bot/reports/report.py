@@ -68,7 +68,7 @@ def _application(deltas: list[Delta], limit: int) -> list[Delta]:
     VACUUM) are left out. Parses only as far down the list as it needs to."""
     found = []
     for delta in deltas:
-        if sqltext.is_dml(delta.query) and not sqltext.touches_only_catalogs(delta.query):
+        if sqltext.is_dml(delta.query) and not sqltext.hotdata_only(delta.query):
             found.append(delta)  # hotdata's own state queries share the target by default
             if len(found) == limit:
                 break
