@@ -4,7 +4,8 @@ Builds a source database of about `--size-gb` GB (the HotDash sample plus a wide
 table) on one throwaway cluster and uses a second throwaway cluster as the scratch server.
 In the same run it times:
 
-- `bare_seconds`: `pg_dump --format=directory --jobs=2` + `createdb` + `pg_restore --jobs=2`;
+- `bare_seconds`: `pg_dumpall --roles-only` + `psql` + `pg_dump --format=directory --jobs=2` +
+  `createdb` + `pg_restore --jobs=2`;
 - `drill_seconds`: `hotdata`'s drill (roles, snapshot dump, restore, verification of counts,
   fingerprints, indexes with amcheck, RLS policies, grants and probes, cleanup).
 
@@ -58,8 +59,14 @@ def build_source(cluster: pgcluster.Cluster, size_gb: float) -> int:
 
 
 def bare(source: pgcluster.Cluster, scratch: pgcluster.Cluster, work: Path) -> float:
+    """Roles, then data: what a restore needs at the least (policies and grants name roles)."""
     started = time.perf_counter()
     dump = work / "bare"
+    roles = work / "globals.sql"
+    subprocess.run(["pg_dumpall", "--roles-only", "--no-role-passwords", "--file", str(roles),
+                    "--dbname", source.dsn()], check=True)
+    subprocess.run(["psql", "--no-psqlrc", "--quiet", "--dbname", scratch.dsn(), "--file",
+                    str(roles)], check=True, capture_output=True)
     subprocess.run(["pg_dump", "--format=directory", "--jobs=2", "--file", str(dump),
                     "--dbname", source.dsn("app")], check=True)
     with psycopg.connect(scratch.dsn(), autocommit=True) as conn:
