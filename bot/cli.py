@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -111,25 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
-    result = await analyze(settings, top=args.top)
-    if args.format == "json":
-        print(render_analysis.as_json(result))
-    elif args.format == "markdown":
-        print(render_analysis.markdown(result))
+def _show(fmt: str, result: Any, renderer: ModuleType) -> None:
+    """Print a result the way --format asks, with its bot.render module."""
+    if fmt == "json":
+        print(renderer.as_json(result))
+    elif fmt == "markdown":
+        print(renderer.markdown(result))
     else:
-        render_analysis.print_text(result, Console())
+        renderer.print_text(result, Console())
+
+
+async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
+    _show(args.format, await analyze(settings, top=args.top), render_analysis)
     return 0
 
 
 async def _lint(args: argparse.Namespace, settings: Settings) -> int:
-    report = await lint.run(settings)
-    if args.format == "json":
-        print(render_lint.as_json(report))
-    elif args.format == "markdown":
-        print(render_lint.markdown(report))
-    else:
-        render_lint.print_text(report, Console())
+    _show(args.format, await lint.run(settings), render_lint)
     return 0
 
 
@@ -212,12 +211,7 @@ async def _drill(args: argparse.Namespace, settings: Settings) -> int:
     except runner.DrillRefused as refused:
         print(f"hotdata: {refused}", file=sys.stderr)
         return 2
-    if args.format == "json":
-        print(render.as_json(result))
-    elif args.format == "markdown":
-        print(render.markdown(result))
-    else:
-        render.print_text(result, Console())
+    _show(args.format, result, render)
     return 0 if result.status == "passed" else 1
 
 
@@ -270,17 +264,10 @@ async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
 
     client = web_client(settings) if settings.slack_bot_token else None
     found = await checks.run_all(settings, client)
-    _emit(args.format, found)
+    _show(args.format, found, render_status)
     return 0 if all(c.ok for c in found) else 1
 
 
-def _emit(fmt: str, found: list[checks.Check]) -> None:
-    if fmt == "json":
-        print(render_status.as_json(found))
-    elif fmt == "markdown":
-        print(render_status.markdown(found))
-    else:
-        render_status.print_text(found, Console())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,13 +53,20 @@ def _n(value: float) -> str:
     return f"{round(value):,}"
 
 
+def _condition(expression: str | None) -> ast.Node | None:
+    """A plan's or a policy's condition text parsed as `SELECT 1 WHERE …`; None if it cannot be."""
+    if not expression:
+        return None
+    try:
+        return sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
+    except sqltext.Unparseable:
+        return None
+
+
 def filter_columns(expression: str | None) -> list[str]:
     """Columns named in a plan's Filter/Index Cond text, in order of appearance."""
-    if not expression:
-        return []
-    try:
-        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
-    except sqltext.Unparseable:
+    stmt = _condition(expression)
+    if stmt is None:
         return []
     found: list[str] = []
     for node, _ in sqltext.walk(stmt):
@@ -72,11 +79,8 @@ def filter_columns(expression: str | None) -> list[str]:
 
 def wrapped_columns(expression: str | None) -> list[str]:
     """Columns the filter passes through a function or cast (`lower(email) = …`)."""
-    if not expression:
-        return []
-    try:
-        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
-    except sqltext.Unparseable:
+    stmt = _condition(expression)
+    if stmt is None:
         return []
     found = []
     for node, parents in sqltext.walk(stmt):
@@ -221,11 +225,8 @@ def per_row_calls(expression: str | None) -> list[str]:
     Outside a sub-select PostgreSQL may call them once per row; inside one they become an
     InitPlan evaluated once per query.
     """
-    if not expression:
-        return []
-    try:
-        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
-    except sqltext.Unparseable:
+    stmt = _condition(expression)
+    if stmt is None:
         return []
     calls = []
     for node, parents in sqltext.walk(stmt):
