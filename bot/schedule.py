@@ -56,6 +56,20 @@ def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
     return None
 
 
+MAX_MISSED = 100  # slots listed after a long outage; older ones are summed up by the gap
+
+
+def passed_slots(trigger: CronTrigger, after: datetime, now: datetime) -> list[datetime]:
+    """Fire times after `after` up to `now`, oldest first (the newest MAX_MISSED)."""
+    slots: list[datetime] = []
+    moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while moment is not None and moment <= now:
+        slots.append(moment)
+        slots = slots[-MAX_MISSED:]
+        moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
+    return slots
+
+
 def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
     return trigger.get_next_fire_time(None, now)
 
@@ -159,17 +173,26 @@ class Scheduler:
             log.warning("cannot record replica %s", self.name)
 
     async def catch_up(self) -> None:
-        """Slots that passed while no replica led: run the latest once if still recent."""
+        """Slots that passed while no replica led since the job last ran: the latest is run
+        once if still recent, the others are recorded as missed. A job that never ran (a
+        first deployment) missed nothing."""
         now = datetime.now(UTC)
         grace = timedelta(minutes=self.services.settings.missed_grace_minutes)
+        async with connect(self.services.settings, "state") as state:
+            cur = await state.execute("SELECT job, max(scheduled_for) AS last "
+                                      "FROM hotdata.job_runs GROUP BY job")
+            last_run = {row["job"]: row["last"] for row in await cur.fetchall()}
         for job in self.jobs:
-            slot = latest_fire(job.trigger, now)
-            if slot is None:
+            if job.name not in last_run:
                 continue
-            if now - slot <= grace:
-                await self.run_slot(job, slot)
-            else:
+            slots = passed_slots(job.trigger, last_run[job.name], now)
+            for slot in slots[:-1]:
                 await self._record(job, slot, "missed", "no replica was leading at this time")
+            if slots and now - slots[-1] <= grace:
+                await self.run_slot(job, slots[-1])
+            elif slots:
+                await self._record(job, slots[-1], "missed",
+                                   "no replica was leading at this time")
 
     async def fire(self, job: Job) -> None:
         if not self.leader:
