@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import secrets
 import shutil
@@ -36,13 +35,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
+from common import logger, nearest_rank, positive
 
 from bot import pgcluster
 from bot.fake_slack import FakeSlackServer
@@ -55,8 +54,7 @@ EXPECTED_TEXT = "/hotdata analyze"
 BOT_TOKEN = "xoxb-bench"
 
 
-def log(message: str) -> None:
-    print(f"[ack_latency] {message}", file=sys.stderr, flush=True)
+log = logger("ack_latency")
 
 
 @dataclass
@@ -186,10 +184,6 @@ def send(client: str, requests: SlackRequests, total: int, concurrency: int) -> 
 
 # --- figures ---------------------------------------------------------------------------------
 
-def nearest_rank(ordered: Sequence[float], percent: float) -> float:
-    """The nearest-rank percentile of an ascending, non-empty sequence."""
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(samples: list[Sample], concurrency: int) -> dict[str, float | int]:
@@ -207,11 +201,6 @@ def summarize(samples: list[Sample], concurrency: int) -> dict[str, float | int]
 
 # --- main ------------------------------------------------------------------------------------
 
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

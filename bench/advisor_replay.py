@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import logger
 from pglast import ast
 from psycopg import sql
 
@@ -104,8 +105,7 @@ WRITE_TARGET = 1.2  # hotdata's write-mix time / the baseline's, at most
 Plan = list[tuple[str, tuple[Any, ...]]]
 
 
-def log(message: str) -> None:
-    print(f"[advisor_replay] {message}", file=sys.stderr, flush=True)
+log = logger("advisor_replay")
 
 
 # --- the database ----------------------------------------------------------------------------

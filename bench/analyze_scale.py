@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import logger, positive
 from psycopg import sql
 from psycopg.types.numeric import Int4, Int8
 
@@ -73,8 +74,7 @@ STATUSES = ("active", "active", "active", "pending", "closed", "failed", "archiv
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 
-def log(message: str) -> None:
-    print(f"[analyze_scale] {message}", file=sys.stderr, flush=True)
+log = logger("analyze_scale")
 
 
 # --- the database ----------------------------------------------------------------------------
@@ -316,11 +316,6 @@ def run_in_process(url: str, top: int) -> tuple[float, list[str | None]]:
 
 # --- main ------------------------------------------------------------------------------------
 
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import logger, nearest_rank, positive
 from psycopg.rows import dict_row
 
 from bot import pgcluster
@@ -128,8 +129,7 @@ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
        OR a.backend_type = 'parallel worker')"""
 
 
-def log(message: str) -> None:
-    print(f"[apply_under_load] {message}", file=sys.stderr, flush=True)
+log = logger("apply_under_load")
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -383,10 +383,6 @@ def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float | No
 
 # --- figures -----------------------------------------------------------------------------------
 
-def nearest_rank(ordered: Sequence[float], percent: float) -> float:
-    """The nearest-rank percentile of an ascending, non-empty sequence."""
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(writes: list[Write], seconds: float) -> dict[str, Any]:
@@ -442,11 +438,6 @@ def run_apply(url: str, lock_timeout_ms: int, measure: bool
 
 # --- main --------------------------------------------------------------------------------------
 
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

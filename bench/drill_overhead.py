@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from common import logger
 
 from bot import migrate, pgcluster
 from bot.db import connect
@@ -37,8 +38,7 @@ from bot.settings import Settings
 EVENT_ROW_BYTES = 140  # about what one generated `events` row takes on disk
 
 
-def log(message: str) -> None:
-    print(f"[drill_overhead] {message}", file=sys.stderr, flush=True)
+log = logger("drill_overhead")
 
 
 def build_source(cluster: pgcluster.Cluster, size_gb: float) -> int:

@@ -49,6 +49,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from analyze_scale import SHAPES, SHAPES_PER_TABLE, Shape, table_names
+from common import logger, positive
 
 from bot import migrate, pgcluster
 from bot.db import connect
@@ -73,8 +74,7 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) AND query NOT LIKE
 """
 
 
-def log(message: str) -> None:
-    print(f"[report_cost] {message}", file=sys.stderr, flush=True)
+log = logger("report_cost")
 
 
 def table_sql(name: str, number: int) -> str:
@@ -177,11 +177,6 @@ def scenario(cluster: pgcluster.Cluster, statements: int, snapshot_count: int,
     return asyncio.run(run())
 
 
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
