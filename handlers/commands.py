@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.advisor import lint
 from bot.analysis.collect import MAX_TOP
@@ -15,6 +16,7 @@ from bot.drills.runner import DrillRefused
 from bot.proposals import service as proposals
 from bot.render import lint as render_lint
 from bot.render import proposals as render_proposals
+from bot.render import schema as render_schema
 from bot.render import status as render_status
 from bot.reports import delivery
 from bot.services import Services
@@ -30,6 +32,7 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata report` — the periodic report, now
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata schema [schema-name]` — the schema's ERD, keys, indexes, RLS policies and grants
+`/hotdata schema review` — paste planned DDL: lints, ERD additions, RLS and index proposals
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
 NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill", "report"}
@@ -54,7 +57,8 @@ def parse_top(words: list[str]) -> int:
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.command(COMMAND)
-    async def hotdata(ack: AsyncAck, command: dict, respond: AsyncRespond) -> None:
+    async def hotdata(ack: AsyncAck, command: dict, respond: AsyncRespond,
+                      client: AsyncWebClient) -> None:
         words = (command.get("text") or "").split()
         sub = words[0].lower() if words else "help"
         if sub == "help" and len(words) <= 1:
@@ -78,6 +82,10 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(response_type="ephemeral", text="Checking the schema…")
             services.tasks.spawn(_lint(services, respond), name="lint",
                                  on_error=_report_failure(services, respond, "lint"))
+        elif sub == "schema" and len(words) == 2 and words[1].lower() == "review":
+            await ack()
+            await client.views_open(trigger_id=command["trigger_id"],
+                                    view=render_schema.review_modal(command["channel_id"]))
         elif sub == "schema":
             if len(words) > 2:
                 await ack(response_type="ephemeral", text=usage(

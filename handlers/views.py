@@ -6,10 +6,20 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.proposals import service
+from bot.render import schema as render_schema
+from bot.schema import review as schema
 from bot.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:
+    @app.view(render_schema.REVIEW_CALLBACK)
+    async def schema_review(ack: AsyncAck, body: dict, view: dict) -> None:
+        await ack()
+        plan = view["state"]["values"]["plan"]["plan"].get("value") or ""
+        services.tasks.spawn(schema.review_in_channel(services, view["private_metadata"],
+                                                      body["user"]["id"], plan),
+                             name="schema-review")
+
     @app.view("hotdata_reject_reason")
     async def reject_reason(ack: AsyncAck, body: dict, view: dict,
                             client: AsyncWebClient) -> None:

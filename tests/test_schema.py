@@ -399,3 +399,32 @@ def test_slash_schema_rejects_a_bad_name(hotdash_bot: BotUnderTest) -> None:
     assert response.params["text"] == ("Schema nowhere: no tables (the schema is empty or "
                                        "does not exist)")
     assert not hotdash_bot.slack.answered("files.completeUploadExternal")
+
+
+def test_slash_schema_review_takes_a_pasted_plan(hotdash_bot: BotUnderTest) -> None:
+    reply = hotdash_bot.slash("schema review", channel="C0GROWTH")
+    assert reply.status == 200
+    [opened] = hotdash_bot.slack.wait_for("views.open", timeout=10)
+    view = opened.params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert view["callback_id"] == "hotdata_schema_review"
+    assert view["private_metadata"] == "C0GROWTH"
+    plan = ("CREATE TABLE feature_tours (user_id uuid REFERENCES profiles (id), "
+            "step int, seen_at timestamp);\n")
+    assert hotdash_bot.requests is not None
+    submitted = hotdash_bot.requests.submit_view(
+        "hotdata_schema_review", {"plan": {"plan": {"type": "plain_text_input",
+                                                    "value": plan}}},
+        private_metadata="C0GROWTH")
+    assert submitted.status == 200
+    [posted] = hotdash_bot.slack.wait_for("chat.postMessage", timeout=60)
+    assert posted.params["channel"] == "C0GROWTH"
+    assert "schema plan reviewed" in posted.params["text"]
+    [done] = hotdash_bot.slack.wait_for("files.completeUploadExternal", timeout=30)
+    assert done.params["thread_ts"]
+    [spec] = hotdash_bot.slack.uploads.values()
+    text = spec.decode()
+    assert "feature_tours" in text
+    assert "no_primary_key" in text and "timestamp_without_time_zone" in text
+    with psycopg.connect(hotdash_bot.settings.database_url) as conn:  # never on the target
+        assert conn.execute("SELECT to_regclass('public.feature_tours')").fetchone() == (None,)

@@ -210,3 +210,20 @@ def spec(review: Review) -> str:
                      + "".join(f"; proposed: `{s}`" for s in proposed))
     lines += ["", "## Lints", "", *_findings_md(review.findings)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+REVIEW_CALLBACK = "hotdata_schema_review"
+
+
+def review_modal(channel: str) -> dict[str, Any]:
+    """The modal where a planned migration is pasted for review."""
+    return {
+        "type": "modal", "callback_id": REVIEW_CALLBACK, "private_metadata": channel,
+        "title": {"type": "plain_text", "text": "Review a schema plan"},
+        "submit": {"type": "plain_text", "text": "Review"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [{"type": "input", "block_id": "plan", "label": {
+            "type": "plain_text", "text": "Planned DDL (CREATE TABLE, CREATE INDEX, policies…)"},
+            "element": {"type": "plain_text_input", "action_id": "plan", "multiline": True,
+                        "min_length": 10, "max_length": 3000}}],
+    }

@@ -30,6 +30,7 @@ from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import redact_dsn, with_options
 from bot.proposals import migration
 from bot.schema import document
+from bot.services import Services
 from bot.settings import Settings
 
 # Lints a review reports on the plan's tables, in this order.
@@ -391,3 +392,20 @@ def write(directory: Path, review: Review, statements: list[PlanStatement],
     path.write_text(spec(review))
     written.append(path)
     return written
+
+
+async def review_in_channel(services: Services, channel: str, user: str,
+                            plan_text: str) -> Review:
+    """`/hotdata schema review`: review a pasted plan, post the verdict and the spec."""
+    from bot.render import schema as render  # it renders this module's Review: import late
+
+    result = await review(services.settings, plan_text, name="slack-plan")
+    verdict = {"ok": "reviewed", "refused": "refused", "failed": "failed to apply"}.get(
+        result.status, result.status)
+    text = (f"<@{user}>'s schema plan {verdict}: {len(result.findings)} finding(s)"
+            + (f" — {result.error}" if result.error else ""))
+    posted = await services.client.chat_postMessage(channel=channel, text=text[:3000])
+    await services.client.files_upload_v2(
+        channel=channel, thread_ts=posted["ts"], filename="database-schema-slack-plan.md",
+        title="Schema plan review", content=render.review_markdown(result))
+    return result
