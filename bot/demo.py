@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -102,12 +103,25 @@ async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
     console.print(f"[bold]in the thread:[/] {thread.get('text')}")
 
 
+def _use_tools_of(cluster: pgcluster.Cluster, console: Console) -> None:
+    """pg_dump and friends must match the demo server's version: use its own."""
+    os.environ["PATH"] = f"{cluster.bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    if cluster.bindir == pgcluster.embedded_bindir():
+        console.print("[yellow]Using the embedded PostgreSQL from pgserver (no PostgreSQL "
+                      "server binaries were found, or HOTDATA_PG_EMBEDDED=1). It has no "
+                      "pg_stat_statements (only the watched tile queries are analysed), no "
+                      "HypoPG (no index recommendations, so no proposal to approve) and no "
+                      "amcheck (drills skip the index check). Install PostgreSQL and HypoPG "
+                      "for the whole story.[/]")
+
+
 async def run(scale: float = 0.25, console: Console | None = None) -> int:
     console = console or Console()
     console.rule("hotdata demo")
     cluster = pgcluster.create()
     scratch = pgcluster.create()  # a second server for the restore drill
     fake = FakeSlackServer().start()
+    _use_tools_of(cluster, console)
     runner = None
     try:
         console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port} "

@@ -50,10 +50,24 @@ class ClusterError(Exception):
     """The throwaway cluster could not be created or started."""
 
 
+def embedded_bindir() -> Path | None:
+    """The binaries of the embedded PostgreSQL from PyPI (pgserver), when it is installed."""
+    try:
+        import pgserver  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    found = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return found if (found / "initdb").exists() else None
+
+
 def find_bindir() -> Path:
-    """The PostgreSQL server binaries: HOTDATA_PG_BINDIR, `pg_config --bindir`, then the
-    newest /usr/lib/postgresql/*/bin."""
+    """The PostgreSQL server binaries: HOTDATA_PG_BINDIR, `pg_config --bindir`, the newest
+    /usr/lib/postgresql/*/bin, and last the embedded PostgreSQL (pgserver) if installed.
+    HOTDATA_PG_EMBEDDED=1 picks the embedded one first."""
     candidates: list[Path] = []
+    embedded = embedded_bindir()
+    if embedded is not None and os.environ.get("HOTDATA_PG_EMBEDDED") == "1":
+        return embedded
     if os.environ.get("HOTDATA_PG_BINDIR"):
         candidates.append(Path(os.environ["HOTDATA_PG_BINDIR"]))
     pg_config = shutil.which("pg_config")
@@ -67,8 +81,17 @@ def find_bindir() -> Path:
     for directory in candidates:
         if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
             return directory
+    if embedded is not None:
+        return embedded
     raise ClusterError("no PostgreSQL server binaries found (initdb, pg_ctl): install the "
-                       "postgresql package or set HOTDATA_PG_BINDIR")
+                       "postgresql package, set HOTDATA_PG_BINDIR, or pip install pgserver "
+                       "for an embedded PostgreSQL")
+
+
+def has_library(bindir: Path, name: str) -> bool:
+    """Whether the installation next to `bindir` ships a server module (pg_stat_statements)."""
+    return any((bindir.parent / lib / f"{name}.so").exists()
+               for lib in ("lib", "lib/postgresql"))
 
 
 def _major(name: str) -> int:
@@ -130,7 +153,12 @@ class Cluster:
                   "-E", "UTF8", "--locale=C", "--no-sync")
         self.socket_dir.mkdir(mode=0o700)
         self._chown(self.socket_dir)
-        conf = {**BASE_CONF, "port": str(self.port),
+        base = dict(BASE_CONF)
+        if not has_library(self.bindir, "pg_stat_statements"):  # e.g. the embedded build
+            base.pop("shared_preload_libraries")
+            base.pop("pg_stat_statements.track")
+            base.pop("pg_stat_statements.max")
+        conf = {**base, "port": str(self.port),
                 "unix_socket_directories": f"'{self.socket_dir}'", **self.settings}
         with open(self.datadir / "postgresql.conf", "a") as fh:
             fh.write("\n# hotdata throwaway cluster\n")

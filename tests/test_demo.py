@@ -62,3 +62,19 @@ def test_interrupted_demo_removes_everything(tmp_path: Path) -> None:
     assert not Path(found.group(2)).exists()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", int(found.group(1)))) != 0
+
+
+def test_demo_on_the_embedded_postgresql_says_what_it_disables(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
+    env.update(COLUMNS="200", HOTDATA_PG_EMBEDDED="1")
+    result = subprocess.run([HOTDATA, "demo", "--yes", "--scale", "0.05"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Using the embedded PostgreSQL from pgserver" in output
+    assert "no pg_stat_statements" in output and "no HypoPG" in output
+    assert re.search(r"Query analysis: 9 statements", output)  # the watched tiles
+    assert "Restore drill #1: PASSED" in output
+    assert "amcheck: skipped" in output
+    found = re.search(r"\(data in (\S+)\)", output)
+    assert found is not None and not Path(found.group(1)).exists()
