@@ -106,7 +106,7 @@ async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
 def _use_tools_of(cluster: pgcluster.Cluster, console: Console) -> None:
     """pg_dump and friends must match the demo server's version: use its own."""
     os.environ["PATH"] = f"{cluster.bindir}{os.pathsep}{os.environ.get('PATH', '')}"
-    if cluster.bindir == pgcluster.embedded_bindir():
+    if "pgserver" in cluster.bindir.parts:  # the embedded PostgreSQL from PyPI
         console.print("[yellow]Using the embedded PostgreSQL from pgserver (no PostgreSQL "
                       "server binaries were found, or HOTDATA_PG_EMBEDDED=1). It has no "
                       "pg_stat_statements (only the watched tile queries are analysed), no "

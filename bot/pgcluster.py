@@ -65,8 +65,7 @@ def find_bindir() -> Path:
     /usr/lib/postgresql/*/bin, and last the embedded PostgreSQL (pgserver) if installed.
     HOTDATA_PG_EMBEDDED=1 picks the embedded one first."""
     candidates: list[Path] = []
-    embedded = embedded_bindir()
-    if embedded is not None and os.environ.get("HOTDATA_PG_EMBEDDED") == "1":
+    if os.environ.get("HOTDATA_PG_EMBEDDED") == "1" and (embedded := embedded_bindir()):
         return embedded
     if os.environ.get("HOTDATA_PG_BINDIR"):
         candidates.append(Path(os.environ["HOTDATA_PG_BINDIR"]))
@@ -81,6 +80,7 @@ def find_bindir() -> Path:
     for directory in candidates:
         if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
             return directory
+    embedded = embedded_bindir()  # imported only when nothing else is there
     if embedded is not None:
         return embedded
     raise ClusterError("no PostgreSQL server binaries found (initdb, pg_ctl): install the "
