@@ -98,3 +98,14 @@ def bot(settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def hotdash_bot(hotdash: str, settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
+    """The bot, as `bot`, but pointed at a copy of the HotDash sample."""
+    settings.database_url = hotdash
+    running = BotUnderTest(settings, slack).start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -53,6 +55,23 @@ def clone(cluster: pgcluster.Cluster, template: str) -> str:
 def drop(cluster: pgcluster.Cluster, name: str) -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settings_for(url: str, **extra: Any) -> Settings:
+    """Settings for a target URL, read from nothing but the arguments (no environment file)."""
+    return Settings(_env_file=None, database_url=url, **extra)  # type: ignore[call-arg]
+
+
+def watched_file(directory: Path, queries: list[dict[str, Any]]) -> Path:
+    """A HOTDATA_WATCHED_QUERIES file holding `queries` ([[query]] tables)."""
+    lines = []
+    for entry in queries:
+        lines.append("[[query]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
+        lines.append("")
+    path = directory / "watched.toml"
+    path.write_text("\n".join(lines))
+    return path
 
 
 class BotUnderTest:

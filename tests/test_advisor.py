@@ -26,8 +26,7 @@ from bot.analysis.params import ColumnStats
 from bot.analysis.pipeline import analyze
 from bot.analysis.plan import AppIdentity, Planner
 from bot.sample import hotdash as sample
-from bot.settings import Settings
-from tests.harness import clone, drop
+from tests.harness import clone, drop, settings_for, watched_file
 
 SEED = 7
 SCALE_WEIGHTS = 0.1
@@ -478,21 +477,6 @@ async def test_select_never_adds_an_index_a_chosen_one_already_covers() -> None:
 
 
 # --- end to end on HotDash --------------------------------------------------------------------
-
-
-def settings_for(url: str, **extra: Any) -> Settings:
-    return Settings(_env_file=None, database_url=url, **extra)  # type: ignore[call-arg]
-
-
-def watched_file(directory: Path, queries: list[dict[str, Any]]) -> Path:
-    lines = []
-    for entry in queries:
-        lines.append("[[query]]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
-        lines.append("")
-    path = directory / "watched.toml"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def tiles_file(directory: Path) -> Path:

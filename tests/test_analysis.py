@@ -28,8 +28,7 @@ from bot.db import DatabaseUnavailable
 from bot.dsn import redact_dsn
 from bot.render import analysis as render
 from bot.sample import hotdash as sample
-from bot.settings import Settings
-from tests.harness import clone, drop
+from tests.harness import clone, drop, settings_for, watched_file
 
 HOTDATA = Path(sys.executable).parent / "hotdata"
 SEED = 7
@@ -43,10 +42,6 @@ RESET_SQL = ("SELECT pg_stat_statements_reset(0, "
              "(SELECT oid FROM pg_database WHERE datname = current_database()), 0)")
 PGSS_SQL = ("SELECT query, calls, total_exec_time FROM pg_stat_statements "
             "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())")
-
-
-def settings_for(url: str, **extra: Any) -> Settings:
-    return Settings(_env_file=None, database_url=url, **extra)  # type: ignore[call-arg]
 
 
 def run_workload(url: str) -> None:
@@ -77,17 +72,6 @@ def tile_totals(url: str) -> list[tuple[str, int, float]]:
                 entry[0] += calls
                 entry[1] += total
     return sorted(((k, int(c), t) for k, (c, t) in totals.items()), key=lambda e: -e[2])
-
-
-def watched_file(directory: Path, queries: list[dict[str, Any]]) -> Path:
-    lines = []
-    for entry in queries:
-        lines.append("[[query]]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
-        lines.append("")
-    path = directory / "watched.toml"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def by_name(analysis: Analysis) -> dict[str, QueryResult]:

@@ -3,7 +3,6 @@ through the real pipeline against a real PostgreSQL; plus the pure helpers they 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from bot.analysis import findings, params, sqltext
 from bot.analysis.model import Finding, QueryResult
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
-from tests.harness import TEMPLATE, clone, drop
+from tests.harness import TEMPLATE, clone, drop, watched_file
 
 ROWS = 200_000
 
@@ -81,18 +80,12 @@ def dataset(pg: pgcluster.Cluster) -> Iterator[str]:
         drop(pg, name)
 
 
-def watched_file(directory: Path, queries: dict[str, str]) -> Path:
-    path = directory / "watched.toml"
-    path.write_text("".join(f"[[query]]\nname = {json.dumps(name)}\nsql = {json.dumps(text)}\n\n"
-                            for name, text in queries.items()))
-    return path
-
-
 async def analyse_watched(url: str, directory: Path, queries: dict[str, str],
                           **settings: Any) -> dict[str, QueryResult]:
     """Analyse `queries` as watched queries; the results by name."""
     config = Settings(_env_file=None,  # type: ignore[call-arg]
-                      database_url=url, watched_queries=watched_file(directory, queries),
+                      database_url=url, watched_queries=watched_file(
+                          directory, [{"name": n, "sql": q} for n, q in queries.items()]),
                       **settings)
     analysis = await analyze(config, top=5)
     by_name = {r.statement.name: r for r in analysis.results if r.statement.name}

@@ -20,7 +20,6 @@ from psycopg.rows import dict_row
 from bot.advisor import cleanup, lint
 from bot.analysis.catalog import TAG
 from bot.analysis.model import Finding
-from bot.fake_slack import FakeSlack
 from bot.pgcluster import Cluster
 from bot.render import lint as render_lint
 from bot.settings import Settings
@@ -414,16 +413,6 @@ END $$""")
 
 
 # --- Slack ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hotdash_bot(hotdash: str, settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
-    settings.database_url = hotdash
-    running = BotUnderTest(settings, slack).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_slash_lint_acks_then_answers_with_the_findings(hotdash_bot: BotUnderTest) -> None:

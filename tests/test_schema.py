@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from psycopg import sql
 
 from bot.analysis.model import Finding
 from bot.drills.sources.tooling import conninfo_and_env
-from bot.fake_slack import FakeSlack
 from bot.pgcluster import Cluster
 from bot.render import schema as render
 from bot.schema import document, review
@@ -363,16 +361,6 @@ def test_cli_schema_and_review(hotdash: str, tmp_path: Path) -> None:
     refused = hotdata(tmp_path, "schema", "review", str(plan), "--dsn", hotdash)
     assert refused.returncode == 2
     assert "line 1: DROP TABLE removes objects" in refused.stdout
-
-
-@pytest.fixture
-def hotdash_bot(hotdash: str, settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
-    settings.database_url = hotdash
-    running = BotUnderTest(settings, slack).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_slash_schema_posts_the_erd_and_a_summary(hotdash_bot: BotUnderTest) -> None:
