@@ -36,6 +36,10 @@ FROM python:3.11-slim
 # A newer pg_dump reads older servers fine, so use the newest major you run, e.g.
 #   docker build --build-arg PG_MAJOR=18 -t hotdata .
 ARG PG_MAJOR=17
+# pgBackRest drills (HOTDATA_DRILL_SOURCE=pgbackrest) restore a whole cluster and start it, so
+# they need pgbackrest and the server binaries of the backups' major version:
+#   docker build --build-arg EXTRA_PACKAGES="pgbackrest postgresql-17" -t hotdata .
+ARG EXTRA_PACKAGES=""
 
 # The versioned client directory comes first on PATH, so hotdata runs that exact pg_dump.
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -50,7 +54,7 @@ RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends ca-certificates postgresql-common; \
     /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y; \
-    apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}"; \
+    apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" ${EXTRA_PACKAGES}; \
     rm -rf /var/lib/apt/lists/*; \
     pg_dump --version; \
     pg_dump --version | grep -q " ${PG_MAJOR}\."

@@ -60,12 +60,14 @@ def embedded_bindir() -> Path | None:
     return found if (found / "initdb").exists() else None
 
 
-def find_bindir() -> Path:
+def find_bindir(major: int | None = None) -> Path:
     """The PostgreSQL server binaries: HOTDATA_PG_BINDIR, `pg_config --bindir`, the newest
     /usr/lib/postgresql/*/bin, and last the embedded PostgreSQL (pgserver) if installed.
-    HOTDATA_PG_EMBEDDED=1 picks the embedded one first."""
+    HOTDATA_PG_EMBEDDED=1 picks the embedded one first. With `major`, only binaries of that
+    PostgreSQL major version (a physical backup starts only on its own version)."""
     candidates: list[Path] = []
-    if os.environ.get("HOTDATA_PG_EMBEDDED") == "1" and (embedded := embedded_bindir()):
+    if major is None and os.environ.get("HOTDATA_PG_EMBEDDED") == "1" and (
+            embedded := embedded_bindir()):
         return embedded
     if os.environ.get("HOTDATA_PG_BINDIR"):
         candidates.append(Path(os.environ["HOTDATA_PG_BINDIR"]))
@@ -78,14 +80,30 @@ def find_bindir() -> Path:
     candidates += sorted((Path(p) for p in versions),
                          key=lambda p: _major(p.parent.name), reverse=True)
     for directory in candidates:
-        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
+        if _usable(directory, major):
             return directory
     embedded = embedded_bindir()  # imported only when nothing else is there
-    if embedded is not None:
+    if embedded is not None and _usable(embedded, major):
         return embedded
+    if major is not None:
+        raise ClusterError(f"no PostgreSQL {major} server binaries found (pg_ctl): install "
+                           f"postgresql-{major} or set HOTDATA_PG_BINDIR")
     raise ClusterError("no PostgreSQL server binaries found (initdb, pg_ctl): install the "
                        "postgresql package, set HOTDATA_PG_BINDIR, or pip install pgserver "
                        "for an embedded PostgreSQL")
+
+
+def _usable(bindir: Path, major: int | None) -> bool:
+    return ((bindir / "initdb").exists() and (bindir / "pg_ctl").exists()
+            and (major is None or server_major(bindir) == major))
+
+
+def server_major(bindir: Path) -> int:
+    """The major version of the binaries in `bindir` (`pg_ctl (PostgreSQL) 15.8` → 15)."""
+    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True,
+                         check=False)
+    words = out.stdout.split()
+    return _major(words[-1].split(".")[0]) if out.returncode == 0 and words else 0
 
 
 def has_library(bindir: Path, name: str) -> bool:
@@ -182,22 +200,32 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _chown(self, path: Path) -> None:
-        if self.run_as:
-            entry = pwd.getpwnam(self.run_as)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        chown(path, self.run_as)
+
+
+def server_user() -> str | None:
+    """The user to run PostgreSQL as: None (ourselves), or `postgres` when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        raise ClusterError(f"running as root, and there is no '{UNPRIVILEGED_USER}' user "
+                           "to run PostgreSQL as") from None
+    return UNPRIVILEGED_USER
+
+
+def chown(path: Path, user: str | None) -> None:
+    """Hand `path` to `user` (when PostgreSQL runs as someone else than us)."""
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def create(settings: dict[str, str] | None = None, bindir: Path | None = None) -> Cluster:
     """Init and start a throwaway cluster; the caller must `destroy()` it."""
     bindir = bindir or find_bindir()
-    run_as = None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(UNPRIVILEGED_USER)
-        except KeyError:
-            raise ClusterError(f"running as root, and there is no '{UNPRIVILEGED_USER}' user "
-                               "to run PostgreSQL as") from None
-        run_as = UNPRIVILEGED_USER
+    run_as = server_user()
     root = Path(tempfile.mkdtemp(prefix="hotdata-pg-"))
     cluster = Cluster(bindir=bindir, root=root, port=free_port(), run_as=run_as,
                       settings=settings or {})

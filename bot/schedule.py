@@ -98,7 +98,7 @@ def jobs(settings: Settings) -> list[Job]:
 
     found = [Job("report", cron_trigger(settings.report_cron), report),
              Job("snapshot", cron_trigger(settings.snapshot_cron), snapshot)]
-    if settings.drill_cron and settings.drill_database_url and settings.channel:
+    if settings.drill_cron and settings.drills_configured and settings.channel:
         found.append(Job("drill", cron_trigger(settings.drill_cron), drill))
     return found
 

@@ -74,9 +74,8 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     # Proposals left `applying` by a stopped bot are settled from the catalog first thing,
     # and scratch databases a crashed drill left behind are dropped.
     services.tasks.spawn(reconcile(services), name="reconcile")
-    if settings.drill_database_url:
-        services.tasks.spawn(drop_scratch(settings, settings.drill_database_url),
-                             name="drill-cleanup")
+    if settings.drills_configured:
+        services.tasks.spawn(drop_scratch(settings), name="drill-cleanup")
     scheduler = Scheduler(services)
     await scheduler.start()
     stop = asyncio.Event()

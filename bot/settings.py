@@ -83,8 +83,11 @@ class Settings(BaseSettings):
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0)
     allow_self_approval: bool = False
-    drill_source: Literal["dump", "directory"] = "dump"
+    drill_source: Literal["dump", "directory", "pgbackrest"] = "dump"
     drill_backup_dir: Path | None = None
+    drill_pgbackrest_stanza: str | None = None
+    drill_pgbackrest_config: Path | None = None
+    drill_restore_dir: Path | None = None
     drill_jobs: int = Field(2, ge=1, le=32)
     drill_fingerprint_max_mb: float = Field(50.0, ge=0)
     rto_target_seconds: float | None = Field(None, gt=0)
@@ -145,6 +148,12 @@ class Settings(BaseSettings):
         return self.migrator_database_url or self.database_url
 
     @property
+    def drills_configured(self) -> bool:
+        """Whether a drill has somewhere to restore: a scratch server for dumps, or a private
+        data directory for pgBackRest."""
+        return self.drill_source == "pgbackrest" or self.drill_database_url is not None
+
+    @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
@@ -186,7 +195,8 @@ _EXPECTS = {
     "apply_retries": "a whole number from 0 to 20",
     "proposal_ttl_hours": "hours, more than 0",
     "allow_self_approval": "true or false",
-    "drill_source": "dump or directory",
+    "drill_source": "dump, directory or pgbackrest",
+    "drill_pgbackrest_stanza": "the pgBackRest stanza to restore, such as 'main'",
     "drill_jobs": "a whole number from 1 to 32",
     "drill_fingerprint_max_mb": "megabytes, at least 0",
     "rto_target_seconds": "seconds, more than 0",

@@ -22,7 +22,12 @@ class Result:
 
 
 def find(name: str) -> str:
-    """The tool beside this Python first (a virtualenv's squawk), then on PATH."""
+    """An absolute path as is; else the tool beside this Python first (a virtualenv's
+    squawk), then on PATH."""
+    if Path(name).is_absolute():
+        if not Path(name).exists():
+            raise ToolMissing(f"{name} does not exist")
+        return name
     beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
@@ -33,11 +38,12 @@ def find(name: str) -> str:
 
 
 async def run(name: str, *args: str, timeout: float = 60.0, stdin: str | None = None,
-              env: dict[str, str] | None = None) -> Result:
-    """Run a tool to completion; on timeout or cancellation the process is killed."""
+              env: dict[str, str] | None = None, user: str | None = None) -> Result:
+    """Run a tool to completion (as `user` when given: PostgreSQL's own tools refuse root);
+    on timeout or cancellation the process is killed."""
     process = await asyncio.create_subprocess_exec(
         find(name), *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, user=user)
     try:
         out, err = await asyncio.wait_for(
             process.communicate(stdin.encode() if stdin is not None else None), timeout)

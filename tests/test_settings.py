@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import schedule
 from bot.dsn import redact_dsn, scrub
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -306,3 +307,19 @@ def test_crontab_weekdays_count_from_sunday() -> None:
                                 ("0 9 * * 5-6", "Fri")):
         fire = cron_trigger(expression).get_next_fire_time(None, thursday)
         assert fire is not None and fire.strftime("%a") == weekday, expression
+
+
+def test_unknown_drill_source_lists_the_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET, HOTDATA_DRILL_SOURCE="barman")
+    assert message.startswith("HOTDATA_DRILL_SOURCE is invalid")
+    assert message.endswith("expected dump, directory or pgbackrest")
+
+
+def test_pgbackrest_drills_are_scheduled_without_a_scratch_server() -> None:
+    """A pgBackRest drill restores into its own private cluster; dump drills need a server."""
+    base = {"database_url": "postgresql://h/db", "drill_cron": "30 3 * * *", "channel": "C1"}
+    names = {job.name for job in schedule.jobs(Settings(_env_file=None, **base))}  # type: ignore[arg-type]
+    assert "drill" not in names
+    pgbackrest = Settings(_env_file=None, drill_source="pgbackrest",  # type: ignore[call-arg]
+                          drill_pgbackrest_stanza="main", **base)
+    assert "drill" in {job.name for job in schedule.jobs(pgbackrest)}

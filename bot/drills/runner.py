@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,9 +28,9 @@ from bot.db import connect
 from bot.drills import facts as drill_facts
 from bot.drills import verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
-from bot.drills.sources import directory, dump
+from bot.drills.sources import NoBackup, directory, dump, pgbackrest
 from bot.drills.sources.tooling import conninfo_and_env
-from bot.dsn import redact_dsn, with_options
+from bot.dsn import parse_dsn, redact_dsn, with_options
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,27 +59,39 @@ async def _server(settings: Settings, role: str, dsn: str) -> tuple[object, ...]
     return row["port"], row["started"]
 
 
-async def _record_scratch(settings: Settings, name: str, drill_id: int, server: str) -> None:
+async def _record_scratch(settings: Settings, name: str, drill_id: int, server: str,
+                          kind: str = "database") -> None:
     async with connect(settings, "state") as conn:
-        await conn.execute("INSERT INTO hotdata.drill_databases (name, drill_id, server) "
-                           "VALUES (%s, %s, %s)", (name, drill_id, server))
+        await conn.execute("INSERT INTO hotdata.drill_databases (name, drill_id, server, kind) "
+                           "VALUES (%s, %s, %s, %s)", (name, drill_id, server, kind))
 
 
-async def drop_scratch(settings: Settings, scratch_dsn: str) -> list[str]:
-    """Drop every scratch database hotdata recorded and has not dropped yet; their names."""
+async def drop_scratch(settings: Settings, scratch_dsn: str | None = None) -> list[str]:
+    """Remove every scratch hotdata recorded and has not removed yet: databases on the scratch
+    server, and restored clusters (stopped, their directory deleted) on this host. Their names.
+    """
+    scratch_dsn = scratch_dsn or settings.drill_database_url
+    dropped = []
     async with connect(settings, "state") as state:
-        cur = await state.execute("SELECT name FROM hotdata.drill_databases "
-                                  "WHERE dropped_at IS NULL")
-        names = [r["name"] for r in await cur.fetchall()]
-        if not names:
-            return []
-        async with connect(settings, "migrator", dsn=scratch_dsn) as server:
-            for name in names:
-                await server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-                await state.execute("UPDATE hotdata.drill_databases SET dropped_at = now() "
-                                    "WHERE name = %s", (name,))
-    return names
+        cur = await state.execute("SELECT name, kind, server FROM hotdata.drill_databases "
+                                  "WHERE dropped_at IS NULL ORDER BY created_at")
+        rows = await cur.fetchall()
+        databases = [r["name"] for r in rows if r["kind"] == "database"]
+        if databases and scratch_dsn:
+            async with connect(settings, "migrator", dsn=scratch_dsn) as server:
+                for name in databases:
+                    await server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                                         .format(sql.Identifier(name)))
+                    dropped.append(name)
+        # A cluster lives on the host that restored it; another replica leaves it alone.
+        for row in rows:
+            if row["kind"] == "cluster" and row["server"] == socket.gethostname():
+                await pgbackrest.remove(Path(row["name"]))
+                dropped.append(row["name"])
+        for name in dropped:
+            await state.execute("UPDATE hotdata.drill_databases SET dropped_at = now() "
+                                "WHERE name = %s", (name,))
+    return dropped
 
 
 def _dbname(dsn: str, name: str) -> str:
@@ -109,10 +123,14 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
               requested_by: str = "hotdata", progress: Progress | None = None) -> DrillResult:
     """Run one drill end to end and record it; raises DrillRefused before touching anything."""
     scratch_dsn = scratch_dsn or settings.drill_database_url
-    if not scratch_dsn:
+    if settings.drill_source == "pgbackrest":
+        if not settings.drill_pgbackrest_stanza:
+            raise DrillRefused("HOTDATA_DRILL_PGBACKREST_STANZA is not set: name the pgBackRest "
+                               "stanza whose backups the drill restores")
+    elif not scratch_dsn:
         raise DrillRefused("HOTDATA_DRILL_DATABASE_URL is not set: the drill needs a scratch "
                            "server where it may create a database")
-    if await _server(settings, "analysis", settings.database_url) == await _server(
+    elif await _server(settings, "analysis", settings.database_url) == await _server(
             settings, "migrator", scratch_dsn):
         raise DrillRefused("the scratch server is the source server itself: hotdata restores "
                            "only onto a different server")
@@ -165,55 +183,121 @@ async def _say(progress: Progress | None, text: str) -> None:
         await progress(text)
 
 
-async def _drill(settings: Settings, scratch_dsn: str, result: DrillResult,
+async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResult,
                  progress: Progress | None) -> None:
+    started = time.perf_counter()
+    copy = (_cluster_copy(settings, result, progress) if settings.drill_source == "pgbackrest"
+            else _database_copy(settings, scratch_dsn or "", result, progress))
+    try:
+        async with copy as (backup, copy_dsn):
+            await _say(progress, "verifying tables, indexes and Row Level Security…")
+            await _verify(settings, backup, copy_dsn, result, started)
+    except (verify.RestoreFailed, dump.DumpFailed, NoBackup, pgbackrest.RecoveryFailed,
+            tools.ToolMissing, psycopg.Error) as error:
+        result.checks.append(verify.failure(error))
+        result.status = "failed"
+
+
+@asynccontextmanager
+async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResult,
+                         progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
+    """dump / directory: the backup restored into a new database on the scratch server."""
     name = f"hotdata_drill_{result.id}"
     result.scratch_database = name
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hotdata-drill-") as work:
         try:
             await _say(progress, "fetching the backup…")
-            backup = await _fetch(settings, Path(work), result)
+            backup = await _fetch(settings, Path(work))
             result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
             result.bytes_restored = backup.bytes
-            await _check_disk(settings, scratch_dsn, backup)
+            _check_disk(backup.bytes * 2, Path(tempfile.gettempdir()))
             async with connect(settings, "migrator", dsn=scratch_dsn) as server:
                 await server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             await _record_scratch(settings, name, result.id or 0, redact_dsn(scratch_dsn))
             await _say(progress, "restoring roles and data…")
             await _restore(backup, scratch_dsn, name, settings.drill_jobs, result)
-            await _say(progress, "verifying tables, indexes and Row Level Security…")
-            verify_started = time.perf_counter()
-            async with connect(settings, "migrator", dsn=_dbname(scratch_dsn, name)) as copy:
-                restored = await drill_facts.read(
-                    copy, fingerprint_max_bytes=int(settings.drill_fingerprint_max_mb * 2**20),
-                    app_role=settings.app_role, claims=settings.app_jwt_claims)
-                result.checks += await verify.indexes(copy)
-            # A team's own dump carries no counts of its snapshot: compare with the live source
-            source_facts = (backup.facts if backup.facts is not None
-                            else await _live_facts(settings))
-            result.checks += verify.compare(source_facts, restored, result,
-                                            snapshot=backup.facts is not None)
-            result.phases.append(Phase("verify", round(time.perf_counter() - verify_started,
-                                                       3)))
-            result.rto_seconds = round(time.perf_counter() - started, 3)
-            now = datetime.now(UTC)
-            if backup.taken_at is not None:
-                result.backup_age_seconds = round((now - backup.taken_at).total_seconds(), 3)
-            if restored.heartbeat is not None:
-                result.rpo_seconds = round((now - restored.heartbeat).total_seconds(), 3)
-            result.checks += verify.targets(settings, result)
-            result.status = "passed" if all(c.ok for c in result.checks) else "failed"
-        except (verify.RestoreFailed, dump.DumpFailed, directory.NoBackup, tools.ToolMissing,
-                psycopg.Error) as error:
-            result.checks.append(verify.failure(error))
-            result.status = "failed"
+            yield backup, _dbname(scratch_dsn, name)
         finally:
-            await _say(progress, "cleaning up…")
-            try:
-                await drop_scratch(settings, scratch_dsn)
-            except Exception:  # cleanup is retried at the next drill and at start-up
-                log.exception("could not drop the scratch database %s", name)
+            await _cleanup(settings, progress, name)
+
+
+@asynccontextmanager
+async def _cluster_copy(settings: Settings, result: DrillResult,
+                        progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
+    """pgbackrest: the backup restored as a whole private cluster that replays the archive."""
+    parent = settings.drill_restore_dir or Path(tempfile.gettempdir())
+    root = parent / f"hotdata_drill_{result.id}"
+    result.scratch_database = str(root)
+    started = time.perf_counter()
+    if root.exists():  # never adopt (and later delete) a directory this drill did not make
+        raise verify.RestoreFailed(f"{root} already exists: remove it or set "
+                                   "HOTDATA_DRILL_RESTORE_DIR to another directory")
+    # Recorded before it exists: a crash at any point leaves nothing unrecorded behind.
+    await _record_scratch(settings, str(root), result.id or 0, socket.gethostname(), "cluster")
+    try:
+        await _say(progress, "fetching the backup…")
+        run_as = pgbackrest.prepare(root)
+        newest = await pgbackrest.latest(settings, run_as)
+        _check_disk(newest.bytes, parent)
+        backup, copy = await pgbackrest.fetch(settings, root, run_as, newest)
+        result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
+        result.bytes_restored = backup.bytes
+        await _say(progress, "replaying the archived WAL…")
+        restore_started = time.perf_counter()
+        await pgbackrest.recover(copy)
+        result.phases.append(Phase("restore", round(time.perf_counter() - restore_started, 3)))
+        dbname = parse_dsn(settings.database_url).get("dbname") or "postgres"
+        user = await pgbackrest.superuser(copy, dbname,
+                                          parse_dsn(settings.database_url).get("user"))
+        result.checks.append(await _recovery_check(settings, newest, copy.dsn(dbname, user)))
+        yield backup, copy.dsn(dbname, user)
+    finally:
+        await _cleanup(settings, progress, str(root))
+
+
+async def _recovery_check(settings: Settings, newest: pgbackrest.Latest, dsn: str) -> Check:
+    async with connect(settings, "migrator", dsn=dsn) as conn:
+        cur = await conn.execute(TAG + "SELECT pg_is_in_recovery() AS standby, "
+                                 "pg_last_xact_replay_timestamp() AS replayed")
+        row = await cur.fetchone()
+    assert row is not None
+    replayed = (f", last transaction replayed from {row['replayed']:%Y-%m-%d %H:%M:%S %Z}"
+                if row["replayed"] else "")
+    return Check("recovery", not row["standby"],
+                 f"backup {newest.label} restored, archived WAL replayed to its end "
+                 f"({newest.archive_max}){replayed}, promoted")
+
+
+async def _cleanup(settings: Settings, progress: Progress | None, name: str) -> None:
+    await _say(progress, "cleaning up…")
+    try:
+        await drop_scratch(settings)
+    except Exception:  # cleanup is retried at the next drill and at start-up
+        log.exception("could not remove the drill's scratch %s", name)
+
+
+async def _verify(settings: Settings, backup: Backup, copy_dsn: str, result: DrillResult,
+                  started: float) -> None:
+    verify_started = time.perf_counter()
+    async with connect(settings, "migrator", dsn=copy_dsn) as copy:
+        restored = await drill_facts.read(
+            copy, fingerprint_max_bytes=int(settings.drill_fingerprint_max_mb * 2**20),
+            app_role=settings.app_role, claims=settings.app_jwt_claims)
+        result.checks += await verify.indexes(copy)
+    # A team's own backup carries no counts of its snapshot: compare with the live source
+    source_facts = backup.facts if backup.facts is not None else await _live_facts(settings)
+    result.checks += verify.compare(source_facts, restored, result,
+                                    snapshot=backup.facts is not None)
+    result.phases.append(Phase("verify", round(time.perf_counter() - verify_started, 3)))
+    result.rto_seconds = round(time.perf_counter() - started, 3)
+    now = datetime.now(UTC)
+    if backup.taken_at is not None:
+        result.backup_age_seconds = round((now - backup.taken_at).total_seconds(), 3)
+    if restored.heartbeat is not None:
+        result.rpo_seconds = round((now - restored.heartbeat).total_seconds(), 3)
+    result.checks += verify.targets(settings, result)
+    result.status = "passed" if all(c.ok for c in result.checks) else "failed"
 
 
 async def _live_facts(settings: Settings) -> Facts:
@@ -225,18 +309,18 @@ async def _live_facts(settings: Settings) -> Facts:
                                       claims=settings.app_jwt_claims)
 
 
-async def _fetch(settings: Settings, work: Path, result: DrillResult) -> Backup:
+async def _fetch(settings: Settings, work: Path) -> Backup:
     if settings.drill_source == "directory":
         if settings.drill_backup_dir is None:
-            raise directory.NoBackup("HOTDATA_DRILL_BACKUP_DIR is not set")
+            raise NoBackup("HOTDATA_DRILL_BACKUP_DIR is not set")
         return directory.newest(settings.drill_backup_dir)
     return await dump.take(settings, work)
 
 
-async def _check_disk(settings: Settings, scratch_dsn: str, backup: Backup) -> None:
-    """The scratch server needs room for the restore: refuse when its disk is obviously short
-    (only checkable when it is on this machine; otherwise pg_restore reports it)."""
-    free = shutil.disk_usage(tempfile.gettempdir()).free
-    if backup.bytes * 2 > free:
-        raise verify.RestoreFailed(f"not enough free disk: the backup is {backup.bytes:,} bytes "
-                                   f"and only {free:,} are free")
+def _check_disk(needed: int, where: Path) -> None:
+    """Refuse a restore the disk obviously cannot hold (checkable only on this machine; a
+    remote scratch server's own errors say it otherwise)."""
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise verify.RestoreFailed(f"not enough free disk: the restore needs about "
+                                   f"{needed:,} bytes and only {free:,} are free")

@@ -1,6 +1,12 @@
-"""Where a drill's backup comes from: one module per back end, one function each.
+"""Where a drill's backup comes from: one module per back end.
 
 - `dump`: hotdata takes the backup itself (pg_dumpall --roles-only, pg_dump -Fd -j N from an
   exported snapshot whose facts it reads in the same snapshot);
-- `directory`: the newest dump a team's own backup job left in a directory.
+- `directory`: the newest dump a team's own backup job left in a directory;
+- `pgbackrest`: the newest backup of a pgBackRest stanza, restored as a whole private cluster
+  that replays the archived WAL.
 """
+
+
+class NoBackup(Exception):
+    """There is no backup to restore where the settings say backups are."""

@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.drills.model import Backup
-
-
-class NoBackup(Exception):
-    """No dump was found where the settings say backups are."""
+from bot.drills.sources import NoBackup
 
 
 def _size(path: Path) -> int:

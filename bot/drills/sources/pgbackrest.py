@@ -1,0 +1,252 @@
+"""`pgbackrest`: restore the newest backup of a pgBackRest stanza into a private data directory,
+start it on a private port and let it replay the archived WAL to its end, then promote.
+
+- The recovery target is the end of the archive (`--type=default`): the newest point the
+  archive can reach, so it is inside the archived range by construction; a backup whose WAL
+  is not all archived is refused before anything is restored.
+- `--archive-mode=off`: the copy never pushes WAL into the team's repository.
+- The copy listens only on a Unix socket in a directory no one else may enter, with its own
+  `hba_file` (trust for local connections), so nothing but hotdata can reach it; SSL and the
+  source's own files (certificates, includes) are switched off or replaced.
+- It runs as PostgreSQL must: as ourselves, or as the `postgres` user when we are root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from bot import pgcluster, tools
+from bot.drills.model import Backup
+from bot.drills.sources import NoBackup
+from bot.settings import Settings
+
+RESTORE_TIMEOUT_S = 6 * 3600
+PROMOTE_POLL_S = 0.2
+# What the copy must not inherit from the source's configuration.
+OVERRIDES = {
+    "listen_addresses": "''",
+    "unix_socket_permissions": "0700",
+    "ssl": "off",
+    "logging_collector": "off",
+    "archive_mode": "off",
+    "shared_buffers": "'128MB'",
+}
+
+
+class RecoveryFailed(Exception):
+    """The restored copy did not start or did not finish recovery; carries the server log."""
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The newest backup in the repository, and what the archive holds after it."""
+
+    label: str
+    stopped_at: datetime
+    major: int
+    bytes: int
+    archive_stop: str  # the last WAL segment the backup needs
+    archive_max: str  # the newest WAL segment archived
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A restored cluster in `root`: data/, socket/, its hba file and its log."""
+
+    root: Path
+    bindir: Path
+    port: int
+    run_as: str | None
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "socket"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "server.log"
+
+    def dsn(self, dbname: str, user: str) -> str:
+        return make_conninfo(host=str(self.socket_dir), port=str(self.port), dbname=dbname,
+                             user=user)
+
+
+def _options(settings: Settings) -> list[str]:
+    if not settings.drill_pgbackrest_stanza:
+        raise NoBackup("HOTDATA_DRILL_PGBACKREST_STANZA is not set: name the stanza whose "
+                       "backups the drill restores")
+    found = [f"--stanza={settings.drill_pgbackrest_stanza}"]
+    if settings.drill_pgbackrest_config is not None:
+        found.append(f"--config={settings.drill_pgbackrest_config}")
+    return found
+
+
+async def _pgbackrest(settings: Settings, *args: str, run_as: str | None,
+                      timeout: float = 600) -> tools.Result:
+    return await tools.run("pgbackrest", *_options(settings), "--log-level-console=warn",
+                           *args, timeout=timeout, user=run_as)
+
+
+async def latest(settings: Settings, run_as: str | None) -> Latest:
+    """The newest backup of the stanza, refused unless all the WAL it needs is archived."""
+    done = await _pgbackrest(settings, "--output=json", "info", run_as=run_as)
+    if done.returncode != 0:
+        raise NoBackup(f"pgbackrest info failed: {done.stderr.strip()[-500:]}")
+    stanzas = json.loads(done.stdout or "[]")
+    if not stanzas:
+        raise NoBackup(f"pgBackRest knows no stanza {settings.drill_pgbackrest_stanza!r}")
+    stanza = stanzas[0]
+    if stanza["status"]["code"] != 0 or not stanza.get("backup"):
+        raise NoBackup(f"stanza {stanza['name']!r} has no usable backup: "
+                       f"{stanza['status']['message']}")
+    backup = stanza["backup"][-1]
+    archives = [a for a in stanza.get("archive", [])
+                if a["database"]["id"] == backup["database"]["id"] and a.get("max")]
+    archive_max = max((a["max"] for a in archives), default="")
+    # Segment names sort in WAL order within a timeline history (timeline, log, segment).
+    if archive_max < backup["archive"]["stop"]:
+        raise NoBackup(f"backup {backup['label']} needs WAL up to {backup['archive']['stop']} "
+                       f"but the archive ends at {archive_max or 'nothing'}: it cannot "
+                       "reach a consistent state")
+    db = next(d for d in stanza["db"] if d["id"] == backup["database"]["id"])
+    return Latest(backup["label"], datetime.fromtimestamp(backup["timestamp"]["stop"], UTC),
+                  int(str(db["version"]).split(".")[0]), int(backup["info"]["size"]),
+                  backup["archive"]["stop"], archive_max)
+
+
+def prepare(root: Path) -> str | None:
+    """Make `root` (which must not exist) for a copy; the user the copy will run as."""
+    run_as = pgcluster.server_user()
+    root.mkdir(parents=True)
+    pgcluster.chown(root, run_as)
+    return run_as
+
+
+async def fetch(settings: Settings, root: Path, run_as: str | None,
+                newest: Latest) -> tuple[Backup, Copy]:
+    """Restore the files of backup `newest` into `root`/data (recovery has not run yet)."""
+    bindir = pgcluster.find_bindir(newest.major)
+    copy = Copy(root, bindir, pgcluster.free_port(), run_as)
+    done = await _pgbackrest(settings, f"--pg1-path={copy.datadir}", f"--set={newest.label}",
+                             "--type=default", "--archive-mode=off", "restore",
+                             run_as=run_as, timeout=RESTORE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise NoBackup(f"pgbackrest restore of {newest.label} failed: "
+                       f"{done.stderr.strip()[-500:]}")
+    return Backup("pgbackrest", copy.datadir, None, newest.stopped_at, None, newest.bytes), copy
+
+
+def _configure(copy: Copy) -> None:
+    copy.socket_dir.mkdir(mode=0o700)
+    hba, ident = copy.root / "hba.conf", copy.root / "ident.conf"
+    hba.write_text("local all all trust\n")
+    ident.write_text("")
+    conf = copy.datadir / "postgresql.conf"
+    if not conf.exists():  # Debian keeps it in /etc: the data directory has none
+        conf.write_text("")
+    settings = {**OVERRIDES, "port": str(copy.port),
+                "unix_socket_directories": _quote(copy.socket_dir),
+                "hba_file": _quote(hba), "ident_file": _quote(ident)}
+    # postgresql.auto.conf is read last: these win over anything the source configured.
+    with open(copy.datadir / "postgresql.auto.conf", "a") as fh:
+        fh.write("\n# hotdata restore drill: a private copy\n")
+        fh.writelines(f"{key} = {value}\n" for key, value in settings.items())
+    for path in (copy.socket_dir, hba, ident, conf):
+        pgcluster.chown(path, copy.run_as)
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+async def recover(copy: Copy, *, timeout: float = RESTORE_TIMEOUT_S) -> None:
+    """Start the copy and wait until it has replayed the archive and promoted itself."""
+    _configure(copy)
+    started = await tools.run(str(copy.bindir / "pg_ctl"), "-D", str(copy.datadir),
+                              "-l", str(copy.logfile), "-w", "-t", str(int(timeout)), "start",
+                              timeout=timeout + 30, user=copy.run_as)
+    if started.returncode != 0:
+        raise RecoveryFailed(f"the restored copy did not start: {_log_tail(copy)}")
+    deadline = time.monotonic() + timeout
+    while (copy.datadir / "recovery.signal").exists():  # removed when recovery ends
+        if not (copy.datadir / "postmaster.pid").exists():
+            raise RecoveryFailed(f"the restored copy stopped during recovery: {_log_tail(copy)}")
+        if time.monotonic() > deadline:
+            raise RecoveryFailed(f"recovery did not finish in {timeout:.0f} s")
+        await asyncio.sleep(PROMOTE_POLL_S)
+
+
+async def superuser(copy: Copy, dbname: str, known_user: str | None) -> str:
+    """The copy's bootstrap superuser, found by connecting as a role the source is known to
+    have (the copy only accepts local connections from us, without passwords)."""
+    conn = await psycopg.AsyncConnection.connect(copy.dsn(dbname, known_user or "postgres"),
+                                                 autocommit=True, connect_timeout=10)
+    async with conn:
+        cur = await conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10")
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _log_tail(copy: Copy) -> str:
+    try:
+        lines = copy.logfile.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no server log"
+    wanted = [line for line in lines if any(k in line for k in ("FATAL", "PANIC", "ERROR"))]
+    return " ".join((wanted or lines)[-4:])[-600:]
+
+
+async def remove(root: Path) -> None:
+    """Stop the copy's server if it runs (immediately: it is thrown away) and delete `root`."""
+    pid = _postmaster(root / "data")
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        for _ in range(300):
+            if not _alive(pid):
+                break
+            await asyncio.sleep(0.1)
+    await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+
+
+def _postmaster(datadir: Path) -> int | None:
+    """The pid in postmaster.pid, when that process is still this data directory's server."""
+    try:
+        pid_line, dir_line = (datadir / "postmaster.pid").read_text().splitlines()[:2]
+    except (OSError, ValueError):
+        return None
+    if Path(dir_line).resolve() != datadir.resolve() or not pid_line.strip().isdigit():
+        return None
+    pid = int(pid_line)
+    try:  # after a reboot the pid may belong to someone else
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid if _alive(pid) else None
+    return pid if b"postgres" in cmdline else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

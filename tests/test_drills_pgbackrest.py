@@ -1,0 +1,246 @@
+"""Restore drills from a pgBackRest stanza: a source cluster archiving its WAL with pgBackRest
+(from the distribution's packages), a real full backup, writes after it that only the archived
+WAL holds, and a drill that restores, replays, promotes, verifies and removes the copy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bot import pgcluster, tools
+from bot.drills import runner, service
+from bot.drills.model import DrillResult
+from bot.render import drill as render
+from bot.settings import Settings
+from tests.test_drills import (
+    DESIGN_KEYS,
+    Source,
+    check,
+    create_source,
+    exact_counts,
+    source_state,
+    state_rows,
+)
+
+STANZA = "app"
+
+
+@dataclass
+class Stanza:
+    base: Path  # config, repository, logs, locks and the drills' restore directory
+    source: Source
+    run_as: str | None
+
+    @property
+    def config(self) -> Path:
+        return self.base / "pgbackrest.conf"
+
+    def settings(self, **extra: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": self.source.url, "drill_source": "pgbackrest",
+            "drill_pgbackrest_stanza": STANZA, "drill_pgbackrest_config": self.config,
+            "drill_restore_dir": self.base / "restores", "app_role": "authenticated",
+            "app_jwt_claims": json.dumps({"sub": self.source.heavy_user}), **extra}
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    def pgbackrest(self, *args: str, config: Path | None = None) -> None:
+        done = subprocess.run([tools.find("pgbackrest"), f"--config={config or self.config}",
+                               f"--stanza={STANZA}", *args], user=self.run_as,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr + done.stdout
+
+
+def write_config(path: Path, base: Path, repo: Path, cluster: pgcluster.Cluster) -> None:
+    path.write_text(f"""[global]
+repo1-path={repo}
+repo1-retention-full=2
+log-path={base / "log"}
+lock-path={base / "lock"}
+spool-path={base / "spool"}
+log-level-file=off
+start-fast=y
+compress-type=none
+
+[{STANZA}]
+pg1-path={cluster.datadir}
+pg1-port={cluster.port}
+pg1-socket-path={cluster.socket_dir}
+pg1-user={pgcluster.SUPERUSER}
+""")
+
+
+def wait_archived(source: Source) -> None:
+    """Switch to a new WAL segment and wait until the archiver has pushed the old one."""
+    with psycopg.connect(source.pg.dsn(), autocommit=True) as conn:
+        [(segment,)] = conn.execute(
+            "SELECT pg_walfile_name(pg_switch_wal())").fetchall()
+        for _ in range(300):
+            [(archived,)] = conn.execute(
+                "SELECT last_archived_wal FROM pg_stat_archiver").fetchall()
+            if archived is not None and archived >= segment:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"WAL segment {segment} was not archived")
+
+
+@pytest.fixture(scope="module")
+def stanza() -> Iterator[Stanza]:
+    run_as = pgcluster.server_user()
+    base = Path(tempfile.mkdtemp(prefix="hotdata-pgbackrest-"))
+    for path in (base, *(base / d for d in ("repo", "log", "lock", "spool", "restores"))):
+        path.mkdir(exist_ok=True)
+        pgcluster.chown(path, run_as)
+    push = f"pgbackrest --config={base / 'pgbackrest.conf'} --stanza={STANZA} archive-push %p"
+    cluster = pgcluster.create({"wal_level": "replica", "archive_mode": "on",
+                                "archive_command": f"'{push}'"})
+    try:
+        write_config(base / "pgbackrest.conf", base, base / "repo", cluster)
+        made = Stanza(base, create_source(cluster), run_as)
+        made.pgbackrest("stanza-create")
+        made.pgbackrest("--type=full", "backup")
+        # After the backup: rows and a heartbeat only the archived WAL carries.
+        with psycopg.connect(made.source.dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO notifications (user_id, kind, body, read, created_at) "
+                         "SELECT user_id, kind, 'after the backup', false, now() "
+                         "FROM notifications LIMIT 25")
+        asyncio.run(service.heartbeat(made.settings()))
+        wait_archived(made.source)
+        yield made
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class CleanDrill:
+    stanza: Stanza
+    result: DrillResult
+    heartbeat: datetime
+    started: datetime
+    finished: datetime
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def clean(stanza: Stanza) -> CleanDrill:
+    [(heartbeat,)] = state_rows(stanza.source, "SELECT at FROM hotdata.heartbeat")
+    before = source_state(stanza.source)
+    started = datetime.now(UTC)
+    result = asyncio.run(runner.run(stanza.settings(), requested_by="U0TESTER"))
+    finished = datetime.now(UTC)
+    return CleanDrill(stanza, result, heartbeat, started, finished, before,
+                      source_state(stanza.source))
+
+
+def test_pgbackrest_drill_passes_with_phases_and_the_json_shape(clean: CleanDrill) -> None:
+    result = clean.result
+    assert result.status == "passed", [c for c in result.checks if not c.ok]
+    shape = json.loads(render.as_json(result))
+    assert set(shape) >= DESIGN_KEYS and shape["source"] == "pgbackrest"
+    assert [p["name"] for p in shape["phases"]] == ["fetch", "restore", "verify"]
+    assert {"recovery", "row counts", "RLS policies", "grants", "RLS probes",
+            "amcheck"} <= {c["name"] for c in shape["checks"]}
+    assert result.bytes_restored > 10 * 2**20  # the backup's database size, for extrapolating
+
+
+def test_pgbackrest_drill_replays_the_archive_past_the_backup(clean: CleanDrill) -> None:
+    """The rows written after the backup are in the copy: recovery ran to the archive's end."""
+    recovery = check(clean.result, "recovery")
+    assert recovery.ok and "replayed to its end" in recovery.detail, recovery
+    counts = exact_counts(clean.stanza.source)
+    assert clean.result.tables_verified == len(counts)
+    assert clean.result.rows_verified == sum(counts.values())
+    rows = check(clean.result, "row counts")
+    assert rows.ok and "older than the source" not in rows.detail, rows
+    probes = check(clean.result, "RLS probes")
+    assert probes.ok and probes.detail.startswith("4 probes"), probes
+
+
+def test_pgbackrest_rpo_is_the_replayed_heartbeat_not_the_backup_age(clean: CleanDrill) -> None:
+    rpo, age = clean.result.rpo_seconds, clean.result.backup_age_seconds
+    assert rpo is not None and age is not None
+    # The heartbeat was written after the backup and reached the copy through the archive.
+    assert rpo < age
+    low = (clean.started - clean.heartbeat).total_seconds()
+    high = (clean.finished - clean.heartbeat).total_seconds()
+    assert low - 0.05 <= rpo <= high + 0.05
+
+
+def test_pgbackrest_drill_removes_its_copy_and_writes_nothing_to_the_source(
+        clean: CleanDrill) -> None:
+    root = Path(clean.result.scratch_database or "")
+    assert root.parent == clean.stanza.base / "restores" and not root.exists()
+    assert state_rows(clean.stanza.source, "SELECT kind, server, dropped_at IS NOT NULL "
+                      "FROM hotdata.drill_databases WHERE name = %s", (str(root),)) == [
+        ("cluster", socket.gethostname(), True)]
+    assert clean.before == clean.after
+    alive = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, check=False)
+    assert alive.returncode == 1, alive.stdout  # no server of the copy left running
+
+
+def test_pgbackrest_needs_a_stanza_and_reports_an_unknown_one(stanza: Stanza) -> None:
+    with pytest.raises(runner.DrillRefused, match="HOTDATA_DRILL_PGBACKREST_STANZA"):
+        asyncio.run(runner.run(stanza.settings(drill_pgbackrest_stanza=None)))
+    result = asyncio.run(runner.run(stanza.settings(drill_pgbackrest_stanza="nope")))
+    assert result.status == "failed"
+    backup = check(result, "backup")
+    assert not backup.ok and "nope" in backup.detail, backup
+    assert not Path(result.scratch_database or "").exists()
+
+
+def test_a_backup_whose_wal_is_not_archived_is_refused(stanza: Stanza) -> None:
+    """A repository that lost the WAL after a backup cannot restore it consistently: the drill
+    is red before anything is restored, and says which segments are missing."""
+    broken = stanza.base / "broken"
+    shutil.copytree(stanza.base / "repo", broken / "repo")
+    if stanza.run_as:
+        subprocess.run(["chown", "-R", stanza.run_as, str(broken)], check=True)
+    for segment in (broken / "repo" / "archive").rglob("0000000*"):
+        if segment.is_file():
+            segment.unlink()
+    config = broken / "pgbackrest.conf"
+    config.write_text(stanza.config.read_text().replace(f"repo1-path={stanza.base / 'repo'}",
+                                                        f"repo1-path={broken / 'repo'}"))
+    result = asyncio.run(runner.run(stanza.settings(drill_pgbackrest_config=config)))
+    assert result.status == "failed"
+    backup = check(result, "backup")
+    assert "cannot reach a consistent state" in backup.detail, backup
+    assert [p.name for p in result.phases] == []
+
+
+def test_next_drill_removes_a_crashed_drills_running_copy(stanza: Stanza) -> None:
+    """What a killed bot leaves: a recorded copy whose server still runs. The next start stops
+    it and deletes it; a copy recorded by another host is left to that host."""
+    leftover = pgcluster.create()  # a running server in a directory, as a crashed drill leaves
+    other_host = stanza.base / "restores" / "elsewhere"
+    other_host.mkdir()
+    with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO hotdata.drill_databases (name, server, kind) VALUES "
+                     "(%s, %s, 'cluster'), (%s, 'another-host', 'cluster')",
+                     (str(leftover.root), socket.gethostname(), str(other_host)))
+    try:
+        dropped = asyncio.run(runner.drop_scratch(stanza.settings()))
+        assert dropped == [str(leftover.root)]
+        assert not leftover.root.exists()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(leftover.dsn(), connect_timeout=2)
+        assert other_host.exists()
+    finally:
+        leftover.destroy()
+        with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM hotdata.drill_databases WHERE name = %s",
+                         (str(other_host),))
