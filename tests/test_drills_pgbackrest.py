@@ -244,3 +244,40 @@ def test_next_drill_removes_a_crashed_drills_running_copy(stanza: Stanza) -> Non
         with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM hotdata.drill_databases WHERE name = %s",
                          (str(other_host),))
+
+
+async def test_a_drill_cancelled_midway_through_the_restore_leaves_nothing(
+        stanza: Stanza) -> None:
+    """Cancelled while pgbackrest is writing the copy: no process, no directory, the drill
+    recorded as failed (interrupted), the copy recorded as removed."""
+    settings = stanza.settings()
+    task = asyncio.create_task(runner.run(settings))
+    deadline = time.monotonic() + 60
+    root = None
+    while root is None or not (root / "data").exists():
+        assert time.monotonic() < deadline, "the restore never started"
+        assert not task.done(), task.result()
+        rows = state_rows(stanza.source, "SELECT name FROM hotdata.drill_databases "
+                          "WHERE dropped_at IS NULL AND kind = 'cluster'")
+        root = Path(rows[0][0]) if rows else None
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not root.exists()
+    assert subprocess.run(["pgrep", "-f", str(root)], capture_output=True,
+                          check=False).returncode == 1
+    [(dropped,)] = state_rows(stanza.source, "SELECT dropped_at IS NOT NULL FROM "
+                              "hotdata.drill_databases WHERE name = %s", (str(root),))
+    assert dropped
+    [(status, stored)] = state_rows(stanza.source, "SELECT status, result FROM hotdata.drills "
+                                    "WHERE scratch_database = %s OR id = %s",
+                                    (str(root), int(root.name.rsplit("_", 1)[1])))
+    assert status == "failed"
+    assert {"name": "drill", "ok": False, "detail": "interrupted: cancelled"} in stored["checks"]
+
+
+def test_runbook_names_the_pgbackrest_commands(clean: CleanDrill) -> None:
+    section = render.runbook_section(clean.result.as_dict(), "today", "PostgreSQL 15")
+    assert "(source `pgbackrest`)" in section and "pgbackrest restore" in section
+    assert "pg_dump" not in section

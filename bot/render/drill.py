@@ -82,6 +82,16 @@ RUNBOOK_START = "<!-- hotdata: last measured -->"
 RUNBOOK_END = "<!-- hotdata: end -->"
 
 
+COMMANDS = {
+    "dump": "`pg_dumpall --roles-only`, `pg_dump --format=directory --jobs=N --snapshot=…`, "
+            "`psql -f globals.sql`, `pg_restore --jobs=N --exit-on-error`",
+    "directory": "the newest dump in the backup directory: `psql -f *globals*.sql`, "
+                 "`pg_restore --jobs=N --exit-on-error`",
+    "pgbackrest": "`pgbackrest info`, `pgbackrest restore --type=default --archive-mode=off`, "
+                  "`pg_ctl start` (replay to the end of the archive, then promote)",
+}
+
+
 def runbook_section(result: dict[str, Any], finished_at: str, versions: str) -> str:
     phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in result["phases"])
     return "\n".join([
@@ -92,6 +102,5 @@ def runbook_section(result: dict[str, Any], finished_at: str, versions: str) -> 
         f"- RPO: **{duration(result['rpo_seconds'])}** (age of the restored heartbeat)",
         f"- verified: {result['tables_verified']} tables, {result['rows_verified']:,} rows, "
         f"{result['policies_verified']} policies", f"- versions: {versions}",
-        "- commands: `pg_dumpall --roles-only`, `pg_dump --format=directory --jobs=N "
-        "--snapshot=…`, `psql -f globals.sql`, `pg_restore --jobs=N --exit-on-error`",
+        f"- commands: {COMMANDS.get(result['source'], COMMANDS['dump'])}",
         "", RUNBOOK_END])
