@@ -14,7 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from bot import migrate
 from bot.app import build_app
 from bot.db import connect
-from bot.drills.runner import drop_scratch
+from bot.drills.runner import clean_leftovers
 from bot.proposals.service import reconcile
 from bot.schedule import Scheduler
 from bot.services import Services
@@ -75,7 +75,7 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     # and scratch databases a crashed drill left behind are dropped.
     services.tasks.spawn(reconcile(services), name="reconcile")
     if settings.drills_configured:
-        services.tasks.spawn(drop_scratch(settings), name="drill-cleanup")
+        services.tasks.spawn(clean_leftovers(settings), name="drill-cleanup")
     scheduler = Scheduler(services)
     await scheduler.start()
     stop = asyncio.Event()

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot import pgcluster, tools
+from bot import locks, pgcluster, tools
 from bot.drills import runner, service
 from bot.drills.model import DrillResult
 from bot.render import drill as render
@@ -222,9 +222,10 @@ def test_a_backup_whose_wal_is_not_archived_is_refused(stanza: Stanza) -> None:
     assert [p.name for p in result.phases] == []
 
 
-def test_next_drill_removes_a_crashed_drills_running_copy(stanza: Stanza) -> None:
+def test_start_up_removes_a_crashed_drills_running_copy(stanza: Stanza) -> None:
     """What a killed bot leaves: a recorded copy whose server still runs. The next start stops
-    it and deletes it; a copy recorded by another host is left to that host."""
+    it and deletes it, unless a drill is running; a copy recorded by another host is left to
+    that host."""
     leftover = pgcluster.create()  # a running server in a directory, as a crashed drill leaves
     other_host = stanza.base / "restores" / "elsewhere"
     other_host.mkdir()
@@ -233,7 +234,12 @@ def test_next_drill_removes_a_crashed_drills_running_copy(stanza: Stanza) -> Non
                      "(%s, %s, 'cluster'), (%s, 'another-host', 'cluster')",
                      (str(leftover.root), socket.gethostname(), str(other_host)))
     try:
-        dropped = asyncio.run(runner.drop_scratch(stanza.settings()))
+        # while a drill runs (here: its lock is held), its scratch is not a leftover
+        with psycopg.connect(stanza.source.dsn, autocommit=True) as drilling:
+            drilling.execute("SELECT pg_advisory_lock(%s, %s)", locks.DRILL)
+            assert asyncio.run(runner.clean_leftovers(stanza.settings())) == []
+            assert leftover.root.exists()
+        dropped = asyncio.run(runner.clean_leftovers(stanza.settings()))
         assert dropped == [str(leftover.root)]
         assert not leftover.root.exists()
         with pytest.raises(psycopg.OperationalError):

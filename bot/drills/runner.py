@@ -94,6 +94,20 @@ async def drop_scratch(settings: Settings, scratch_dsn: str | None = None) -> li
     return dropped
 
 
+async def clean_leftovers(settings: Settings) -> list[str]:
+    """At start-up: remove what a crashed drill left, unless a drill is running right now
+    (on another replica: its scratch is not a leftover, and it cleans up after itself)."""
+    async with connect(settings, "state") as state:
+        cur = await state.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.DRILL)
+        row = await cur.fetchone()
+        if not row or not row["ok"]:
+            return []
+        try:
+            return await drop_scratch(settings)
+        finally:
+            await state.execute("SELECT pg_advisory_unlock(%s, %s)", locks.DRILL)
+
+
 def _dbname(dsn: str, name: str) -> str:
     return with_options(dsn, dbname=name)
 
