@@ -5,3 +5,10 @@ LOCK_CLASS = 0x68_6F_74_64  # "hotd"
 MIGRATE = (LOCK_CLASS, 1)
 LEADER = (LOCK_CLASS, 2)
 DRILL = (LOCK_CLASS, 3)
+APPLY_CLASS = LOCK_CLASS + 1  # the object is a proposal id
+
+
+def applying(proposal_id: int) -> tuple[int, int]:
+    """Held (session lock on a state connection) by the process applying a proposal, for as
+    long as it applies it: a replica starting meanwhile must not take it for a leftover."""
+    return (APPLY_CLASS, proposal_id)

@@ -683,6 +683,9 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
             assert time.monotonic() < deadline, "the child never started building"
             time.sleep(0.02)
         time.sleep(0.2)  # well into the build
+        # a replica starting now leaves a proposal that a live process is applying alone
+        assert flow.bot.run(service.reconcile(flow.bot.services)) == []
+        assert flow.proposal(pid)["status"] == "applying" and flow.query(CIC_RUNNING_SQL)
         child.send_signal(signal.SIGKILL)
         assert child.wait(10) == -signal.SIGKILL
     finally:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bot import locks
 from bot.db import connect
 from bot.proposals import apply as applying
 from bot.proposals import migration, store
@@ -139,10 +140,12 @@ async def approve(services: Services, proposal_id: int, user: str) -> str:
         if proposal is None:
             return await _already(conn, proposal_id)
         await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved")
+        # Held until this connection closes: while it is, the proposal is not a leftover.
+        await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
         proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
-    assert proposal is not None
-    await _refresh(services, proposal)
-    await _apply(services, proposal)
+        assert proposal is not None
+        await _refresh(services, proposal)
+        await _apply(services, proposal)
     return f"Approved index migration #{proposal_id}; the result is in the channel."
 
 
@@ -206,7 +209,22 @@ async def reconcile(services: Services) -> list[dict[str, Any]]:
     for proposal in expired:
         await _refresh(services, proposal)
     for proposal in left:
-        rec = proposal["evidence"]
+        final = await _reconcile_one(services, proposal)
+        if final is not None:
+            settled.append(final)
+    return settled
+
+
+async def _reconcile_one(services: Services, proposal: dict[str, Any]
+                         ) -> dict[str, Any] | None:
+    """Settle one proposal left `applying`, unless a live process is still applying it."""
+    settings, rec = services.settings, proposal["evidence"]
+    async with connect(settings, "state") as lock:
+        cur = await lock.execute("SELECT pg_try_advisory_lock(%s, %s) AS free",
+                                 locks.applying(proposal["id"]))
+        row = await cur.fetchone()
+        if not row or not row["free"]:
+            return None
         async with connect(settings, "migrator") as target:
             state = await applying.index_state(target, rec)
             if state is not None and state["valid"] and state["ready"]:
@@ -218,16 +236,14 @@ async def reconcile(services: Services) -> list[dict[str, Any]]:
                     "hotdata stopped while building the index; "
                     + ("the invalid index it left was dropped" if dropped
                        else "no index was left behind") + ". Approve a new proposal to retry.")}
-        async with connect(settings, "state") as conn:
-            final = await store.mark(conn, proposal["id"], status, result, expect="applying")
-            await store.audit(conn, "hotdata", "reconciled", proposal["id"], proposal["sql"],
-                              status, result)
-        if final is not None:
-            settled.append(final)
-            await _refresh(services, final)
-            await _thread(services, final, f"After a restart, index migration "
-                          f"#{final['id']} is {status}: {result.get('note') or result['error']}")
-    return settled
+        final = await store.mark(lock, proposal["id"], status, result, expect="applying")
+        await store.audit(lock, "hotdata", "reconciled", proposal["id"], proposal["sql"],
+                          status, result)
+    if final is not None:
+        await _refresh(services, final)
+        await _thread(services, final, f"After a restart, index migration "
+                      f"#{final['id']} is {status}: {result.get('note') or result['error']}")
+    return final
 
 
 async def recent(services: Services) -> list[dict[str, Any]]:
