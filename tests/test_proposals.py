@@ -195,6 +195,10 @@ def flow(hotdash: str, fake_slack_server: FakeSlackServer, slack: FakeSlack,
     ("/* */; DROP TABLE t", "DROP TABLE statements are never applied"),
     ("DROP INDEX public.i", "only DROP INDEX CONCURRENTLY IF EXISTS is allowed"),
     ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (", "does not parse"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (public.leak(secret))",
+     "the index calls public.leak; hotdata applies indexes on columns only"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c) WHERE lower(d) = 'x'",
+     "the index calls lower"),
 ])
 def test_allowlist_refuses_everything_but_online_index_ddl(text: str, says: str) -> None:
     with pytest.raises(allowlist.Refused) as refused:

@@ -1,7 +1,8 @@
 """The only statements hotdata ever applies, proven with PostgreSQL's own parser.
 
-`CREATE INDEX CONCURRENTLY IF NOT EXISTS`, `DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`,
-one statement per text; everything else is refused before it reaches the database.
+`CREATE INDEX CONCURRENTLY IF NOT EXISTS` (on columns: no function calls in its expressions
+or predicate), `DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`, one statement per text;
+everything else is refused before it reaches the database.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import pglast
 from pglast import ast
 from pglast.enums.parsenodes import ObjectType
+from pglast.visitors import Visitor
 
 # Node names whose words do not say the statement (AlterTableStmt also alters indexes, views…).
 KINDS = {"CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS",
@@ -26,6 +28,17 @@ def _kind(stmt: ast.Node) -> str:
         return KINDS[name]
     words = "".join(f" {c}" if c.isupper() else c for c in name.removesuffix("Stmt"))
     return words.strip().upper()
+
+
+class _Calls(Visitor):
+    """The functions a statement calls, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+        self.names.append(".".join(part.sval for part in node.funcname))
 
 
 class Refused(ValueError):
@@ -47,6 +60,12 @@ def check(text: str) -> ast.Node:
                           "the table while it builds")
         if not stmt.if_not_exists:
             raise Refused("refused: CREATE INDEX must say IF NOT EXISTS so a retry is safe")
+        calls = _Calls()
+        calls(stmt)
+        if calls.names:  # a function runs for every row indexed, with the migrator's rights
+            raise Refused(f"refused: the index calls {', '.join(sorted(set(calls.names)))}; "
+                          "hotdata applies indexes on columns only, review and apply this one "
+                          "yourself")
         return stmt
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_INDEX:
         if not stmt.concurrent or not stmt.missing_ok:
