@@ -8,7 +8,7 @@
 # second is the runtime image with that environment, a PostgreSQL client and nothing else.
 
 # ---- build ------------------------------------------------------------------------------
-FROM python:3.11-slim AS build
+FROM python:3.11-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -28,7 +28,7 @@ RUN /opt/hotdata/bin/pip install --upgrade pip \
  && /opt/hotdata/bin/pip install .
 
 # ---- runtime ----------------------------------------------------------------------------
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 # The PostgreSQL client major version (pg_dump, pg_restore, psql).
 # pg_dump refuses to dump a server newer than itself, so PG_MAJOR must be >= the major
