@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -19,6 +21,8 @@ SELECT array(SELECT format_type(t, NULL) FROM unnest(parameter_types::oid[]) AS 
        AS types
 FROM pg_prepared_statements WHERE name = %s
 """
+# Belt and braces: nothing executed here may keep an application's advisory lock.
+UNLOCK_SQL = TAG + "SELECT pg_advisory_unlock_all()"
 
 
 @dataclass(frozen=True)
@@ -49,20 +53,18 @@ class Planner:
 
     def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
         self.conn = conn
+        # No automatic prepared statements from psycopg on this connection: once it has some,
+        # every ROLLBACK makes it send DEALLOCATE ALL, which would drop the planner's own.
+        conn.prepare_threshold = None
         self.timeout_ms = timeout_ms
         self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
 
     async def parameter_types(self, text: str) -> list[str]:
         """The types PostgreSQL infers for `$1…`; raises psycopg.Error when it cannot prepare."""
         name = self._name()
-        try:
-            async with self.conn.transaction(force_rollback=True):
-                await self._begin(None)
-                await self.conn.execute(self._prepare(name, text))
-                cur = await self.conn.execute(TYPES_SQL, (name,))
-                row = await cur.fetchone()
-        finally:
-            await self._deallocate(name)
+        async with self._prepared(name, text, None):
+            cur = await self.conn.execute(TYPES_SQL, (name,))
+            row = await cur.fetchone()
         return list(row["types"]) if row else []
 
     async def run(self, text: str, values: list[str | None], *, role: str, label: str,
@@ -71,9 +73,7 @@ class Planner:
         name = self._name()
         options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
         try:
-            async with self.conn.transaction(force_rollback=True):
-                await self._begin(app)
-                await self.conn.execute(self._prepare(name, text))
+            async with self._prepared(name, text, app):
                 row = await self._explain(name, values, options)
         except psycopg.errors.QueryCanceled:
             result.error = f"did not finish in {self.timeout_ms / 1000:g} s"
@@ -81,8 +81,6 @@ class Planner:
         except psycopg.Error as error:
             result.error = " ".join(str(error).split())
             return result
-        finally:
-            await self._deallocate(name)
         assert row is not None
         document = row["QUERY PLAN"]
         result.plan = (json.loads(document) if isinstance(document, str) else document)[0]
@@ -98,19 +96,42 @@ class Planner:
         """
         name = self._name()
         costs = []
-        try:
-            async with self.conn.transaction(force_rollback=True):
-                await self._begin(app, hypothetical)
-                await self.conn.execute(self._prepare(name, text))
-                for values in value_sets:
-                    costs.append(_total_cost(await self._explain(name, values, "FORMAT JSON")))
-                await self.conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
-                costs.append(_total_cost(await self._explain(name, value_sets[0], "FORMAT JSON")))
-        finally:
+        async with self._prepared(name, text, app, hypothetical):
+            for values in value_sets:
+                costs.append(_total_cost(await self._explain(name, values, "FORMAT JSON")))
+            await self.conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
+            costs.append(_total_cost(await self._explain(name, value_sets[0], "FORMAT JSON")))
+        return costs
+
+    @asynccontextmanager
+    async def _prepared(self, name: str, text: str, app: AppIdentity | None,
+                        hypothetical: list[str] | tuple[str, ...] = ()) -> AsyncIterator[None]:
+        """`text` prepared as `name` in a read-only transaction that is rolled back; afterwards
+        the statement is deallocated and any hypothetical index reset.
+
+        In pipeline mode the set-up travels with the caller's first query and the clean-up
+        with the rollback: two round trips per plan instead of six.
+        """
+        failure: BaseException | None = None
+        async with self.conn.pipeline():
+            try:
+                async with self.conn.transaction(force_rollback=True):
+                    await self._begin(app, hypothetical)
+                    await self.conn.execute(self._prepare(name, text))
+                    yield
+            except BaseException as error:  # raised once out of the pipeline, which drops the rest
+                failure = error
+            else:
+                if hypothetical:
+                    await self.conn.execute(TAG + "SELECT hypopg_reset()")
+                await self.conn.execute(UNLOCK_SQL)
+                await self.conn.execute(self._deallocate_sql(name))
+        if failure is not None:
+            # The failure may have come after PREPARE: release what is left, one by one.
             if hypothetical and not self.conn.closed:
                 await self.conn.execute(TAG + "SELECT hypopg_reset()")
             await self._deallocate(name)
-        return costs
+            raise failure
 
     async def _explain(self, name: str, values: list[str | None], options: str) -> dict | None:
         execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
@@ -126,19 +147,20 @@ class Planner:
 
     async def _begin(self, app: AppIdentity | None,
                      hypothetical: tuple[str, ...] | list[str] = ()) -> None:
-        await self.conn.execute(sql.SQL(
-            TAG + "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}").format(
-            sql.Literal(self.timeout_ms)))
+        # set_config(…, true) is SET LOCAL: `transaction_read_only` is SET TRANSACTION READ
+        # ONLY, `role` is SET ROLE. One statement each, so they also run in pipeline mode.
+        await self.conn.execute(
+            TAG + "SELECT set_config('transaction_read_only', 'on', true), "
+            "set_config('statement_timeout', %s, true)", (str(self.timeout_ms),))
         for ddl in hypothetical:  # created as hotdata's role, visible to the whole session
             await self.conn.execute(TAG + "SELECT hypopg_create_index(%s)", (ddl,))
         if app is not None:
-            await self.conn.execute(sql.SQL(TAG + "SET LOCAL ROLE {}").format(
-                sql.Identifier(app.role)))
             await self.conn.execute(
-                TAG + "SELECT set_config('request.jwt.claims', %s, true), "
+                TAG + "SELECT set_config('role', %s, true), "
+                "set_config('request.jwt.claims', %s, true), "
                 "set_config('request.jwt.claim.sub', %s, true), "
                 "set_config('request.jwt.claim.role', %s, true)",
-                (app.claims, app.sub or "", app.role))
+                (app.role, app.claims, app.sub or "", app.role))
 
     @staticmethod
     def _prepare(name: str, text: str) -> sql.Composed:
@@ -148,12 +170,14 @@ class Planner:
         """Prepared statements outlive a rollback; drop ours by name (never DEALLOCATE ALL)."""
         if self.conn.closed:
             return
-        # Belt and braces: nothing executed here may keep an application's advisory lock.
         # One round trip; a DEALLOCATE of a statement PREPARE never made fails harmlessly.
         with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
-            await self.conn.execute(sql.SQL(
-                TAG + "SELECT pg_advisory_unlock_all(); DEALLOCATE {}").format(
-                    sql.Identifier(name)))
+            await self.conn.execute(sql.SQL("; ").join(
+                [sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
+
+    @staticmethod
+    def _deallocate_sql(name: str) -> sql.Composed:
+        return sql.SQL(TAG + "DEALLOCATE {}").format(sql.Identifier(name))
 
     @staticmethod
     def _name() -> str:
