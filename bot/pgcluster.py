@@ -149,6 +149,11 @@ class Cluster:
         return make_conninfo(host="127.0.0.1", port=str(self.port), dbname=dbname, user=user,
                              **extra)
 
+    def socket_dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        """A connection over the private Unix socket (the only way into a drill's copy)."""
+        return make_conninfo(host=str(self.socket_dir), port=str(self.port), dbname=dbname,
+                             user=user)
+
     def url(self, dbname: str = "postgres", user: str = SUPERUSER,
             password: str | None = None) -> str:
         auth = f"{user}:{password}" if password else user

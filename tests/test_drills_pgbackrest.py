@@ -23,6 +23,7 @@ import pytest
 from bot import locks, pgcluster, tools
 from bot.drills import runner, service
 from bot.drills.model import DrillResult
+from bot.drills.sources import pgbackrest
 from bot.render import drill as render
 from bot.settings import Settings
 from tests.test_drills import (
@@ -287,3 +288,21 @@ def test_runbook_names_the_pgbackrest_commands(clean: CleanDrill) -> None:
     section = render.runbook_section(clean.result.as_dict(), "today", "PostgreSQL 15")
     assert "(source `pgbackrest`)" in section and "pgbackrest restore" in section
     assert "pg_dump" not in section
+
+
+def test_a_copy_that_does_not_start_fails_with_the_servers_reason() -> None:
+    """What a copy needing a library this machine lacks does: RecoveryFailed quoting the log."""
+    cluster = pgcluster.create()
+    try:
+        cluster.stop()
+        with open(cluster.datadir / "postgresql.auto.conf", "a") as fh:
+            fh.write("shared_preload_libraries = 'hotdata_no_such_library'\n")
+        copy = pgcluster.Cluster(cluster.bindir, cluster.root / "again", pgcluster.free_port(),
+                                 cluster.run_as)
+        copy.root.mkdir()
+        pgcluster.chown(copy.root, copy.run_as)
+        cluster.datadir.rename(copy.datadir)
+        with pytest.raises(pgbackrest.RecoveryFailed, match="hotdata_no_such_library"):
+            asyncio.run(pgbackrest.recover(copy, timeout=30))
+    finally:
+        cluster.destroy()

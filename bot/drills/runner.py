@@ -264,8 +264,9 @@ async def _cluster_copy(settings: Settings, result: DrillResult,
         dbname = parse_dsn(settings.database_url).get("dbname") or "postgres"
         user = await pgbackrest.superuser(copy, dbname,
                                           parse_dsn(settings.database_url).get("user"))
-        result.checks.append(await _recovery_check(settings, newest, copy.dsn(dbname, user)))
-        yield backup, copy.dsn(dbname, user)
+        copy_dsn = copy.socket_dsn(dbname, user)
+        result.checks.append(await _recovery_check(settings, newest, copy_dsn))
+        yield backup, copy_dsn
     finally:
         await _cleanup(settings, progress, str(root))
 

@@ -24,6 +24,7 @@ class RestoreFailed(Exception):
 
 def failure(error: BaseException) -> Check:
     name = {"RestoreFailed": "restore", "DumpFailed": "backup", "NoBackup": "backup",
+            "RecoveryFailed": "recovery",
             "ToolMissing": "tools"}.get(type(error).__name__, "drill")
     return Check(name, False, " ".join(str(error).split())[:600])
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from bot import pgcluster, tools
 from bot.drills.model import Backup
@@ -59,32 +58,6 @@ class Latest:
     bytes: int
     archive_stop: str  # the last WAL segment the backup needs
     archive_max: str  # the newest WAL segment archived
-
-
-@dataclass(frozen=True)
-class Copy:
-    """A restored cluster in `root`: data/, socket/, its hba file and its log."""
-
-    root: Path
-    bindir: Path
-    port: int
-    run_as: str | None
-
-    @property
-    def datadir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.root / "socket"
-
-    @property
-    def logfile(self) -> Path:
-        return self.root / "server.log"
-
-    def dsn(self, dbname: str, user: str) -> str:
-        return make_conninfo(host=str(self.socket_dir), port=str(self.port), dbname=dbname,
-                             user=user)
 
 
 def _options(settings: Settings) -> list[str]:
@@ -139,10 +112,10 @@ def prepare(root: Path) -> str | None:
 
 
 async def fetch(settings: Settings, root: Path, run_as: str | None,
-                newest: Latest) -> tuple[Backup, Copy]:
+                newest: Latest) -> tuple[Backup, pgcluster.Cluster]:
     """Restore the files of backup `newest` into `root`/data (recovery has not run yet)."""
     bindir = pgcluster.find_bindir(newest.major)
-    copy = Copy(root, bindir, pgcluster.free_port(), run_as)
+    copy = pgcluster.Cluster(bindir, root, pgcluster.free_port(), run_as)
     done = await _pgbackrest(settings, f"--pg1-path={copy.datadir}", f"--set={newest.label}",
                              "--type=default", "--archive-mode=off", "restore",
                              run_as=run_as, timeout=RESTORE_TIMEOUT_S)
@@ -152,7 +125,7 @@ async def fetch(settings: Settings, root: Path, run_as: str | None,
     return Backup("pgbackrest", copy.datadir, None, newest.stopped_at, None, newest.bytes), copy
 
 
-def _configure(copy: Copy) -> None:
+def _configure(copy: pgcluster.Cluster) -> None:
     copy.socket_dir.mkdir(mode=0o700)
     hba, ident = copy.root / "hba.conf", copy.root / "ident.conf"
     hba.write_text("local all all trust\n")
@@ -175,7 +148,7 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-async def recover(copy: Copy, *, timeout: float = RESTORE_TIMEOUT_S) -> None:
+async def recover(copy: pgcluster.Cluster, *, timeout: float = RESTORE_TIMEOUT_S) -> None:
     """Start the copy and wait until it has replayed the archive and promoted itself."""
     _configure(copy)
     started = await tools.run(str(copy.bindir / "pg_ctl"), "-D", str(copy.datadir),
@@ -192,11 +165,12 @@ async def recover(copy: Copy, *, timeout: float = RESTORE_TIMEOUT_S) -> None:
         await asyncio.sleep(PROMOTE_POLL_S)
 
 
-async def superuser(copy: Copy, dbname: str, known_user: str | None) -> str:
+async def superuser(copy: pgcluster.Cluster, dbname: str, known_user: str | None) -> str:
     """The copy's bootstrap superuser, found by connecting as a role the source is known to
     have (the copy only accepts local connections from us, without passwords)."""
-    conn = await psycopg.AsyncConnection.connect(copy.dsn(dbname, known_user or "postgres"),
-                                                 autocommit=True, connect_timeout=10)
+    conn = await psycopg.AsyncConnection.connect(
+        copy.socket_dsn(dbname, known_user or pgcluster.SUPERUSER), autocommit=True,
+        connect_timeout=10)
     async with conn:
         cur = await conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10")
         row = await cur.fetchone()
@@ -204,7 +178,7 @@ async def superuser(copy: Copy, dbname: str, known_user: str | None) -> str:
     return str(row[0])
 
 
-def _log_tail(copy: Copy) -> str:
+def _log_tail(copy: pgcluster.Cluster) -> str:
     try:
         lines = copy.logfile.read_text(errors="replace").splitlines()
     except OSError:
