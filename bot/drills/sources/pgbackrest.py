@@ -29,6 +29,7 @@ import psycopg
 from bot import pgcluster, tools
 from bot.drills.model import Backup
 from bot.drills.sources import NoBackup
+from bot.drills.verify import RestoreFailed
 from bot.settings import Settings
 
 RESTORE_TIMEOUT_S = 6 * 3600
@@ -120,8 +121,8 @@ async def fetch(settings: Settings, root: Path, run_as: str | None,
                              "--type=default", "--archive-mode=off", "restore",
                              run_as=run_as, timeout=RESTORE_TIMEOUT_S)
     if done.returncode != 0:
-        raise NoBackup(f"pgbackrest restore of {newest.label} failed: "
-                       f"{done.stderr.strip()[-500:]}")
+        raise RestoreFailed(f"pgbackrest restore of {newest.label} failed: "
+                            f"{done.stderr.strip()[-500:]}")
     return Backup("pgbackrest", copy.datadir, None, newest.stopped_at, None, newest.bytes), copy
 
 
