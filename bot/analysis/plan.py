@@ -23,6 +23,7 @@ FROM pg_prepared_statements WHERE name = %s
 """
 # Belt and braces: nothing executed here may keep an application's advisory lock.
 UNLOCK_SQL = TAG + "SELECT pg_advisory_unlock_all()"
+RESET_SQL = TAG + "SELECT hypopg_reset()"  # hypothetical indexes outlive a rollback
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Planner:
     def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
         self.conn = conn
         # No automatic prepared statements from psycopg on this connection: once it has some,
-        # every ROLLBACK makes it send DEALLOCATE ALL, which would drop the planner's own.
+        # a ROLLBACK makes it send DEALLOCATE ALL, which would drop the planner's own.
         conn.prepare_threshold = None
         self.timeout_ms = timeout_ms
         self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
@@ -106,32 +107,21 @@ class Planner:
     @asynccontextmanager
     async def _prepared(self, name: str, text: str, app: AppIdentity | None,
                         hypothetical: list[str] | tuple[str, ...] = ()) -> AsyncIterator[None]:
-        """`text` prepared as `name` in a read-only transaction that is rolled back; afterwards
-        the statement is deallocated and any hypothetical index reset.
-
-        In pipeline mode the set-up travels with the caller's first query and the clean-up
-        with the rollback: two round trips per plan instead of six.
-        """
-        failure: BaseException | None = None
-        async with self.conn.pipeline():
-            try:
-                async with self.conn.transaction(force_rollback=True):
-                    await self._begin(app, hypothetical)
-                    await self.conn.execute(self._prepare(name, text))
-                    yield
-            except BaseException as error:  # raised once out of the pipeline, which drops the rest
-                failure = error
-            else:
-                if hypothetical:
-                    await self.conn.execute(TAG + "SELECT hypopg_reset()")
-                await self.conn.execute(UNLOCK_SQL)
-                await self.conn.execute(self._deallocate_sql(name))
-        if failure is not None:
-            # The failure may have come after PREPARE: release what is left, one by one.
-            if hypothetical and not self.conn.closed:
-                await self.conn.execute(TAG + "SELECT hypopg_reset()")
-            await self._deallocate(name)
-            raise failure
+        """`text` prepared as `name` in a read-only transaction, then rolled back, deallocated
+        and any hypothetical index reset: the set-up is one round trip, the clean-up another."""
+        try:
+            await self.conn.execute(sql.SQL("; ").join([
+                sql.SQL(TAG + "BEGIN"), *self._settings(app, hypothetical),
+                self._prepare(name, text)]))  # last: nothing may follow the statement's text
+            yield
+        finally:
+            if not self.conn.closed:
+                # A DEALLOCATE of a statement PREPARE never made fails harmlessly, last.
+                with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
+                    await self.conn.execute(sql.SQL("; ").join([
+                        sql.SQL(TAG + "ROLLBACK"),
+                        *([sql.SQL(RESET_SQL)] if hypothetical else []),
+                        sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
 
     async def _explain(self, name: str, values: list[str | None], options: str) -> dict | None:
         execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
@@ -147,20 +137,24 @@ class Planner:
 
     async def _begin(self, app: AppIdentity | None,
                      hypothetical: tuple[str, ...] | list[str] = ()) -> None:
-        # set_config(…, true) is SET LOCAL: `transaction_read_only` is SET TRANSACTION READ
-        # ONLY, `role` is SET ROLE. One statement each, so they also run in pipeline mode.
-        await self.conn.execute(
-            TAG + "SELECT set_config('transaction_read_only', 'on', true), "
-            "set_config('statement_timeout', %s, true)", (str(self.timeout_ms),))
-        for ddl in hypothetical:  # created as hotdata's role, visible to the whole session
-            await self.conn.execute(TAG + "SELECT hypopg_create_index(%s)", (ddl,))
+        """The transaction's settings, in a transaction the caller opened."""
+        await self.conn.execute(sql.SQL("; ").join(self._settings(app, hypothetical)))
+
+    def _settings(self, app: AppIdentity | None,
+                  hypothetical: tuple[str, ...] | list[str]) -> list[sql.Composable]:
+        settings: list[sql.Composable] = [
+            sql.SQL(TAG + "SET TRANSACTION READ ONLY"),
+            sql.SQL(TAG + "SET LOCAL statement_timeout = {}").format(sql.Literal(self.timeout_ms))]
+        settings += [sql.SQL(TAG + "SELECT hypopg_create_index({})").format(sql.Literal(ddl))
+                     for ddl in hypothetical]  # created as hotdata's role, for the session
         if app is not None:
-            await self.conn.execute(
-                TAG + "SELECT set_config('role', %s, true), "
-                "set_config('request.jwt.claims', %s, true), "
-                "set_config('request.jwt.claim.sub', %s, true), "
-                "set_config('request.jwt.claim.role', %s, true)",
-                (app.role, app.claims, app.sub or "", app.role))
+            settings += [
+                sql.SQL(TAG + "SET LOCAL ROLE {}").format(sql.Identifier(app.role)),
+                sql.SQL(TAG + "SELECT set_config('request.jwt.claims', {}, true), "
+                        "set_config('request.jwt.claim.sub', {}, true), "
+                        "set_config('request.jwt.claim.role', {}, true)").format(
+                    sql.Literal(app.claims), sql.Literal(app.sub or ""), sql.Literal(app.role))]
+        return settings
 
     @staticmethod
     def _prepare(name: str, text: str) -> sql.Composed:
