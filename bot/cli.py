@@ -13,19 +13,17 @@ from types import ModuleType
 from typing import Any
 
 import psycopg
-from rich.console import Console
 
-from bot import checks, migrate, pgcluster
-from bot.advisor import lint
+from bot import migrate
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import scrub
 from bot.migrate import MigrationError
-from bot.render import analysis as render_analysis
-from bot.render import lint as render_lint
-from bot.render import status as render_status
 from bot.settings import ConfigError, Settings, load_settings
+
+# Each command imports what only it needs (the terminal renderer, lint, the checks…): every
+# start of the command line pays for what is imported here.
 
 FORMATS = ("text", "markdown", "json")
 
@@ -119,16 +117,23 @@ def _show(fmt: str, result: Any, renderer: ModuleType) -> None:
     elif fmt == "markdown":
         print(renderer.markdown(result))
     else:
+        from rich.console import Console
+
         renderer.print_text(result, Console())
 
 
 async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
-    _show(args.format, await analyze(settings, top=args.top), render_analysis)
+    from bot.render import analysis as render
+
+    _show(args.format, await analyze(settings, top=args.top), render)
     return 0
 
 
 async def _lint(args: argparse.Namespace, settings: Settings) -> int:
-    _show(args.format, await lint.run(settings), render_lint)
+    from bot.advisor import lint
+    from bot.render import lint as render
+
+    _show(args.format, await lint.run(settings), render)
     return 0
 
 
@@ -232,6 +237,8 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     elif args.format == "markdown":
         print(render.markdown(report))
     else:
+        from rich.console import Console
+
         Console().print(render.markdown(report))
     if args.post:
         if not settings.channel or not settings.slack_bot_token:
@@ -260,11 +267,13 @@ async def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bot import checks
+    from bot.render import status as render
     from bot.slack import web_client  # aiohttp and the Slack SDK: only when Slack is involved
 
     client = web_client(settings) if settings.slack_bot_token else None
     found = await checks.run_all(settings, client)
-    _show(args.format, found, render_status)
+    _show(args.format, found, render)
     return 0 if all(c.ok for c in found) else 1
 
 
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.run is _demo or getattr(args, "demo", False):  # the demo brings its database
+        from bot import pgcluster
+
         try:
             return asyncio.run(_demo(args, None))
         except ConfigError as error:
