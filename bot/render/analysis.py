@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from bot.analysis.model import Analysis, QueryResult
 from bot.render.proposals import PROPOSE
+
+if TYPE_CHECKING:  # rich only for the terminal: JSON and markdown callers skip its import
+    from rich.console import Console
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000
@@ -209,6 +208,9 @@ def _section(n: int, result: QueryResult) -> str:
 
 
 def print_text(analysis: Analysis, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     console.print(Text(f"Query analysis of {analysis.database} at {analysis.collected_at}",
                        style="bold"))
     for note in analysis.notes:
