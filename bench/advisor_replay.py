@@ -118,6 +118,11 @@ def prepare(cluster: pgcluster.Cluster, scale: float) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         for name in ("pg_stat_statements", "hypopg"):
             conn.execute(sql.SQL("CREATE EXTENSION {}").format(sql.Identifier(name)))
+        # The throwaway cluster commits asynchronously, and VACUUM may not set hint bits or
+        # mark pages all-visible until the WAL of the commit is flushed: the load's own VACUUM
+        # would leave some tables (whichever it reaches first) with no visibility map, a state
+        # the replays (vacuumed long after their writes) never run in.
+        conn.execute("SET synchronous_commit = on")
         started = time.perf_counter()
         counts = hotdash.load(conn, scale=scale)
         log(f"loaded {sum(counts.values()):,} rows in {len(counts)} tables in "

@@ -22,6 +22,9 @@ from bot.analysis.catalog import Table
 from bot.analysis.params import ColumnStats
 
 RARE = 0.25  # a value held by at most this share of rows earns a partial index
+# INCLUDE columns, together, at most this many bytes on average (pg_stats avg_width): a covering
+# index copies them, and a B-tree entry holds at most about 2,700 bytes.
+MAX_INCLUDE_BYTES = 128
 RANGE_OPERATORS = {"<", ">", "<=", ">="}
 
 
@@ -35,6 +38,7 @@ class Predicates:
     ranges: list[str] = field(default_factory=list)
     joins: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)  # every column read (`*`: all of them)
 
     def add(self, bucket: list[str], column: str) -> None:
         if column not in bucket:
@@ -52,6 +56,16 @@ class _Resolver:
                 self.aliases[rel.alias or rel.name] = rel.key
                 self.aliases.setdefault(rel.name, rel.key)
         self.keys = sorted(set(self.aliases.values()))
+
+    def read(self, node: ast.ColumnRef) -> list[tuple[str, str]]:
+        """The (table key, column) pairs a reference reads; `*` and `t.*` every column."""
+        if not isinstance(node.fields[-1], ast.A_Star):
+            ref = self.column(node)
+            return [ref] if ref else []
+        qualifier = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        keys = [self.aliases[qualifier[-1]]] if qualifier and qualifier[-1] in self.aliases \
+            else [] if qualifier else self.keys
+        return [(k, c) for k in keys for c in self.tables[k].columns]
 
     def column(self, node: Any) -> tuple[str, str] | None:
         while isinstance(node, ast.TypeCast):
@@ -161,12 +175,22 @@ def predicates(text: str, tables: dict[str, Table],
                 _collect(conjunct, resolve, found)
     if isinstance(stmt, ast.SelectStmt) and stmt.sortClause:
         _order(stmt, resolve, found)
+    _reads(stmt, resolve, found)
     for key, quals in (policy_quals or {}).items():
         if key not in resolve.keys:
             continue
         for qual in quals:
             _policy(qual, key, tables, found)
     return found
+
+
+def _reads(stmt: ast.Node, resolve: _Resolver, found: dict[str, Predicates]) -> None:
+    """Every column the statement reads, per table: what an index-only scan must hold."""
+    for node, _ in sqltext.walk(stmt):
+        if isinstance(node, ast.ColumnRef):
+            for key, column in resolve.read(node):
+                preds = found.setdefault(key, Predicates())
+                preds.add(preds.reads, column)
 
 
 def _order(stmt: ast.SelectStmt, resolve: _Resolver, found: dict[str, Predicates]) -> None:
@@ -190,6 +214,7 @@ def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Pred
     resolve.keys = [key]
     for conjunct in _conjuncts(stmt.whereClause):
         _collect(conjunct, resolve, found)
+    _reads(stmt.whereClause, resolve, found)
 
 
 def _partial(preds: Predicates, table: Table,
@@ -211,9 +236,25 @@ def _partial(preds: Predicates, table: Table,
     return best[2], {best[1]}
 
 
-def for_table(preds: Predicates, table: Table,
-              stats: dict[tuple[str, str], ColumnStats]) -> list[Candidate]:
-    """Every candidate index one statement suggests for one table."""
+def covering(keys: tuple[str, ...], preds: Predicates, table: Table, covered: set[str],
+             widths: dict[str, int]) -> tuple[str, ...]:
+    """INCLUDE columns that let `keys` answer the statement from the index alone (an index-only
+    scan: no heap visit per row, whatever plan a prepared statement settles on), or () when
+    there are none, or they are unknown to pg_stats or wider than MAX_INCLUDE_BYTES together."""
+    plain = {c.removesuffix(" DESC") for c in keys}
+    include = tuple(c for c in table.columns if c in preds.reads and c not in plain)
+    if not include or set(include) <= covered:  # a partial index's predicate needs no copy
+        return ()
+    if any(c not in widths for c in include) or sum(widths[c] for c in include) > \
+            MAX_INCLUDE_BYTES:
+        return ()
+    return include
+
+
+def for_table(preds: Predicates, table: Table, stats: dict[tuple[str, str], ColumnStats],
+              widths: dict[str, int] | None = None) -> list[Candidate]:
+    """Every candidate index one statement suggests for one table; with `widths` (column →
+    average bytes, pg_stats), covering variants of the composite ones too."""
     def selectivity(column: str) -> float:
         found = stats.get((table.qualified, column))
         return -(found.distinct(table.rows) if found else 0.0)
@@ -227,16 +268,20 @@ def for_table(preds: Predicates, table: Table,
         tails.append(preds.order)
     found: list[Candidate] = []
 
-    def add(columns: list[str], predicate: str | None) -> None:
-        unique = list(dict.fromkeys(columns))
+    def add(columns: list[str], predicate: str | None, *, cover: bool = False) -> None:
+        unique = tuple(dict.fromkeys(columns))
         if unique:
-            found.append(Candidate(table.schema, table.name, tuple(unique), predicate))
+            found.append(Candidate(table.schema, table.name, unique, predicate))
+            include = covering(unique, preds, table, covered if predicate else set(),
+                               widths) if cover and widths is not None else ()
+            if include:
+                found.append(Candidate(table.schema, table.name, unique, predicate, include))
 
     for tail in tails:
-        add(equal + tail, None)
+        add(equal + tail, None, cover=True)
         if where:
             keys = [c for c in equal if c not in covered] + tail
-            add(keys or sorted(covered), where)
+            add(keys or sorted(covered), where, cover=True)
     for column in [*equal, *preds.ranges, *preds.joins, *preds.order[:1]]:
         add([column], None)
     return list(dict.fromkeys(found))
@@ -244,16 +289,30 @@ def for_table(preds: Predicates, table: Table,
 
 def served_by(candidate: Candidate, table: Table) -> str | None:
     """The existing valid index that already serves `candidate` (same leading keys, a wider
-    composite, or a matching partial index), or None."""
+    composite, or a matching partial index, holding its INCLUDE columns too), or None."""
     for index in table.indexes:
         if not index.valid:
             continue
         keys = tuple(c.replace(" ASC", "") for c in index.columns)
         if keys[:len(candidate.columns)] != candidate.columns:
             continue
+        if candidate.include and not set(candidate.include) <= {
+                c.removesuffix(" DESC") for c in keys} | _included(index.definition):
+            continue
         if index.predicate is None or _same_predicate(index.predicate, candidate.where):
             return index.name
     return None
+
+
+def _included(definition: str) -> set[str]:
+    """The INCLUDE columns of an index, from its `pg_get_indexdef` text."""
+    try:
+        stmt = sqltext.parse_one(definition).stmt
+    except sqltext.Unparseable:
+        return set()
+    if not isinstance(stmt, ast.IndexStmt):
+        return set()
+    return {e.name for e in stmt.indexIncludingParams or () if isinstance(e, ast.IndexElem)}
 
 
 def _same_predicate(existing: str, wanted: str | None) -> bool:

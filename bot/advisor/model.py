@@ -47,8 +47,9 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        """A readable, distinct name: `idx_<table>_<columns>[_desc][_<predicate words>]`,
-        within PostgreSQL's 63 bytes (longer ones end in a digest of the whole definition)."""
+        """A readable, distinct name: `idx_<table>_<columns>[_desc][_<predicate words>]
+        [_incl_<columns>]`, within PostgreSQL's 63 bytes (longer ones end in a digest of the
+        whole definition)."""
         parts = ["idx", self.table]
         for column in self.columns:
             parts.append(column.removesuffix(" DESC"))
@@ -56,6 +57,8 @@ class Candidate:
                 parts.append("desc")
         if self.where:
             parts += _words(self.where)
+        if self.include:
+            parts += ["incl", *self.include]
         base = "_".join(parts)
         if len(base.encode()) <= MAX_IDENTIFIER:
             return base
@@ -78,10 +81,14 @@ class Candidate:
         return text
 
     def widens(self, other: Candidate) -> bool:
-        """True when this index serves everything `other` serves and more (a longer key)."""
-        return (self.qualified == other.qualified and self.where == other.where
-                and len(self.columns) > len(other.columns)
-                and self.columns[:len(other.columns)] == other.columns)
+        """True when this index serves everything `other` serves and more: a longer key, or
+        the same key holding more columns (INCLUDE) for index-only scans."""
+        if (self == other or self.qualified != other.qualified or self.where != other.where
+                or self.columns[:len(other.columns)] != other.columns):
+            return False
+        held = set(self.key_columns) | set(self.include)
+        return set(other.include) <= held and (len(self.columns) > len(other.columns)
+                                               or set(self.include) > set(other.include))
 
 
 @dataclass

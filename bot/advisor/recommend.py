@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from bot.advisor import candidates as cands
+from bot.advisor import whatif
 from bot.advisor.model import Candidate
 from bot.advisor.select import Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, verify
@@ -42,6 +43,13 @@ WHERE t.schemaname || '.' || t.relname = ANY(%s::text[])
 STATEMENTS_WINDOW_SQL = TAG + """
 SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time())) AS window_s
 FROM pg_stat_statements_info
+"""
+# One lookup per table (OFFSET 0 keeps it one): see params.STATS_SQL.
+WIDTHS_SQL = TAG + """
+SELECT w.sch || '.' || w.tbl AS table, s.attname AS column, s.avg_width AS width
+FROM unnest(%s::text[], %s::text[]) AS w(sch, tbl)
+CROSS JOIN LATERAL (SELECT st.attname, st.avg_width FROM pg_stats st
+                    WHERE st.schemaname = w.sch AND st.tablename = w.tbl OFFSET 0) AS s
 """
 HYPOPG_HINT = ("HypoPG is not installed in this database, so there are no index "
                "recommendations: run `CREATE EXTENSION hypopg;` (Debian: "
@@ -122,11 +130,13 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
               for preds in found.values() for k, p in preds.items() if k in key_table
               for c in [*p.equal, *p.booleans, *p.constants]}
     stats = await column_stats(conn, wanted)
+    widths = await _widths(conn, list(key_table.values()))
     pool: list[Candidate] = []
     for preds in found.values():
         for key, p in preds.items():
             if key in key_table:
-                pool += cands.for_table(p, key_table[key], stats)
+                table = key_table[key]
+                pool += cands.for_table(p, table, stats, widths.get(table.qualified, {}))
     pool = list(dict.fromkeys(pool))
     fresh = []
     for candidate in pool:
@@ -145,7 +155,8 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     await costs.baselines()
     budget = int(settings.index_budget_mb * 1024 * 1024)
     selection = await select([s.workload for s in costs.statements], fresh, sizes, penalty,
-                             budget, costs.relative)
+                             budget, costs.relative,
+                             {q: t.size_bytes for q, t in by_qualified.items()})
     recommendations = await _recommendations(selection, sizes, costs)
     if not recommendations:
         return []
@@ -161,6 +172,18 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     except (ScratchIsTarget, DatabaseUnavailable, psycopg.Error) as error:
         notes.append(f"could not verify on the scratch database: {error}")
     return recommendations
+
+
+async def _widths(conn: psycopg.AsyncConnection[dict],
+                  tables: list[Table]) -> dict[str, dict[str, int]]:
+    """schema.table → column → average bytes (pg_stats), for covering (INCLUDE) variants."""
+    unique = {t.qualified: t for t in tables}
+    cur = await conn.execute(WIDTHS_SQL, ([t.schema for t in unique.values()],
+                                          [t.name for t in unique.values()]))
+    widths: dict[str, dict[str, int]] = {}
+    for row in await cur.fetchall():
+        widths.setdefault(row["table"], {})[row["column"]] = int(row["width"])
+    return widths
 
 
 async def _sizes(conn: psycopg.AsyncConnection[dict],
@@ -224,8 +247,8 @@ class WhatIfCosts:
     async def _costs(self, statement: Statement, config: tuple[Candidate, ...]) -> list[float]:
         key = (statement.workload.key, tuple(sorted(config, key=repr)))
         if key not in self._cache:
-            self._cache[key] = await self.planner.estimate(
-                statement.text, statement.value_sets, app=statement.app,
+            self._cache[key] = await whatif.estimate(
+                self.planner, statement.text, statement.value_sets, app=statement.app,
                 hypothetical=[c.create_sql() for c in config])
         return self._cache[key]
 

@@ -15,6 +15,12 @@ from bot.advisor.model import Candidate
 MIN_GAIN_BYTES = 8192  # benefit is divided by at least one page: tiny indexes are not free
 MIN_BENEFIT_SHARE = 0.01  # an index must save 1 % of the time the workload has left
 USED_SHARE = 0.01  # a statement is "served" when its predicted time drops by 1 %
+# An index as large as its table must save at least this share of the time the workload spends
+# on that table. Planner costs overstate what separates two index plans on a cached table (a
+# random page costs four sequential ones), so without a price per byte the last rounds would
+# buy large indexes (a covering variant, a second index for one statement) for savings the
+# server never shows.
+SIZE_PRICE = 0.05
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,26 @@ class Selection:
 
 async def select(workload: list[Workload], candidates: list[Candidate], sizes: dict[Candidate, int],
                  penalty_ms: dict[Candidate, float], budget_bytes: int,
-                 relative: Relative) -> Selection:
+                 relative: Relative, table_bytes: dict[str, int] | None = None) -> Selection:
     """Choose indexes for `workload` within `budget_bytes`.
 
     Each round takes the move with the best (saved ms - write penalty) per byte: a new index,
     or a wider index replacing a chosen one it extends. Stops when no move saves at least
-    MIN_BENEFIT_SHARE of the workload. Then drops any chosen index no statement still needs.
+    MIN_BENEFIT_SHARE of the workload, nor, given `table_bytes` (schema.table → bytes), its
+    price: SIZE_PRICE of the time spent on its table per table's worth of growth. Then drops
+    any chosen index no statement still needs.
     """
     chosen: list[Candidate] = []
+    on_table: dict[str, float] = {}
+    for w in workload:
+        for table in w.tables:
+            on_table[table] = on_table.get(table, 0.0) + w.weight_ms
+
+    def price(candidate: Candidate, growth: int) -> float:
+        if table_bytes is None or not table_bytes.get(candidate.qualified):
+            return 0.0
+        share = growth / table_bytes[candidate.qualified]
+        return SIZE_PRICE * share * on_table.get(candidate.qualified, 0.0)
 
     async def predicted(config: list[Candidate], only: str | None = None) -> dict[str, float]:
         times = {}
@@ -76,7 +94,7 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
             benefit = sum(before.values()) - sum(after.values()) - penalty_ms[candidate]
             if replaced is not None:
                 benefit += penalty_ms[replaced]
-            if benefit < MIN_BENEFIT_SHARE * remaining:
+            if benefit < max(MIN_BENEFIT_SHARE * remaining, price(candidate, growth)):
                 continue
             ratio = benefit / max(growth, MIN_GAIN_BYTES)
             if best is None or ratio > best[0]:
@@ -94,7 +112,7 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
         with_it = await predicted(chosen, candidate.qualified)
         helps = any(with_it[k] < without[k] * (1 - USED_SHARE) for k in with_it)
         if not helps or sum(without.values()) - sum(with_it.values()) - penalty_ms[
-                candidate] <= 0:
+                candidate] <= price(candidate, sizes[candidate]):
             chosen = others
 
     result = Selection(chosen, {}, {}, {}, await predicted(chosen))
