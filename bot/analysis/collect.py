@@ -92,8 +92,8 @@ def load_watched(path: Path) -> list[Watched]:
 async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
     """None when pg_stat_statements can be read here; otherwise what is missing.
 
-    Probing the view works for any role, where reading `shared_preload_libraries` needs
-    pg_read_all_settings.
+    Probing the view's function works for any role, where reading `shared_preload_libraries`
+    needs pg_read_all_settings; without the query texts it does not read the texts file.
     """
     cur = await conn.execute(PGSS_CREATED_SQL)
     row = await cur.fetchone()
@@ -101,7 +101,7 @@ async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
         return "not created in this database"
     try:
         async with conn.transaction():
-            await conn.execute(TAG + "SELECT 1 FROM pg_stat_statements LIMIT 1")
+            await conn.execute(TAG + "SELECT 1 FROM pg_stat_statements(false) LIMIT 1")
     except psycopg.errors.ObjectNotInPrerequisiteState:
         return "not preloaded (shared_preload_libraries)"
     return None

@@ -57,7 +57,7 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
             result.notes.append("no application statements found: run the workload first, or "
                                 "list the queries to watch in HOTDATA_WATCHED_QUERIES")
         texts = {s.identity: _preparable(s) for s in statements}
-        relations = [r for text in texts.values() if text for r in _relations(text)]
+        relations = [r for text in texts.values() if text for r in sqltext.relations_in(text)]
         tables = await catalog.tables(conn, relations)
         uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
         volatile = await catalog.volatile_functions(
@@ -124,10 +124,6 @@ def _preparable(statement: Statement) -> str | None:
         return None
 
 
-def _relations(text: str) -> list[sqltext.Relation]:
-    return sqltext.relations(sqltext.parse_one(text).stmt)
-
-
 async def _statement(planner: Planner, statement: Statement, text: str | None,
                      all_tables: dict[str, Table], app: AppIdentity | None,
                      uses: dict[int, sqltext.ParamUse],
@@ -140,7 +136,7 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
         except sqltext.Unparseable as error:
             result.error = f"skipped: the parser cannot read this statement ({error})"
         return result
-    tables = {r.key: all_tables[r.key] for r in _relations(text) if r.key in all_tables}
+    tables = {r.key: all_tables[r.key] for r in sqltext.relations_in(text) if r.key in all_tables}
     try:
         types = await planner.parameter_types(text)
     except psycopg.Error as error:

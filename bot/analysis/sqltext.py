@@ -51,7 +51,7 @@ def identity(text: str) -> str:
     pg_query's fingerprint ignores digits in names (`t007` and `t047` fingerprint alike), so
     the relations are part of the key.
     """
-    names = sorted({r.key for r in relations(parse_one(text).stmt)})
+    names = sorted({r.key for r in relations_in(text)})
     return f"{fingerprint(text)}:{','.join(names)}"
 
 
@@ -150,10 +150,17 @@ def relations(stmt: ast.Node) -> list[Relation]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
+def relations_in(text: str) -> tuple[Relation, ...]:
+    """The relations a statement text names (cached like parse_one: an analysis asks several
+    times for each of hundreds of texts)."""
+    return tuple(relations(parse_one(text).stmt))
+
+
 def touches_only_catalogs(text: str) -> bool:
     """Statements about the catalogs (or hotdata's own schema) are not the application's."""
     try:
-        rels = relations(parse_one(text).stmt)
+        rels = relations_in(text)
     except Unparseable:
         return False
     if not rels:
@@ -165,7 +172,7 @@ def touches_only_catalogs(text: str) -> bool:
 def hotdata_only(text: str) -> bool:
     """True for hotdata's own state queries (they share the target database by default)."""
     try:
-        rels = relations(parse_one(text).stmt)
+        rels = relations_in(text)
     except Unparseable:
         return False
     return bool(rels) and all(r.schema == "hotdata" for r in rels)
@@ -204,10 +211,10 @@ def param_uses(text: str) -> dict[int, ParamUse]:
     """For each `$n`, the column it is compared with, when the parse tree says so."""
     stmt = parse_one(text).stmt
     aliases = {}
-    for rel in relations(stmt):
+    for rel in relations_in(text):
         aliases[rel.alias or rel.name] = rel.key
         aliases.setdefault(rel.name, rel.key)
-    single = {r.key for r in relations(stmt)}
+    single = {r.key for r in relations_in(text)}
     uses: dict[int, ParamUse] = {}
     for node, _ in walk(stmt):
         if isinstance(node, ast.SelectStmt):
