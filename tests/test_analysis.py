@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,12 +19,14 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from bot import pgcluster
-from bot.analysis import sqltext
+from bot.analysis import pipeline, sqltext
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.model import Analysis, Finding, PlanRun, QueryResult, Statement
 from bot.analysis.pipeline import BadRequest, analyze
+from bot.analysis.plan import Planner
 from bot.db import DatabaseUnavailable
 from bot.dsn import redact_dsn
 from bot.render import analysis as render
@@ -301,6 +304,91 @@ def _counted(run: PlanRun) -> int:
                                     "Partial Aggregate") and node.get("Plans"):
         node = node["Plans"][0]
     return round(node["Actual Rows"] * node.get("Actual Loops", 1))
+
+
+# --- planning on several connections ---------------------------------------------------------
+
+
+def analysis_connections(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE application_name = 'hotdata-analysis'").fetchone()
+    return row[0] if row else -1
+
+
+async def test_statements_planned_at_once_keep_their_order_and_their_own_errors(
+        hotdash: str, tmp_path: Path) -> None:
+    # The first statement is the slowest, so the ones behind it finish first on the other
+    # connections; one cannot be planned and one does not finish in time: each keeps its place
+    # and its own outcome.
+    queries = [
+        {"name": "slow", "sql": "SELECT count(*) FROM generate_series(1, 2000000) AS g"},
+        {"name": "unread", "sql": "SELECT count(*) FROM notifications WHERE read = false"},
+        {"name": "missing table", "sql": "SELECT * FROM no_such_table WHERE id = 1"},
+        {"name": "pending", "sql": "SELECT count(*) FROM decision_log WHERE status = 'pending'"},
+        {"name": "never ends", "sql": "SELECT sum(g) FROM generate_series(1, 2000000000) AS g"},
+        {"name": "latest", "sql": "SELECT * FROM notifications ORDER BY created_at DESC LIMIT 5"},
+        {"name": "profiles", "sql": "SELECT count(*) FROM profiles"},
+    ]
+    steps: list[str] = []
+    connections: list[int] = []
+
+    async def progress(step: str) -> None:
+        steps.append(step)
+        if step.startswith("planning"):
+            connections.append(analysis_connections(hotdash))
+
+    analysis = await analyze(settings_for(hotdash, watched_queries=watched_file(tmp_path, queries),
+                                          statement_timeout_ms=3000),
+                             top=5, progress=progress)
+
+    assert [r.statement.name for r in analysis.results] == [q["name"] for q in queries]
+    results = by_name(analysis)
+    missing = results.pop("missing table")
+    assert missing.error is not None and missing.error.startswith("could not be planned")
+    assert "no_such_table" in missing.error
+    never = results.pop("never ends")
+    assert never.error is None
+    assert [r.error for r in never.runs] == ["did not finish in 3 s"]
+    assert [f.kind for f in never.findings] == ["timeout"]
+    for name, result in results.items():
+        assert result.error is None, (name, result.error)
+        assert result.runs and all(r.plan is not None and r.ms is not None for r in result.runs)
+
+    planning = [s for s in steps if s.startswith("planning")]
+    assert planning == [f"planning {n}/{len(queries)}…" for n in range(1, len(queries) + 1)]
+    assert max(connections) == pipeline.PLANNERS  # the statements were shared out
+    for _ in range(50):  # every connection is closed afterwards
+        if analysis_connections(hotdash) == 0:
+            break
+        time.sleep(0.1)
+    assert analysis_connections(hotdash) == 0
+
+
+async def test_the_planners_prepared_statement_survives_psycopg_housekeeping(
+        hotdash: str) -> None:
+    # psycopg prepares a query it has run five times, and from then on answers a new statement
+    # that rolls back (or drops, or alters) with DEALLOCATE ALL, which would also drop the
+    # planner's statement while a caller still uses it.
+    text = "SELECT count(*) FROM notifications WHERE read = $1"
+    async with await psycopg.AsyncConnection.connect(hotdash, autocommit=True,
+                                                     row_factory=dict_row) as conn:
+        planner = Planner(conn, 5000)
+        for _ in range(8):
+            assert await planner.parameter_types(text) == ["boolean"]
+            run = await planner.run(text, ["false"], role="owner", label="common", analyze=True)
+            assert run.error is None and run.ms is not None
+        name = planner._name()
+        async with planner._prepared(name, text, None):
+            for n in range(8):
+                await conn.execute(f"SAVEPOINT costing_{n}")
+                await conn.execute("SET LOCAL enable_seqscan = off")
+                assert await planner._explain(name, ["false"], "FORMAT JSON")
+                await conn.execute(f"ROLLBACK TO SAVEPOINT costing_{n}")
+        cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
+        assert await cur.fetchone() == {"n": 0}
+        cur = await conn.execute("SELECT current_setting('transaction_read_only') AS ro")
+        assert await cur.fetchone() == {"ro": "off"}  # every plan's transaction has ended
 
 
 # --- EXPLAIN ANALYZE safety -------------------------------------------------------------------

@@ -55,7 +55,8 @@ class Planner:
     def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
         self.conn = conn
         # No automatic prepared statements from psycopg on this connection: once it has some,
-        # a ROLLBACK makes it send DEALLOCATE ALL, which would drop the planner's own.
+        # a new statement that rolls back, drops or alters makes it send DEALLOCATE ALL, which
+        # would drop the planner's own while a caller still uses it.
         conn.prepare_threshold = None
         self.timeout_ms = timeout_ms
         self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
