@@ -13,7 +13,8 @@ hotdata's set is whatever `analyze` recommends.
 How:
 
 1. a throwaway PostgreSQL (`bot.pgcluster`), database `hotdash` with pg_stat_statements and
-   hypopg, `hotdash.load(conn, scale)`, `hotdash.reset_statistics(conn)`;
+   hypopg, `hotdash.load(conn, scale)` committed synchronously (so its VACUUM can mark pages
+   all-visible, as the replays' VACUUMs do), `hotdash.reset_statistics(conn)`;
 2. the read mix (`workload_plan`, seed 7) and the write mix (`write_plan`, seed 11) run once
    through the extended protocol (`hotdash.run`), so pg_stat_statements and the table counters
    describe the workload;
@@ -34,11 +35,13 @@ How:
    a whole inside one transaction that is ROLLED BACK, so every set starts from the same data).
    Each replay runs on a fresh connection. The machine is noisy, so this runs in `--rounds`
    rounds, each building and replaying the three sets in turn (a noisy moment then hits every
-   set, not one), with `--write-repeats` write-mix replays per set and round (the write mix
-   takes about 0.1 s). A set's figures are the medians of its samples (every sample listed
-   alongside); the time ratios are paired within a round (hotdata's read mix over the
-   baseline's of the same round; for writes, the medians of the round's repeats) and the
-   median over rounds is reported, with each round's ratio.
+   set, not one; the order rotates from round to round, so each set takes each position),
+   with `--read-repeats` read-mix replays (once for `none`, whose twenty seconds are context,
+   not a target) and `--write-repeats` write-mix replays (about 0.1 s each) per set and round.
+   A round's figure is the fastest of its replays (other work on the machine only ever adds
+   time); a set's figures are the medians over rounds (every sample listed alongside); the
+   time ratios are paired within a round (hotdata's round figure over the baseline's of the
+   same round) and the median over rounds is reported, with each round's ratio.
 
 The plans and the heaviest user are read before the statistics reset, so pg_stat_statements
 holds the workload only. The workload and its replays run as the database owner (the
@@ -50,16 +53,16 @@ index size, and write-mix time within 1.2x of it.
 Usage:
 
     .venv/bin/python bench/advisor_replay.py [--scale 1.0] [--top 20] [--rounds 3]
-        [--write-repeats 5]
+        [--read-repeats 5] [--write-repeats 10]
 
 Prints one JSON object on stdout:
 `{"scale", "advisor_seconds", "sets": {"none" | "per_query_baseline" | "hotdata": {"indexes",
 "index_names", "total_index_bytes", "read_mix_s", "read_p95_ms", "write_mix_s", …}},
 "ratios": {"read_vs_baseline", "size_vs_baseline", "write_vs_baseline"}, "targets_met": {…}}`
-plus diagnostic keys (every sample, the ratios per round, the mean read time per tile and
-round, build time, the advisor's recommendations, the baseline's choice per tile with the mean
-relative HypoPG cost of every single-column index it tried). Progress and
-diagnostics go to stderr.
+plus diagnostic keys (every sample, the ratios per round, the mean read time per tile, per
+replay and per call, build time, the advisor's recommendations, the baseline's choice per tile
+with the mean relative HypoPG cost of every single-column index it tried). Progress and
+diagnostics (among them where each set's read time goes, per tile) go to stderr.
 """
 
 from __future__ import annotations
@@ -325,10 +328,12 @@ class Samples:
 
     indexes: list[tuple[str, str, int]] = field(default_factory=list)
     build_s: list[float] = field(default_factory=list)
-    read_s: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)  # every replay
+    round_read_s: list[float] = field(default_factory=list)  # each round's fastest
     statement_s: list[float] = field(default_factory=list)
-    write_s: list[float] = field(default_factory=list)
-    by_tile_ms: dict[str, float] = field(default_factory=dict)
+    write_s: list[float] = field(default_factory=list)  # every replay
+    round_write_s: list[float] = field(default_factory=list)  # each round's fastest
+    by_tile_ms: dict[str, float] = field(default_factory=dict)  # summed over the replays
 
 
 def replay_reads(url: str, reads: Plan, into: Samples) -> None:
@@ -354,39 +359,75 @@ def replay_writes(url: str, writes: Plan, into: Samples) -> None:
 
 
 def measure(url: str, index_sets: dict[str, list[str]], reads: Plan, writes: Plan,
-            rounds: int, write_repeats: int) -> dict[str, Samples]:
+            rounds: int, read_repeats: int, write_repeats: int) -> dict[str, Samples]:
     """Every round builds and replays each set in turn, so a noisy moment of the machine
-    lands on all three sets rather than on one."""
+    lands on all three sets rather than on one; the order rotates from round to round, so no
+    set always runs first or right after the slow `none`. Each set's read mix is replayed
+    `read_repeats` times a round (once for `none`: its twenty seconds are context, not a
+    target) and the round keeps the fastest: other work on the machine only ever adds time to
+    a replay, so the fastest of a few is the closest to what the index set itself costs."""
     samples = {label: Samples() for label in index_sets}
-    for number in range(1, rounds + 1):
-        for label, statements in index_sets.items():
+    labels = list(index_sets)
+    for number in range(rounds):
+        shift = number % len(labels)
+        for label in labels[shift:] + labels[:shift]:
             into = samples[label]
             with psycopg.connect(url, autocommit=True) as conn:
-                into.build_s.append(build(conn, statements))
+                into.build_s.append(build(conn, index_sets[label]))
                 into.indexes = own_indexes(conn)
-            replay_reads(url, reads, into)
+            for _ in range(1 if label == "none" else read_repeats):
+                replay_reads(url, reads, into)
+            into.round_read_s.append(min(into.read_s[-read_repeats:] if label != "none"
+                                         else into.read_s[-1:]))
             for _ in range(write_repeats):
                 replay_writes(url, writes, into)
-            log(f"round {number}/{rounds} {label}: {len(into.indexes)} index(es), "
+            into.round_write_s.append(min(into.write_s[-write_repeats:]))
+            log(f"round {number + 1}/{rounds} {label}: {len(into.indexes)} index(es), "
                 f"{sum(b for *_, b in into.indexes) / 1e6:.2f} MB; read mix "
-                f"{into.read_s[-1]:.3f} s, write mix "
-                f"{statistics.median(into.write_s[-write_repeats:]):.3f} s")
+                f"{into.round_read_s[-1]:.3f} s, write mix "
+                f"{into.round_write_s[-1]:.3f} s")
     return samples
 
 
-def summarize(found: Samples) -> dict[str, Any]:
-    rounds = len(found.read_s)
+def per_call_ms(found: Samples, reads: Plan) -> dict[str, float]:
+    """Mean milliseconds per call of each tile over every replay, slowest total first."""
+    calls: dict[str, int] = {}
+    names = {tile.sql: tile.name for tile in hotdash.TILES}
+    for text, _ in reads:
+        calls[names[text]] = calls.get(names[text], 0) + 1
+    replays = len(found.read_s)
+    return {k: round(v / replays / calls[k], 3) for k, v in
+            sorted(found.by_tile_ms.items(), key=lambda kv: -kv[1])}
+
+
+def log_breakdown(samples: dict[str, Samples], reads: Plan) -> None:
+    """Where each set's read-mix time goes, per tile (stderr)."""
+    labels = [label for label in samples if label != "none"]
+    table = {label: per_call_ms(samples[label], reads) for label in labels}
+    replays = {label: len(samples[label].read_s) for label in labels}
+    log("read mix per tile: ms per call and ms per replay, " + " | ".join(labels))
+    for tile in table[labels[-1]]:
+        cells = [f"{table[label][tile]:7.3f} "
+                 f"{samples[label].by_tile_ms[tile] / replays[label]:7.1f}" for label in labels]
+        log(f"  {tile:30} " + " | ".join(cells))
+
+
+def summarize(found: Samples, reads: Plan) -> dict[str, Any]:
+    replays = len(found.read_s)
     return {
         "indexes": len(found.indexes),
         "index_names": [name for _, name, _ in found.indexes],
         "total_index_bytes": sum(b for *_, b in found.indexes),
-        "read_mix_s": round(statistics.median(found.read_s), 3),
+        "read_mix_s": round(statistics.median(found.round_read_s), 3),
         "read_p95_ms": round(nearest_rank(sorted(found.statement_s), 95) * 1000, 3),
-        "write_mix_s": round(statistics.median(found.write_s), 3),
+        "write_mix_s": round(statistics.median(found.round_write_s), 3),
         "read_mix_samples_s": [round(t, 3) for t in found.read_s],
+        "read_mix_rounds_s": [round(t, 3) for t in found.round_read_s],
         "write_mix_samples_s": [round(t, 3) for t in found.write_s],
-        "read_by_tile_ms": {k: round(v / rounds, 1) for k, v in
+        "write_mix_rounds_s": [round(t, 3) for t in found.round_write_s],
+        "read_by_tile_ms": {k: round(v / replays, 1) for k, v in
                             sorted(found.by_tile_ms.items(), key=lambda kv: -kv[1])},
+        "read_ms_per_call_by_tile": per_call_ms(found, reads),
         "build_s": round(statistics.median(found.build_s), 3),
     }
 
@@ -414,17 +455,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=positive_int, default=20,
                         help="statements hotdata analyses (default 20)")
     parser.add_argument("--rounds", type=positive_int, default=3,
-                        help="rounds; each builds every set and replays the read mix once "
-                             "(default 3; the medians are reported)")
-    parser.add_argument("--write-repeats", type=positive_int, default=5,
-                        help="write-mix replays per set and round, each rolled back "
-                             "(default 5)")
+                        help="rounds; each builds every set and replays its read mix "
+                             "--read-repeats times (default 3; the medians over rounds are "
+                             "reported)")
+    parser.add_argument("--read-repeats", type=positive_int, default=5,
+                        help="read-mix replays per set and round, each on a fresh connection; "
+                             "the round keeps the fastest (default 5; `none` replays once)")
+    parser.add_argument("--write-repeats", type=positive_int, default=10,
+                        help="write-mix replays per set and round, each rolled back; the "
+                             "round keeps the fastest (default 10)")
     return parser.parse_args(argv)
-
-
-def by_round(values: list[float], size: int) -> list[list[float]]:
-    """Write samples grouped by round (`size` a round)."""
-    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def median_ratio(values: list[float | None]) -> float | None:
@@ -483,19 +523,19 @@ def main(argv: list[str] | None = None) -> int:
             "per_query_baseline": [c.create_sql(named=True) for c in baseline],
             "hotdata": [rec["sql"] for rec in recommendations],
         }
-        samples = measure(url, index_sets, reads, writes, args.rounds, args.write_repeats)
-        sets = {label: summarize(found) for label, found in samples.items()}
+        samples = measure(url, index_sets, reads, writes, args.rounds, args.read_repeats,
+                          args.write_repeats)
+        log_breakdown(samples, reads)
+        sets = {label: summarize(found, reads) for label, found in samples.items()}
         with psycopg.connect(url, autocommit=True) as conn:
             build(conn, [])  # leave the database as loaded (not that anyone keeps it)
 
         base, ours = samples["per_query_baseline"], samples["hotdata"]
         per_round = {
-            "read_vs_baseline": [ratio(h, b) for h, b in zip(ours.read_s, base.read_s,
-                                                              strict=True)],
-            "write_vs_baseline": [ratio(statistics.median(h), statistics.median(b))
-                                  for h, b in zip(by_round(ours.write_s, args.write_repeats),
-                                                  by_round(base.write_s, args.write_repeats),
-                                                  strict=True)],
+            "read_vs_baseline": [ratio(h, b) for h, b in zip(ours.round_read_s,
+                                                              base.round_read_s, strict=True)],
+            "write_vs_baseline": [ratio(h, b) for h, b in zip(ours.round_write_s,
+                                                               base.round_write_s, strict=True)],
         }
         # Paired within a round (the same minute of the machine), then the median over rounds.
         ratios = {
