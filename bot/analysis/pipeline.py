@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -49,56 +50,91 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
     started = time.perf_counter()
     result = Analysis(database=redact_dsn(target),
                       collected_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    planners: list[Planner] = []
+    snapshot_taken = False
+    collected: asyncio.Future[_Workload] = asyncio.get_running_loop().create_future()
+
+    async def plan_each(planner: Planner) -> None:
+        planners.append(planner)
+        workload = await collected
+        for index, statement in workload.queue:
+            await _say(progress, f"planning {index + 1}/{len(workload.statements)}…")
+            result.results[index] = await workload.plan(planner, statement)
+
     async with connect(settings, "analysis", dsn=target) as conn:
-        await _say(progress, "collecting the workload…")
-        statements = await collect.pg_stat_statements(conn, top, result.notes)
-        statements = collect.merge_watched(statements, watched)
-        if not statements:
-            result.notes.append("no application statements found: run the workload first, or "
-                                "list the queries to watch in HOTDATA_WATCHED_QUERIES")
-        texts = {s.identity: _preparable(s) for s in statements}
-        relations = [r for text in texts.values() if text for r in sqltext.relations_in(text)]
-        tables = await catalog.tables(conn, relations)
-        uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
-        volatile = await catalog.volatile_functions(
-            conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
-        stats = await params.column_stats(conn, params.used_columns(
-            [u for per_statement in uses.values() for u in per_statement.values()], tables))
         planner = Planner(conn, settings.statement_timeout_ms)
-        planners = [planner]
-        app = app_identity(settings)
-        result.results = [QueryResult(s) for s in statements]
-        work = enumerate(statements)  # shared: each statement is planned by one connection
 
-        async def plan_each(planner: Planner) -> None:
-            for index, statement in work:
-                await _say(progress, f"planning {index + 1}/{len(statements)}…")
-                result.results[index] = await _statement(
-                    planner, statement, texts[statement.identity], tables, app,
-                    uses.get(statement.identity, {}), stats, volatile)
-
-        async def snapshot_then_plan() -> None:
-            # The lint snapshot behind the cleanup proposals needs no plan: this connection
-            # takes it while the others start planning.
-            result.cleanup = await cleanup(conn)
+        async def collect_then_plan() -> None:
+            await _say(progress, "collecting the workload…")
+            workload = await _collect(conn, settings, top, watched, result.notes)
+            result.results = [QueryResult(s) for s in workload.statements]
+            collected.set_result(workload)
             await plan_each(planner)
 
-        async def plan_on_another_connection() -> None:
+        async def help_on_another_connection(take_snapshot: bool) -> None:
+            # Opened while the workload is collected; the first one meanwhile takes the lint
+            # snapshot behind the cleanup proposals, which needs no plan.
+            nonlocal snapshot_taken
             try:
                 async with connect(settings, "analysis", dsn=target) as extra:
-                    planners.append(Planner(extra, settings.statement_timeout_ms))
-                    await plan_each(planners[-1])
+                    if take_snapshot:
+                        result.cleanup = await cleanup(extra)
+                        snapshot_taken = True
+                    await plan_each(Planner(extra, settings.statement_timeout_ms))
             except DatabaseUnavailable as error:  # e.g. no connection slot left: plan with fewer
                 log.info("planning on fewer connections: %s", error)
 
-        extra = min(PLANNERS - 1, len(statements))
-        await _together(snapshot_then_plan(), *(plan_on_another_connection() for _ in range(extra)))
+        await _together(collect_then_plan(),
+                        *(help_on_another_connection(n == 0) for n in range(PLANNERS - 1)))
+        if not snapshot_taken:
+            result.cleanup = await cleanup(conn)
         await _say(progress, "costing candidate indexes…")
+        workload = collected.result()
         result.recommendations = await recommend(settings, conn, planner, result.results,
-                                                 tables, app, result.notes)
+                                                 workload.tables, workload.app, result.notes)
     result.timings = {"total_s": round(time.perf_counter() - started, 3),
                       "explain_s": round(sum(p.explain_seconds for p in planners), 3)}
     return result
+
+
+@dataclass
+class _Workload:
+    """The collected statements and what planning them needs."""
+
+    statements: list[Statement]
+    texts: dict[str, str | None]  # identity → preparable text (None: unparseable)
+    tables: dict[str, Table]
+    uses: dict[str, dict[int, sqltext.ParamUse]]
+    stats: dict[tuple[str, str], params.ColumnStats]
+    volatile: set[str]
+    app: AppIdentity | None
+    queue: Iterator[tuple[int, Statement]] = field(init=False)  # shared by the connections
+
+    def __post_init__(self) -> None:
+        self.queue = enumerate(self.statements)
+
+    async def plan(self, planner: Planner, statement: Statement) -> QueryResult:
+        return await _statement(planner, statement, self.texts[statement.identity], self.tables,
+                                self.app, self.uses.get(statement.identity, {}), self.stats,
+                                self.volatile)
+
+
+async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top: int,
+                   watched: list[collect.Watched], notes: list[str]) -> _Workload:
+    statements = await collect.pg_stat_statements(conn, top, notes)
+    statements = collect.merge_watched(statements, watched)
+    if not statements:
+        notes.append("no application statements found: run the workload first, or "
+                     "list the queries to watch in HOTDATA_WATCHED_QUERIES")
+    texts = {s.identity: _preparable(s) for s in statements}
+    relations = [r for text in texts.values() if text for r in sqltext.relations_in(text)]
+    tables = await catalog.tables(conn, relations)
+    uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
+    volatile = await catalog.volatile_functions(
+        conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
+    stats = await params.column_stats(conn, params.used_columns(
+        [u for per_statement in uses.values() for u in per_statement.values()], tables))
+    return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings))
 
 
 async def _together(*steps: Awaitable[None]) -> None:
