@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from bot import pgcluster
 from bot.advisor import candidates as cands
+from bot.advisor import whatif
 from bot.advisor.model import Candidate
 from bot.advisor.select import Relative, Selection, Workload, select
 from bot.analysis import catalog, sqltext
@@ -230,6 +231,57 @@ def test_aliases_resolve_and_partial_predicates_are_unqualified() -> None:
     assert joined["profiles"].equal == ["n"]
 
 
+def test_reads_list_every_column_an_index_only_scan_needs() -> None:
+    star = preds_of("SELECT * FROM notifications WHERE user_id = $1 AND read = false "
+                    "ORDER BY created_at DESC LIMIT 20")["notifications"]
+    assert set(star.reads) == set(star.outputs) == set(NOTIFICATIONS.columns)
+    count = preds_of("SELECT count(*) FROM notifications WHERE user_id = $1 AND NOT read")
+    assert set(count["notifications"].reads) == {"user_id", "read"}
+    assert count["notifications"].outputs == []  # read in the WHERE clause only
+    joined = preds_of("SELECT d.id, p.* FROM decision_log d JOIN profiles p ON p.id = d.user_id "
+                      "WHERE d.status = 'pending' ORDER BY d.created_at LIMIT 100")
+    assert set(joined["decision_log"].reads) == {"id", "user_id", "status", "created_at"}
+    assert set(joined["decision_log"].outputs) == {"id", "created_at"}  # not ON, not WHERE
+    assert set(joined["profiles"].reads) == set(PROFILES.columns)  # p.*: every column
+    # the columns of the RLS policy PostgreSQL adds are read too
+    policy = preds_of("SELECT count(*) FROM notifications WHERE read = false",
+                      {"notifications": ["(user_id = auth.uid())"]})
+    assert set(policy["notifications"].reads) == {"user_id", "read"}
+
+
+WIDTHS = {"id": 8, "user_id": 16, "read": 1, "kind": 7, "body": 81, "created_at": 8}
+
+
+def test_covering_variants_hold_what_the_statement_reads() -> None:
+    text = ("SELECT * FROM notifications WHERE user_id = $1 AND read = false "
+            "ORDER BY created_at DESC LIMIT 20")
+    preds = preds_of(text)["notifications"]
+    found = cands.for_table(preds, NOTIFICATIONS, STATS, WIDTHS)
+    latest = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read")
+    covering = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read",
+                         ("id", "read", "kind", "body"))  # table order; `read` is returned
+    assert latest in found and covering in found
+    assert covering.widens(latest)
+    # the plain candidates stay as they were; single-column ones get no variant
+    assert [c for c in found if not c.include] == cands.for_table(preds, NOTIFICATIONS, STATS)
+    assert all(len(c.columns) > 1 or c.where for c in found if c.include)
+
+    # count(*) with a partial index on NOT read needs nothing more than its key
+    count = preds_of("SELECT count(*) FROM notifications WHERE user_id = $1 AND NOT read")
+    counted = cands.for_table(count["notifications"], NOTIFICATIONS, STATS, WIDTHS)
+    assert not any(c.include for c in counted if c.where == "NOT read")
+
+    # too wide together, or a width pg_stats does not know: no covering variant
+    wide = {**WIDTHS, "body": 2000}
+    assert not any(c.include for c in cands.for_table(preds, NOTIFICATIONS, STATS, wide))
+    unknown = {k: v for k, v in WIDTHS.items() if k != "kind"}
+    assert not any(c.include for c in cands.for_table(preds, NOTIFICATIONS, STATS, unknown))
+    narrow = preds_of("SELECT id, kind FROM notifications WHERE user_id = $1 AND read = false "
+                      "ORDER BY created_at DESC LIMIT 20")["notifications"]
+    assert Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read",
+                     ("id", "kind")) in cands.for_table(narrow, NOTIFICATIONS, STATS, wide)
+
+
 # --- existing indexes -------------------------------------------------------------------------
 
 
@@ -260,6 +312,18 @@ def test_served_by_existing_indexes() -> None:
     # a shorter index does not serve a longer key
     assert cands.served_by(Candidate("public", "notifications", ("user_id", "created_at")),
                            same) is None
+
+    # a covering candidate is served only by an index holding its INCLUDE columns
+    covering = Candidate("public", "notifications", ("user_id",), include=("kind", "read"))
+    assert cands.served_by(covering, same) is None
+    holding = Index("n_user_incl", ["user_id"], True, False, False, None, 8192,
+                    "CREATE INDEX n_user_incl ON public.notifications USING btree (user_id) "
+                    "INCLUDE (kind, read, body)")
+    assert cands.served_by(covering, table("notifications", columns,
+                                           indexes=[holding])) == "n_user_incl"
+    keyed = table("notifications", columns, indexes=[index("n_user_read_kind",
+                                                           ["user_id", "read", "kind"])])
+    assert cands.served_by(covering, keyed) == "n_user_read_kind"  # keys hold them too
 
 
 async def test_served_by_indexes_as_the_catalog_reports_them(database: str) -> None:
@@ -384,6 +448,14 @@ def test_widens() -> None:
     assert Candidate("public", "t", ("a", "b"), "NOT c").widens(
         Candidate("public", "t", ("a",), "NOT c"))
     assert not Candidate("public", "t", ("a DESC", "b")).widens(narrow)
+    # INCLUDE: more columns held for index-only scans, same key
+    covering = Candidate("public", "t", ("a",), include=("c",))
+    assert covering.widens(narrow) and not narrow.widens(covering)
+    assert Candidate("public", "t", ("a",), include=("c", "d")).widens(covering)
+    assert not Candidate("public", "t", ("a",), include=("d",)).widens(covering)
+    assert Candidate("public", "t", ("a", "c")).widens(covering)  # a key holds it too
+    assert not Candidate("public", "t", ("a", "b")).widens(covering)
+    assert not covering.widens(covering)
 
 
 # --- selection with a fake cost function ------------------------------------------------------
@@ -476,6 +548,107 @@ async def test_select_never_adds_an_index_a_chosen_one_already_covers() -> None:
     chosen = await select([WORK, other], [AB, A], {A: 10_000, AB: 20_000},
                           {A: 0.0, AB: 0.0}, 10**9, relative)
     assert chosen.chosen == [AB]  # A's keys are a prefix of AB's: adding it is redundant
+
+
+async def test_select_prices_index_bytes_against_the_time_on_their_table() -> None:
+    factors = {A: 0.9}  # saves 100 ms of the statement's 1,000 ms
+    tables = {T: 100_000}
+    # five times the table's size for a tenth of its time: not worth it
+    big = await select([WORK], [A], {A: 500_000}, {A: 0.0}, 10**9, fake_relative(factors),
+                       tables)
+    assert big.chosen == []
+    # the same saving from an index a tenth of the table's size is
+    small = await select([WORK], [A], {A: 10_000}, {A: 0.0}, 10**9, fake_relative(factors),
+                         tables)
+    assert small.chosen == [A]
+    # without table sizes there is no price
+    assert (await choose(factors, {A: 500_000}, 10**9)).chosen == [A]
+    # a wider index replacing a chosen one pays for its growth only
+    widened = await select([WORK], [A, AB], {A: 10_000, AB: 20_000}, {A: 0.0, AB: 0.0}, 10**9,
+                           fake_relative({A: 0.5, AB: 0.2}), tables)
+    assert widened.chosen == [AB]
+    dear = await select([WORK], [A, AB], {A: 10_000, AB: 700_000}, {A: 0.0, AB: 0.0}, 10**9,
+                        fake_relative({A: 0.5, AB: 0.2}), tables)
+    assert dear.chosen == [A]  # 300 ms more is not worth seven tables' worth of bytes
+
+
+# --- what-if costs as a prepared statement runs -----------------------------------------------
+
+
+def plan_of(node: dict[str, Any]) -> dict[str, Any]:
+    return {"Plan": node}
+
+
+def test_generic_plan_kinds_and_the_switches_that_keep_to_them() -> None:
+    sorted_bitmap = plan_of({"Node Type": "Limit", "Total Cost": 27.8, "Plans": [
+        {"Node Type": "Sort", "Plans": [{"Node Type": "Bitmap Heap Scan",
+                                         "Relation Name": "notifications", "Plans": [
+                                             {"Node Type": "Bitmap Index Scan"}]}]}]})
+    kinds = whatif.kinds(sorted_bitmap)
+    assert kinds == {"Limit", "Sort", "Bitmap Heap Scan", "Bitmap Index Scan"}
+    off = whatif.switches_off(kinds)
+    assert {"enable_indexscan = off", "enable_indexonlyscan = off", "enable_seqscan = off",
+            "max_parallel_workers_per_gather = 0"} <= set(off)
+    assert not {"enable_sort = off", "enable_bitmapscan = off"} & set(off)
+    # enable_indexscan also disables index-only scans: kept on when the generic plan has one
+    only = whatif.kinds(plan_of({"Node Type": "Index Only Scan"}))
+    assert "enable_indexscan = off" not in whatif.switches_off(only)
+    assert "enable_indexonlyscan = off" not in whatif.switches_off(only)
+    hashed = plan_of({"Node Type": "Aggregate", "Strategy": "Hashed",
+                      "Plans": [{"Node Type": "Seq Scan", "Relation Name": "t"}]})
+    assert whatif.kinds(hashed) == {"HashAggregate", "Seq Scan"}
+    assert "enable_hashagg = off" not in whatif.switches_off(whatif.kinds(hashed))
+
+    index_scan = plan_of({"Node Type": "Limit", "Total Cost": 65.7, "Plans": [
+        {"Node Type": "Index Scan", "Relation Name": "notifications"}]})
+    assert whatif.usable(sorted_bitmap, kinds)
+    assert not whatif.usable(index_scan, kinds)  # the switches could not keep it out
+    disabled = plan_of({"Node Type": "Sort", "Total Cost": 1e10 + 5})
+    assert not whatif.usable(disabled, kinds)
+    # PostgreSQL keeps custom plans when the generic one costs more than their average
+    # (planning included: 2.5 a relation, plus one)
+    assert whatif.generic_chosen(sorted_bitmap, [index_scan])
+    assert not whatif.generic_chosen(plan_of({"Node Type": "Limit", "Total Cost": 80.0}),
+                                     [index_scan])
+
+
+async def test_generic_plan_costed_at_the_heavy_value(hotdash: str) -> None:
+    text = sample.TILES[0].sql  # notifications_unread_latest: user_id = $1 … LIMIT 20
+    light = str(uuid.UUID(hex=hashlib.md5(b"u4999").hexdigest()))
+    latest = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read")
+    covering = Candidate("public", "notifications", ("user_id", "created_at DESC"), "NOT read",
+                         ("id", "read", "kind", "body"))
+    run_workload(hotdash)  # vacuumed: index-only scans need the visibility map
+    async with await psycopg.AsyncConnection.connect(hotdash, autocommit=True,
+                                                     row_factory=dict_row) as conn:
+        planner = Planner(conn, 5000)
+        values = [[HEAVY_USER], [light]]
+        # custom plans (heavy, light), then each value as the prepared statement runs it
+        heavy, _, prepared_heavy, _ = await whatif.estimate(
+            planner, text, values, app=None, hypothetical=[latest.create_sql()])
+        # the generic plan (planned for a user with a few rows: bitmap scan, sort) reads and
+        # sorts all the heaviest user's unread rows, where their custom plan reads twenty
+        assert prepared_heavy > 5 * heavy
+        generic = (await planner.estimate(text, values, app=None,
+                                          hypothetical=[latest.create_sql()]))[-1]
+        assert prepared_heavy > 5 * generic  # what the generic plan's own cost hides
+        # covering: the generic plan is an index-only scan in order, for every user
+        heavy, _, prepared_heavy, _ = await whatif.estimate(
+            planner, text, values, app=None, hypothetical=[covering.create_sql()])
+        assert prepared_heavy <= 1.5 * heavy
+        # no plan without parameters changes: custom and generic are one plan
+        count = sample.TILES[3].sql  # decisions_pending_count
+        costs = await whatif.estimate(planner, count, [[]], app=None, hypothetical=[])
+        assert len(costs) == 2 and costs[0] == costs[1]
+        # nothing is left behind in the session
+        cur = await conn.execute("SELECT count(*) AS n FROM hypopg_list_indexes")
+        assert await cur.fetchone() == {"n": 0}
+        cur = await conn.execute("SELECT current_setting('enable_indexscan') AS scan, "
+                                 "current_setting('plan_cache_mode') AS mode, "
+                                 "current_setting('max_parallel_workers_per_gather') AS par")
+        assert await cur.fetchone() == {"scan": "on", "mode": "auto", "par": "2"}
+        cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
+        assert await cur.fetchone() == {"n": 0}
 
 
 # --- end to end on HotDash --------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Per table: equality columns first (most selective first), then at most one range column, or
 the ORDER BY columns with their direction; partial variants for predicates on rare values
-(`WHERE NOT read`, `WHERE status = 'pending'`); single-column indexes on join keys. Pure
-functions: the catalog facts come in as arguments.
+(`WHERE NOT read`, `WHERE status = 'pending'`); covering variants of those (INCLUDE the other
+columns the statement reads, when they are narrow) for index-only scans; single-column indexes
+on join keys. Pure functions: the catalog facts come in as arguments.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Predicates:
     joins: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)  # every column read (`*`: all of them)
+    outputs: list[str] = field(default_factory=list)  # … outside WHERE and JOIN … ON
 
     def add(self, bucket: list[str], column: str) -> None:
         if column not in bucket:
@@ -185,12 +187,19 @@ def predicates(text: str, tables: dict[str, Table],
 
 
 def _reads(stmt: ast.Node, resolve: _Resolver, found: dict[str, Predicates]) -> None:
-    """Every column the statement reads, per table: what an index-only scan must hold."""
+    """Every column the statement reads, per table: what an index-only scan must hold, but
+    for a partial index's predicate column that only the WHERE clause reads."""
+    quals = {id(n) for node, _ in sqltext.walk(stmt)
+             if isinstance(node, ast.SelectStmt | ast.UpdateStmt | ast.DeleteStmt | ast.JoinExpr)
+             for n, _ in sqltext.walk(node.quals if isinstance(node, ast.JoinExpr)
+                                      else node.whereClause)}
     for node, _ in sqltext.walk(stmt):
         if isinstance(node, ast.ColumnRef):
             for key, column in resolve.read(node):
                 preds = found.setdefault(key, Predicates())
                 preds.add(preds.reads, column)
+                if id(node) not in quals:
+                    preds.add(preds.outputs, column)
 
 
 def _order(stmt: ast.SelectStmt, resolve: _Resolver, found: dict[str, Predicates]) -> None:
@@ -214,7 +223,7 @@ def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Pred
     resolve.keys = [key]
     for conjunct in _conjuncts(stmt.whereClause):
         _collect(conjunct, resolve, found)
-    _reads(stmt.whereClause, resolve, found)
+    _reads(stmt, resolve, found)
 
 
 def _partial(preds: Predicates, table: Table,
@@ -242,8 +251,9 @@ def covering(keys: tuple[str, ...], preds: Predicates, table: Table, covered: se
     scan: no heap visit per row, whatever plan a prepared statement settles on), or () when
     there are none, or they are unknown to pg_stats or wider than MAX_INCLUDE_BYTES together."""
     plain = {c.removesuffix(" DESC") for c in keys}
-    include = tuple(c for c in table.columns if c in preds.reads and c not in plain)
-    if not include or set(include) <= covered:  # a partial index's predicate needs no copy
+    include = tuple(c for c in table.columns if c in preds.reads and c not in plain
+                    and (c not in covered or c in preds.outputs))
+    if not include:
         return ()
     if any(c not in widths for c in include) or sum(widths[c] for c in include) > \
             MAX_INCLUDE_BYTES:
