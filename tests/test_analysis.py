@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bot import pgcluster
-from bot.analysis import pipeline, sqltext
+from bot.analysis import collect, pipeline, sqltext
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.model import Analysis, Finding, PlanRun, QueryResult, Statement
 from bot.analysis.pipeline import BadRequest, analyze
@@ -151,6 +151,30 @@ async def test_slowest_statements_ranked_without_the_bots_own_or_utility_stateme
 
     third = await analyze(settings_for(hotdash), top=3)
     assert [r.statement.identity for r in third.results] == [e[0] for e in expected[:3]]
+
+
+async def test_a_statement_whose_texts_add_up_outranks_a_heavier_single_text(
+        database: str) -> None:
+    # Two IN-lists of different lengths are two pg_stat_statements entries but one statement
+    # (one fingerprint, one table): each lighter than `counted`, together heavier. Only the
+    # lightest, never-analysed tail may be skipped, not a part of a heavier statement.
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ranked (a int)")
+        conn.execute("INSERT INTO ranked VALUES (1)")
+        conn.execute(RESET_SQL)
+        for _ in range(4):
+            conn.execute("SELECT pg_sleep(0.01) FROM ranked WHERE a IN (1, 2)").fetchall()
+            conn.execute("SELECT pg_sleep(0.01) FROM ranked WHERE a IN (1, 2, 3)").fetchall()
+            conn.execute("SELECT count(*), pg_sleep(0.015) FROM ranked").fetchall()
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True,
+                                                     row_factory=dict_row) as conn:
+        first = await collect.pg_stat_statements(conn, 1, [])
+        both = await collect.pg_stat_statements(conn, 2, [])
+    assert [s.calls for s in first] == [8]
+    assert "IN" in first[0].query
+    assert first[0].total_ms > 75
+    assert [s.calls for s in both] == [8, 4]
+    assert [s.identity for s in both][:1] == [first[0].identity]
 
 
 async def test_parameterised_statements_are_planned_with_values_from_pg_stats(

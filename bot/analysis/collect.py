@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -116,42 +117,76 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
                      "Analysing the watched queries only.")
         return []
     cur = await conn.execute(PGSS_SQL, (top * OVERFETCH,))
+    rows = await cur.fetchall()
+    visible = [row for row in rows if row["query"] != "<insufficient privilege>"]
     grouped: dict[str, Statement] = {}
-    hidden = 0
-    for row in await cur.fetchall():
-        text = row["query"]
-        if text == "<insufficient privilege>":
-            hidden += 1
-            continue
-        try:
-            key = sqltext.identity(text)
-        except sqltext.Unparseable:
-            key = f"unparsed:{row['queryid']}"  # kept, and reported as skipped with the reason
-        else:
-            if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
+    first_seen: dict[str, int] = {}  # ties keep pg_stat_statements' order
+    for batch in _fingerprint_batches(visible):
+        if len(grouped) >= top and _total(batch) < _nth_total(grouped, top):
+            break  # neither these statements nor any lighter ones can reach the top
+        for position, row in batch:
+            text = row["query"]
+            try:
+                key = sqltext.identity(text)
+            except sqltext.Unparseable:
+                key = f"unparsed:{row['queryid']}"  # kept, and reported as skipped with why
+            else:
+                if not sqltext.is_dml(text) or sqltext.touches_only_catalogs(text):
+                    continue
+            found = grouped.get(key)
+            if found is None:
+                first_seen[key] = position
+                grouped[key] = Statement(
+                    key, text, "pg_stat_statements", queryid=row["queryid"],
+                    calls=row["calls"], total_ms=row["total_ms"], rows=row["rows"],
+                    shared_blks_hit=row["shared_blks_hit"],
+                    shared_blks_read=row["shared_blks_read"],
+                    temp_blks_written=row["temp_blks_written"],
+                    bypass_calls=row["bypass_calls"])
                 continue
-        found = grouped.get(key)
-        if found is None:
-            grouped[key] = Statement(
-                key, text, "pg_stat_statements", queryid=row["queryid"], calls=row["calls"],
-                total_ms=row["total_ms"], rows=row["rows"],
-                shared_blks_hit=row["shared_blks_hit"], shared_blks_read=row["shared_blks_read"],
-                temp_blks_written=row["temp_blks_written"], bypass_calls=row["bypass_calls"])
-            continue
-        found.calls += row["calls"]
-        found.total_ms += row["total_ms"]
-        found.rows += row["rows"]
-        found.shared_blks_hit += row["shared_blks_hit"]
-        found.shared_blks_read += row["shared_blks_read"]
-        found.temp_blks_written += row["temp_blks_written"]
-        found.bypass_calls += row["bypass_calls"]
-    if hidden:
-        notes.append(f"{hidden} statement(s) of other roles are hidden from this role: "
-                     "GRANT pg_read_all_stats TO it to analyse them")
-    ranked = sorted(grouped.values(), key=lambda s: s.total_ms, reverse=True)[:top]
+            found.calls += row["calls"]
+            found.total_ms += row["total_ms"]
+            found.rows += row["rows"]
+            found.shared_blks_hit += row["shared_blks_hit"]
+            found.shared_blks_read += row["shared_blks_read"]
+            found.temp_blks_written += row["temp_blks_written"]
+            found.bypass_calls += row["bypass_calls"]
+    if len(rows) > len(visible):
+        notes.append(f"{len(rows) - len(visible)} statement(s) of other roles are hidden from "
+                     "this role: GRANT pg_read_all_stats TO it to analyse them")
+    ranked = sorted(grouped.values(),
+                    key=lambda s: (-s.total_ms, first_seen[s.identity]))[:top]
     for statement in ranked:
         statement.mean_ms = statement.total_ms / statement.calls if statement.calls else 0.0
     return ranked
+
+
+Batch = list[tuple[int, dict[str, Any]]]  # (position in pg_stat_statements' order, row)
+
+
+def _fingerprint_batches(rows: list[dict[str, Any]]) -> list[Batch]:
+    """The rows grouped by fingerprint, heaviest first.
+
+    Texts of one statement (one identity) always share a fingerprint, so a batch's total time
+    bounds that of every statement in it: the batches too light to reach the top need not be
+    parsed, and parsing a text costs far more than fingerprinting it.
+    """
+    batches: dict[str, Batch] = {}
+    for position, row in enumerate(rows):
+        try:
+            key = sqltext.fingerprint(row["query"])
+        except sqltext.Unparseable:
+            key = f"unparsed:{row['queryid']}"
+        batches.setdefault(key, []).append((position, row))
+    return sorted(batches.values(), key=_total, reverse=True)
+
+
+def _total(batch: Batch) -> float:
+    return sum(row["total_ms"] for _, row in batch)
+
+
+def _nth_total(grouped: dict[str, Statement], n: int) -> float:
+    return sorted((s.total_ms for s in grouped.values()), reverse=True)[n - 1]
 
 
 def merge_watched(statements: list[Statement], watched: list[Watched]) -> list[Statement]:
