@@ -708,6 +708,8 @@ async def test_recommendations_for_the_hotdash_workload(hotdash: str, tmp_path: 
     assert unread["sql"] == (
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {unread['index']} ON public.notifications "
         "(user_id, created_at DESC) INCLUDE (id, read, kind, body) WHERE NOT read;")
+    assert "2,700 bytes" in unread["caveats"][0] and "body" in unread["caveats"][0]
+    assert all(r["caveats"] == [] for r in analysis.recommendations if not r["include"])
     # the count tile is served by it too: no second index on the table for one statement
     assert [r["table"] for r in analysis.recommendations].count("public.notifications") == 1
     pending = recommendation(analysis, "public.decision_log", "status = 'pending'")

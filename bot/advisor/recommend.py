@@ -279,7 +279,7 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
         out.append({
             "action": "create", "table": candidate.qualified, "index": candidate.name,
             "columns": list(candidate.columns), "where": candidate.where,
-            "include": list(candidate.include),
+            "include": list(candidate.include), "caveats": candidate.caveats,
             "sql": candidate.create_sql(concurrently=True) + ";",
             "queries": [costs.by_key[k].label for k in served],
             "cost_before": round(before, 2), "cost_after": round(after, 2),
