@@ -34,14 +34,17 @@ How:
    mix (the same plan, each statement timed for p95) and the write mix (the same plan, timed as
    a whole inside one transaction that is ROLLED BACK, so every set starts from the same data).
    Each replay runs on a fresh connection. The machine is noisy, so this runs in `--rounds`
-   rounds, each building and replaying the three sets in turn (a noisy moment then hits every
-   set, not one; the order rotates from round to round, so each set takes each position),
-   with `--read-repeats` read-mix replays (once for `none`, whose twenty seconds are context,
-   not a target) and `--write-repeats` write-mix replays (about 0.1 s each) per set and round.
-   A round's figure is the fastest of its replays (other work on the machine only ever adds
-   time); a set's figures are the medians over rounds (every sample listed alongside); the
-   time ratios are paired within a round (hotdata's round figure over the baseline's of the
-   same round) and the median over rounds is reported, with each round's ratio.
+   rounds of `--read-repeats` passes; each pass builds each set and replays its read mix once
+   (`none` in the first pass only: its twenty seconds are context, not a target), so the
+   sets' replays alternate seconds apart and a noisy moment hits every set, not one; the
+   order rotates from round to round and reverses from pass to pass, so each set takes each
+   position. `--write-repeats`
+   write-mix replays (about 0.1 s each) per set and round are spread over its passes. A
+   round's figure for a set is the fastest of its replays (other work on the machine only
+   ever adds time); a set's figures are the medians over rounds (every sample listed
+   alongside). The read ratio of a round is the median of its passes' ratios (hotdata's
+   replay over the baseline's of the same pass), the write ratio that of the round's fastest
+   write mixes; the median over rounds is reported, with each round's ratio.
 
 The plans and the heaviest user are read before the statistics reset, so pg_stat_statements
 holds the workload only. The workload and its replays run as the database owner (the
@@ -360,31 +363,39 @@ def replay_writes(url: str, writes: Plan, into: Samples) -> None:
 
 def measure(url: str, index_sets: dict[str, list[str]], reads: Plan, writes: Plan,
             rounds: int, read_repeats: int, write_repeats: int) -> dict[str, Samples]:
-    """Every round builds and replays each set in turn, so a noisy moment of the machine
-    lands on all three sets rather than on one; the order rotates from round to round, so no
-    set always runs first or right after the slow `none`. Each set's read mix is replayed
-    `read_repeats` times a round (once for `none`: its twenty seconds are context, not a
-    target) and the round keeps the fastest: other work on the machine only ever adds time to
-    a replay, so the fastest of a few is the closest to what the index set itself costs."""
+    """Each round makes `read_repeats` passes; a pass builds each set and replays its read mix
+    once, so the sets' replays alternate a few seconds apart and a noisy moment of the machine
+    lands on all of them rather than on one (`none` takes the first pass only: its twenty
+    seconds are context, not a target). The order rotates from round to round and reverses
+    from pass to pass, so no set always runs first, or after another, or after the slow
+    `none`. A round keeps each set's fastest replay (other work on the machine only ever adds
+    time); `read_s` keeps every replay in pass order, for ratios between sets of the same
+    pass. The write mix runs `write_repeats` times a round, spread over the passes."""
     samples = {label: Samples() for label in index_sets}
     labels = list(index_sets)
     for number in range(rounds):
         shift = number % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            into = samples[label]
-            with psycopg.connect(url, autocommit=True) as conn:
-                into.build_s.append(build(conn, index_sets[label]))
-                into.indexes = own_indexes(conn)
-            for _ in range(1 if label == "none" else read_repeats):
+        order = labels[shift:] + labels[:shift]
+        passes = {label: 1 if label == "none" else read_repeats for label in labels}
+        for step in range(read_repeats):
+            for label in order if step % 2 == 0 else order[::-1]:
+                if step >= passes[label]:
+                    continue
+                into = samples[label]
+                with psycopg.connect(url, autocommit=True) as conn:
+                    into.build_s.append(build(conn, index_sets[label]))
+                    into.indexes = own_indexes(conn)
                 replay_reads(url, reads, into)
-            into.round_read_s.append(min(into.read_s[-read_repeats:] if label != "none"
-                                         else into.read_s[-1:]))
-            for _ in range(write_repeats):
-                replay_writes(url, writes, into)
+                share = range(step, write_repeats, passes[label])  # this pass's part
+                for _ in share:
+                    replay_writes(url, writes, into)
+        for label in order:
+            into = samples[label]
+            into.round_read_s.append(min(into.read_s[-passes[label]:]))
             into.round_write_s.append(min(into.write_s[-write_repeats:]))
             log(f"round {number + 1}/{rounds} {label}: {len(into.indexes)} index(es), "
                 f"{sum(b for *_, b in into.indexes) / 1e6:.2f} MB; read mix "
-                f"{into.round_read_s[-1]:.3f} s, write mix "
+                f"{into.round_read_s[-1]:.3f} s (fastest of {passes[label]}), write mix "
                 f"{into.round_write_s[-1]:.3f} s")
     return samples
 
@@ -455,12 +466,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=positive_int, default=20,
                         help="statements hotdata analyses (default 20)")
     parser.add_argument("--rounds", type=positive_int, default=3,
-                        help="rounds; each builds every set and replays its read mix "
-                             "--read-repeats times (default 3; the medians over rounds are "
-                             "reported)")
+                        help="rounds of --read-repeats passes (default 3; the medians over "
+                             "rounds are reported)")
     parser.add_argument("--read-repeats", type=positive_int, default=5,
-                        help="read-mix replays per set and round, each on a fresh connection; "
-                             "the round keeps the fastest (default 5; `none` replays once)")
+                        help="passes per round; each builds every set and replays its read "
+                             "mix once on a fresh connection (default 5; `none` takes the "
+                             "first pass only)")
     parser.add_argument("--write-repeats", type=positive_int, default=10,
                         help="write-mix replays per set and round, each rolled back; the "
                              "round keeps the fastest (default 10)")
@@ -531,13 +542,17 @@ def main(argv: list[str] | None = None) -> int:
             build(conn, [])  # leave the database as loaded (not that anyone keeps it)
 
         base, ours = samples["per_query_baseline"], samples["hotdata"]
+        by_pass = [ratio(h, b) for h, b in zip(ours.read_s, base.read_s, strict=True)]
+        passes = args.read_repeats
         per_round = {
-            "read_vs_baseline": [ratio(h, b) for h, b in zip(ours.round_read_s,
-                                                              base.round_read_s, strict=True)],
+            # each pass's replays ran seconds apart: their ratio, the median of a round's
+            "read_vs_baseline": [median_ratio(by_pass[i:i + passes])
+                                 for i in range(0, len(by_pass), passes)],
             "write_vs_baseline": [ratio(h, b) for h, b in zip(ours.round_write_s,
                                                                base.round_write_s, strict=True)],
         }
-        # Paired within a round (the same minute of the machine), then the median over rounds.
+        # Paired within a pass or a round (the same moment of the machine), then the median
+        # over rounds.
         ratios = {
             "read_vs_baseline": median_ratio(per_round["read_vs_baseline"]),
             "size_vs_baseline": ratio(sets["hotdata"]["total_index_bytes"],
@@ -561,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             "sets": sets,
             "ratios": ratios,
             "ratios_per_round": per_round,
+            "read_vs_baseline_per_pass": by_pass,
             "targets_met": targets,
             "hotdata_recommendations": [
                 {"sql": r["sql"], "size_bytes_estimated": r["size_bytes"],
