@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -137,7 +138,7 @@ async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top:
     return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings))
 
 
-async def _together(*steps: Awaitable[None]) -> None:
+async def _together(*steps: Coroutine[Any, Any, None]) -> None:
     """Run `steps` concurrently; the first failure cancels the others and is raised as itself
     (callers catch connection and database errors by their type)."""
     try:
