@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -387,6 +388,43 @@ async def test_statements_planned_at_once_keep_their_order_and_their_own_errors(
             break
         time.sleep(0.1)
     assert analysis_connections(hotdash) == 0
+
+
+async def test_a_role_allowed_one_connection_gets_the_whole_analysis(
+        pg: pgcluster.Cluster, hotdash: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot.analysis.pipeline")
+    role = f"single_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'one-at-a-time' CONNECTION LIMIT 1 "
+                             "IN ROLE pg_read_all_data, pg_read_all_stats").format(
+            sql.Identifier(role)))
+    try:
+        watched = watched_file(tmp_path, [
+            {"name": "unread", "sql": "SELECT count(*) FROM notifications WHERE read = false"},
+            {"name": "pending",
+             "sql": "SELECT count(*) FROM decision_log WHERE status = 'pending'"},
+            {"name": "missing table", "sql": "SELECT * FROM no_such_table WHERE id = 1"},
+        ])
+        url = pg.url(hotdash.rsplit("/", 1)[1], user=role, password="one-at-a-time")
+        analysis = await analyze(settings_for(url, watched_queries=watched))
+        results = by_name(analysis)
+        assert "planning on fewer connections" in caplog.text
+        assert "one-at-a-time" not in caplog.text
+        assert [r.statement.name for r in analysis.results] == ["unread", "pending",
+                                                               "missing table"]
+        assert results["missing table"].error is not None
+        for name in ("unread", "pending"):
+            assert results[name].error is None
+            assert results[name].runs[0].plan is not None
+        with psycopg.connect(hotdash, autocommit=True) as conn:  # the snapshot was taken too
+            conn.execute("CREATE INDEX twice_a ON decision_log (status)")
+            conn.execute("CREATE INDEX twice_b ON decision_log (status)")
+        again = await analyze(settings_for(url, watched_queries=watched))
+        assert {c["index"] for c in again.cleanup} & {"twice_a", "twice_b"}
+    finally:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 async def test_the_planners_prepared_statement_survives_psycopg_housekeeping(
