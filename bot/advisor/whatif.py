@@ -121,7 +121,7 @@ async def estimate(planner: Planner, text: str, value_sets: list[list[str | None
                         continue  # the custom plan is of the generic plan's kind already
                     prepared[n] = max(prepared[n], total_cost(generic))
                     async with conn.transaction(force_rollback=True):  # the switches end with it
-                        for setting in switches_off(wanted):
+                        for setting in await _known(planner, switches_off(wanted)):
                             await conn.execute(sql.SQL(TAG + "SET LOCAL " + setting))
                         kept = await _plan(planner, name, value_sets[n])
                         if usable(kept, wanted):
@@ -131,6 +131,16 @@ async def estimate(planner: Planner, text: str, value_sets: list[list[str | None
             await conn.execute(TAG + "SELECT hypopg_reset()")
         await planner._deallocate(name)
     return [total_cost(p) for p in custom] + prepared
+
+
+async def _known(planner: Planner, settings: list[str]) -> list[str]:
+    """The settings this server has (enable_memoize is PostgreSQL 14's, for one)."""
+    names = [s.split(" = ")[0] for s in settings]
+    cur = await planner.conn.execute(TAG + "SELECT array(SELECT name FROM pg_settings "
+                                     "WHERE name = ANY(%s)) AS names", (names,))
+    row = await cur.fetchone()
+    found = set(row["names"]) if row else set()
+    return [s for s, name in zip(settings, names, strict=True) if name in found]
 
 
 async def _plan(planner: Planner, name: str, values: list[str | None]) -> dict[str, Any]:
