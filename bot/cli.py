@@ -281,12 +281,14 @@ async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # What is imported by now lives as long as the process: no garbage collection needs to walk
+    # it again, during the command or in the interpreter's final collections (together a tenth
+    # of a second of a short command).
+    gc.freeze()
     try:
         return _run(argv)
     finally:
-        # The process ends with the command: spare the interpreter's final garbage collections
-        # the walk over every object the command left (a tenth of a second after an analysis).
-        gc.freeze()
+        gc.freeze()  # nor what the command left, as the process ends with it
 
 
 def _run(argv: list[str] | None) -> int:
