@@ -23,9 +23,10 @@ from bot.analysis.catalog import Table
 from bot.analysis.params import ColumnStats
 
 RARE = 0.25  # a value held by at most this share of rows earns a partial index
-# INCLUDE columns, together, at most this many bytes on average (pg_stats avg_width): a covering
-# index copies them, and a B-tree entry holds at most about 2,700 bytes.
-MAX_INCLUDE_BYTES = 128
+# INCLUDE columns, together, at most this many bytes in the worst case: a covering index copies
+# them into every entry, and a B-tree entry holds at most about 2,700 bytes, so an unbounded
+# column (text, jsonb) could make a long value impossible to write. Only bounded types qualify.
+MAX_INCLUDE_BYTES = 256
 RANGE_OPERATORS = {"<", ">", "<=", ">="}
 
 
@@ -249,7 +250,8 @@ def covering(keys: tuple[str, ...], preds: Predicates, table: Table, covered: se
              widths: dict[str, int]) -> tuple[str, ...]:
     """INCLUDE columns that let `keys` answer the statement from the index alone (an index-only
     scan: no heap visit per row, whatever plan a prepared statement settles on), or () when
-    there are none, or they are unknown to pg_stats or wider than MAX_INCLUDE_BYTES together."""
+    there are none, or one has no bound in `widths` (column → most bytes), or together they
+    could take more than MAX_INCLUDE_BYTES."""
     plain = {c.removesuffix(" DESC") for c in keys}
     include = tuple(c for c in table.columns if c in preds.reads and c not in plain
                     and (c not in covered or c in preds.outputs))
@@ -264,7 +266,7 @@ def covering(keys: tuple[str, ...], preds: Predicates, table: Table, covered: se
 def for_table(preds: Predicates, table: Table, stats: dict[tuple[str, str], ColumnStats],
               widths: dict[str, int] | None = None) -> list[Candidate]:
     """Every candidate index one statement suggests for one table; with `widths` (column →
-    average bytes, pg_stats), covering variants of the composite ones too."""
+    the most bytes it can hold), covering variants of the composite ones too."""
     def selectivity(column: str) -> float:
         found = stats.get((table.qualified, column))
         return -(found.distinct(table.rows) if found else 0.0)

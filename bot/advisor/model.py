@@ -80,15 +80,6 @@ class Candidate:
             text += f" WHERE {self.where}"
         return text
 
-    @property
-    def caveats(self) -> list[str]:
-        """What a reviewer should know before building it."""
-        if not self.include:
-            return []
-        return [f"INCLUDE keeps a copy of {', '.join(self.include)} in the index: a row whose "
-                "key and included values take more than about 2,700 bytes (after compression) "
-                "could no longer be written, so keep those columns short"]
-
     def widens(self, other: Candidate) -> bool:
         """True when this index serves everything `other` serves and more: a longer key, or
         the same key holding more columns (INCLUDE) for index-only scans."""

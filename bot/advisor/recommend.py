@@ -45,11 +45,18 @@ SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time
 FROM pg_stat_statements_info
 """
 # One lookup per table (OFFSET 0 keeps it one): see params.STATS_SQL.
+# The most bytes a value of each column can take: fixed-width types, and varchar(n)/char(n) at
+# 4 bytes a character. text, jsonb, bytea… have no bound and are left out.
 WIDTHS_SQL = TAG + """
-SELECT w.sch || '.' || w.tbl AS table, s.attname AS column, s.avg_width AS width
+SELECT w.sch || '.' || w.tbl AS table, a.attname AS column,
+       CASE WHEN t.typlen > 0 THEN t.typlen
+            WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4
+                THEN (a.atttypmod - 4) * 4 + 4 END AS width
 FROM unnest(%s::text[], %s::text[]) AS w(sch, tbl)
-CROSS JOIN LATERAL (SELECT st.attname, st.avg_width FROM pg_stats st
-                    WHERE st.schemaname = w.sch AND st.tablename = w.tbl OFFSET 0) AS s
+JOIN pg_namespace n ON n.nspname = w.sch
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tbl
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
 """
 HYPOPG_HINT = ("HypoPG is not installed in this database, so there are no index "
                "recommendations: run `CREATE EXTENSION hypopg;` (Debian: "
@@ -130,7 +137,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
               for preds in found.values() for k, p in preds.items() if k in key_table
               for c in [*p.equal, *p.booleans, *p.constants]}
     stats = await column_stats(conn, wanted)
-    widths = await _widths(conn, list(key_table.values()))
+    widths = await column_widths(conn, list(key_table.values()))
     pool: list[Candidate] = []
     for preds in found.values():
         for key, p in preds.items():
@@ -174,15 +181,17 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     return recommendations
 
 
-async def _widths(conn: psycopg.AsyncConnection[dict],
+async def column_widths(conn: psycopg.AsyncConnection[dict],
                   tables: list[Table]) -> dict[str, dict[str, int]]:
-    """schema.table → column → average bytes (pg_stats), for covering (INCLUDE) variants."""
+    """schema.table → column → the most bytes it can hold, for covering (INCLUDE) variants;
+    columns without a bound are absent."""
     unique = {t.qualified: t for t in tables}
     cur = await conn.execute(WIDTHS_SQL, ([t.schema for t in unique.values()],
                                           [t.name for t in unique.values()]))
     widths: dict[str, dict[str, int]] = {}
     for row in await cur.fetchall():
-        widths.setdefault(row["table"], {})[row["column"]] = int(row["width"])
+        if row["width"] is not None:
+            widths.setdefault(row["table"], {})[row["column"]] = int(row["width"])
     return widths
 
 
@@ -279,7 +288,7 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
         out.append({
             "action": "create", "table": candidate.qualified, "index": candidate.name,
             "columns": list(candidate.columns), "where": candidate.where,
-            "include": list(candidate.include), "caveats": candidate.caveats,
+            "include": list(candidate.include),
             "sql": candidate.create_sql(concurrently=True) + ";",
             "queries": [costs.by_key[k].label for k in served],
             "cost_before": round(before, 2), "cost_after": round(after, 2),
