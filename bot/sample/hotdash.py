@@ -314,6 +314,10 @@ def load(conn: psycopg.Connection[Any], scale: float = 1.0, seed: int = 42) -> d
                            f"{', '.join(existing)}; load the sample into an empty database")
     inserted: dict[str, int] = {}
     with conn.transaction():
+        # Flushed at commit even where commits are asynchronous (throwaway clusters): VACUUM
+        # marks no page all-visible before the commit that wrote it is on disk, and without a
+        # visibility map there are no index-only scans until autovacuum comes by.
+        conn.execute("SET LOCAL synchronous_commit = on")
         conn.execute(_AUTH_SQL)
         conn.execute(_TABLES_SQL)
         conn.execute("SELECT setseed(%s)", [_seed_value(seed)])
