@@ -20,6 +20,8 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from bot import tools
+
 SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "postgres"
 
@@ -160,9 +162,9 @@ class Cluster:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        extra: dict[str, object] = {"user": self.run_as} if self.run_as else {}
         result = subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                                cwd=self.root, check=False, **extra)  # type: ignore[call-overload]
+                                cwd=self.root, check=False, env=tools.clean_env(),
+                                **tools.as_user(self.run_as))  # type: ignore[call-overload]
         if check and result.returncode != 0:
             raise ClusterError(f"{Path(str(args[0])).name} failed: "
                                f"{(result.stderr or result.stdout).strip()[-2000:]}")

@@ -151,7 +151,9 @@ class Settings(BaseSettings):
     def drills_configured(self) -> bool:
         """Whether a drill has somewhere to restore: a scratch server for dumps, or a private
         data directory for pgBackRest."""
-        return self.drill_source == "pgbackrest" or self.drill_database_url is not None
+        if self.drill_source == "pgbackrest":
+            return self.drill_pgbackrest_stanza is not None
+        return self.drill_database_url is not None
 
     @property
     def socket_mode(self) -> bool:

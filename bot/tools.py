@@ -4,7 +4,11 @@ with a timeout, cancellable, stderr captured."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pwd
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +41,40 @@ def find(name: str) -> str:
     return found
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without hotdata's settings and Slack's tokens (database
+    URLs carry passwords): what a tool gets, plus what it needs (PGPASSWORD)."""
+    return {key: value for key, value in os.environ.items()
+            if not key.upper().startswith(("HOTDATA_", "SLACK_"))}
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """subprocess arguments that run a child as `user` with that user's groups only (not
+    root's); nothing when `user` is None."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 async def run(name: str, *args: str, timeout: float = 60.0, stdin: str | None = None,
               env: dict[str, str] | None = None, user: str | None = None) -> Result:
     """Run a tool to completion (as `user` when given: PostgreSQL's own tools refuse root);
     on timeout or cancellation the process is killed."""
+    # Its own process group: a timeout or cancellation kills its workers too (pg_dump -j,
+    # pgbackrest process-max), not only the process we started.
     process = await asyncio.create_subprocess_exec(
         find(name), *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, user=user)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else clean_env(), start_new_session=True,
+        **as_user(user))  # type: ignore[arg-type]
     try:
         out, err = await asyncio.wait_for(
             process.communicate(stdin.encode() if stdin is not None else None), timeout)
     except BaseException:  # timeout, cancellation: never leave the process behind
         if process.returncode is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
         raise
     return Result(process.returncode or 0, out.decode(errors="replace"),

@@ -225,15 +225,15 @@ def test_a_backup_whose_wal_is_not_archived_is_refused(stanza: Stanza) -> None:
 
 def test_start_up_removes_a_crashed_drills_running_copy(stanza: Stanza) -> None:
     """What a killed bot leaves: a recorded copy whose server still runs. The next start stops
-    it and deletes it, unless a drill is running; a copy recorded by another host is left to
-    that host."""
+    it and deletes it, unless a drill is running; also when it was recorded under an older
+    host name (containers get a new one at each start). A copy recorded by another host and
+    not on this one is left to that host."""
     leftover = pgcluster.create()  # a running server in a directory, as a crashed drill leaves
-    other_host = stanza.base / "restores" / "elsewhere"
-    other_host.mkdir()
+    elsewhere = stanza.base / "restores" / "on-another-host"
     with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO hotdata.drill_databases (name, server, kind) VALUES "
-                     "(%s, %s, 'cluster'), (%s, 'another-host', 'cluster')",
-                     (str(leftover.root), socket.gethostname(), str(other_host)))
+                     "(%s, 'before-a-restart', 'cluster'), (%s, 'another-host', 'cluster')",
+                     (str(leftover.root), str(elsewhere)))
     try:
         # while a drill runs (here: its lock is held), its scratch is not a leftover
         with psycopg.connect(stanza.source.dsn, autocommit=True) as drilling:
@@ -245,12 +245,32 @@ def test_start_up_removes_a_crashed_drills_running_copy(stanza: Stanza) -> None:
         assert not leftover.root.exists()
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(leftover.dsn(), connect_timeout=2)
-        assert other_host.exists()
+        assert state_rows(stanza.source, "SELECT dropped_at FROM hotdata.drill_databases "
+                          "WHERE name = %s", (str(elsewhere),)) == [(None,)]
     finally:
         leftover.destroy()
         with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM hotdata.drill_databases WHERE name = %s",
-                         (str(other_host),))
+                         (str(elsewhere),))
+
+
+def test_a_restore_directory_already_there_is_refused_and_kept(stanza: Stanza) -> None:
+    """Whatever sits where a drill would restore (a directory, a link) is not the drill's: the
+    drill is red and it stays."""
+    restores = stanza.base / "restores"
+    with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
+        [(next_id,)] = conn.execute("SELECT last_value + 1 FROM hotdata.drills_id_seq").fetchall()
+    taken = restores / f"hotdata_drill_{next_id}"
+    taken.symlink_to(stanza.base / "repo")
+    try:
+        result = asyncio.run(runner.run(stanza.settings()))
+        assert result.id == next_id and result.status == "failed"
+        assert "already exists" in check(result, "restore").detail
+        assert taken.is_symlink() and (stanza.base / "repo" / "archive").exists()
+        assert state_rows(stanza.source, "SELECT count(*) FROM hotdata.drill_databases "
+                          "WHERE name = %s", (str(taken),)) == [(0,)]
+    finally:
+        taken.unlink()
 
 
 async def test_a_drill_cancelled_midway_through_the_restore_leaves_nothing(
@@ -303,6 +323,6 @@ def test_a_copy_that_does_not_start_fails_with_the_servers_reason() -> None:
         pgcluster.chown(copy.root, copy.run_as)
         cluster.datadir.rename(copy.datadir)
         with pytest.raises(pgbackrest.RecoveryFailed, match="hotdata_no_such_library"):
-            asyncio.run(pgbackrest.recover(copy, timeout=30))
+            asyncio.run(pgbackrest.recover(copy, "postgres", None, timeout=30))
     finally:
         cluster.destroy()

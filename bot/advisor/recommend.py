@@ -44,7 +44,6 @@ STATEMENTS_WINDOW_SQL = TAG + """
 SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time())) AS window_s
 FROM pg_stat_statements_info
 """
-# One lookup per table (OFFSET 0 keeps it one): see params.STATS_SQL.
 # The most bytes a value of each column can take: fixed-width types, and varchar(n)/char(n) at
 # 4 bytes a character. text, jsonb, bytea… have no bound and are left out.
 WIDTHS_SQL = TAG + """

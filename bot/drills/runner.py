@@ -83,10 +83,14 @@ async def drop_scratch(settings: Settings, scratch_dsn: str | None = None) -> li
                     await server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                                          .format(sql.Identifier(name)))
                     dropped.append(name)
-        # A cluster lives on the host that restored it; another replica leaves it alone.
+        # A cluster lives on the host that restored it. Callers hold the drill lock, so none
+        # is in use: remove those here; one recorded elsewhere and not here is left to its
+        # host (a host renamed by a restart still finds its directories).
         for row in rows:
-            if row["kind"] == "cluster" and row["server"] == socket.gethostname():
-                await pgbackrest.remove(Path(row["name"]))
+            root = Path(row["name"])
+            if row["kind"] == "cluster" and (root.exists() or root.is_symlink()
+                                             or row["server"] == socket.gethostname()):
+                await pgbackrest.remove(root)
                 dropped.append(row["name"])
         for name in dropped:
             await state.execute("UPDATE hotdata.drill_databases SET dropped_at = now() "
@@ -244,14 +248,12 @@ async def _cluster_copy(settings: Settings, result: DrillResult,
     root = parent / f"hotdata_drill_{result.id}"
     result.scratch_database = str(root)
     started = time.perf_counter()
-    if root.exists():  # never adopt (and later delete) a directory this drill did not make
-        raise verify.RestoreFailed(f"{root} already exists: remove it or set "
-                                   "HOTDATA_DRILL_RESTORE_DIR to another directory")
-    # Recorded before it exists: a crash at any point leaves nothing unrecorded behind.
+    # Made before it is recorded, and only if nothing (not even a link) is there: hotdata
+    # never adopts, and so never deletes, a directory it did not make.
+    run_as = pgbackrest.prepare(root)
     await _record_scratch(settings, str(root), result.id or 0, socket.gethostname(), "cluster")
     try:
         await _say(progress, "fetching the backup…")
-        run_as = pgbackrest.prepare(root)
         newest = await pgbackrest.latest(settings, run_as)
         _check_disk(newest.bytes, parent)
         backup, copy = await pgbackrest.fetch(settings, root, run_as, newest)
@@ -259,11 +261,10 @@ async def _cluster_copy(settings: Settings, result: DrillResult,
         result.bytes_restored = backup.bytes
         await _say(progress, "replaying the archived WAL…")
         restore_started = time.perf_counter()
-        await pgbackrest.recover(copy)
+        source = parse_dsn(settings.database_url)
+        dbname = source.get("dbname") or "postgres"
+        user = await pgbackrest.recover(copy, dbname, source.get("user"))
         result.phases.append(Phase("restore", round(time.perf_counter() - restore_started, 3)))
-        dbname = parse_dsn(settings.database_url).get("dbname") or "postgres"
-        user = await pgbackrest.superuser(copy, dbname,
-                                          parse_dsn(settings.database_url).get("user"))
         copy_dsn = copy.socket_dsn(dbname, user)
         result.checks.append(await _recovery_check(settings, newest, copy_dsn))
         yield backup, copy_dsn

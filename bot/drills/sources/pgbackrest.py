@@ -62,9 +62,6 @@ class Latest:
 
 
 def _options(settings: Settings) -> list[str]:
-    if not settings.drill_pgbackrest_stanza:
-        raise NoBackup("HOTDATA_DRILL_PGBACKREST_STANZA is not set: name the stanza whose "
-                       "backups the drill restores")
     found = [f"--stanza={settings.drill_pgbackrest_stanza}"]
     if settings.drill_pgbackrest_config is not None:
         found.append(f"--config={settings.drill_pgbackrest_config}")
@@ -74,7 +71,7 @@ def _options(settings: Settings) -> list[str]:
 async def _pgbackrest(settings: Settings, *args: str, run_as: str | None,
                       timeout: float = 600) -> tools.Result:
     return await tools.run("pgbackrest", *_options(settings), "--log-level-console=warn",
-                           *args, timeout=timeout, user=run_as)
+                           *args, timeout=timeout, env=tools.clean_env(), user=run_as)
 
 
 async def latest(settings: Settings, run_as: str | None) -> Latest:
@@ -105,9 +102,14 @@ async def latest(settings: Settings, run_as: str | None) -> Latest:
 
 
 def prepare(root: Path) -> str | None:
-    """Make `root` (which must not exist) for a copy; the user the copy will run as."""
+    """Make `root` for a copy, refusing anything already there; the user the copy runs as."""
     run_as = pgcluster.server_user()
-    root.mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir()
+    except FileExistsError:
+        raise RestoreFailed(f"{root} already exists: remove it or set "
+                            "HOTDATA_DRILL_RESTORE_DIR to another directory") from None
     pgcluster.chown(root, run_as)
     return run_as
 
@@ -149,34 +151,39 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-async def recover(copy: pgcluster.Cluster, *, timeout: float = RESTORE_TIMEOUT_S) -> None:
-    """Start the copy and wait until it has replayed the archive and promoted itself."""
+async def recover(copy: pgcluster.Cluster, dbname: str, known_user: str | None, *,
+                  timeout: float = RESTORE_TIMEOUT_S) -> str:
+    """Start the copy and wait until it has replayed the archive and promoted itself; the
+    copy's bootstrap superuser, to verify it as.
+
+    The copy accepts connections once consistent, still replaying: `pg_is_in_recovery()` says
+    when recovery and its end-of-recovery checkpoint are done. The first connection is as a
+    role the source is known to have (only we may reach the socket, without passwords)."""
     _configure(copy)
     started = await tools.run(str(copy.bindir / "pg_ctl"), "-D", str(copy.datadir),
                               "-l", str(copy.logfile), "-w", "-t", str(int(timeout)), "start",
-                              timeout=timeout + 30, user=copy.run_as)
+                              timeout=timeout + 30, env=tools.clean_env(), user=copy.run_as)
     if started.returncode != 0:
         raise RecoveryFailed(f"the restored copy did not start: {_log_tail(copy)}")
     deadline = time.monotonic() + timeout
-    while (copy.datadir / "recovery.signal").exists():  # removed when recovery ends
-        if not (copy.datadir / "postmaster.pid").exists():
-            raise RecoveryFailed(f"the restored copy stopped during recovery: {_log_tail(copy)}")
-        if time.monotonic() > deadline:
-            raise RecoveryFailed(f"recovery did not finish in {timeout:.0f} s")
-        await asyncio.sleep(PROMOTE_POLL_S)
-
-
-async def superuser(copy: pgcluster.Cluster, dbname: str, known_user: str | None) -> str:
-    """The copy's bootstrap superuser, found by connecting as a role the source is known to
-    have (the copy only accepts local connections from us, without passwords)."""
-    conn = await psycopg.AsyncConnection.connect(
-        copy.socket_dsn(dbname, known_user or pgcluster.SUPERUSER), autocommit=True,
-        connect_timeout=10)
-    async with conn:
-        cur = await conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10")
-        row = await cur.fetchone()
-    assert row is not None
-    return str(row[0])
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            copy.socket_dsn(dbname, known_user or pgcluster.SUPERUSER), autocommit=True,
+            connect_timeout=10)
+        async with conn:
+            while True:
+                cur = await conn.execute("SELECT pg_is_in_recovery(), (SELECT rolname "
+                                         "FROM pg_roles WHERE oid = 10)")
+                row = await cur.fetchone()
+                assert row is not None
+                if not row[0]:
+                    return str(row[1])
+                if time.monotonic() > deadline:
+                    raise RecoveryFailed(f"recovery did not finish in {timeout:.0f} s")
+                await asyncio.sleep(PROMOTE_POLL_S)
+    except psycopg.OperationalError as error:  # the copy stopped, or refuses us
+        raise RecoveryFailed(f"the restored copy is unreachable ({' '.join(str(error).split())})"
+                             f": {_log_tail(copy)}") from None
 
 
 def _log_tail(copy: pgcluster.Cluster) -> str:
@@ -189,7 +196,11 @@ def _log_tail(copy: pgcluster.Cluster) -> str:
 
 
 async def remove(root: Path) -> None:
-    """Stop the copy's server if it runs (immediately: it is thrown away) and delete `root`."""
+    """Stop the copy's server if it runs (immediately: it is thrown away) and delete `root`
+    (a link put in its place is removed, never followed)."""
+    if root.is_symlink():
+        root.unlink()
+        return
     pid = _postmaster(root / "data")
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
