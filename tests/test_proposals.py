@@ -199,6 +199,16 @@ def flow(hotdash: str, fake_slack_server: FakeSlackServer, slack: FakeSlack,
      "the index calls public.leak; hotdata applies indexes on columns only"),
     ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c) WHERE lower(d) = 'x'",
      "the index calls lower"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t ((c::public.checked))",
+     "the index holds a TypeCast"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c public.evil_ops)",
+     "names an operator class or collation for c"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c) WHERE c OPERATOR(public.===) 'x'",
+     "uses the operator public.==="),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t USING evilam (c)",
+     "uses the access method evilam"),
+    ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c) WHERE c = current_user",
+     "holds a SQLValueFunction"),
 ])
 def test_allowlist_refuses_everything_but_online_index_ddl(text: str, says: str) -> None:
     with pytest.raises(allowlist.Refused) as refused:
@@ -209,6 +219,8 @@ def test_allowlist_refuses_everything_but_online_index_ddl(text: str, says: str)
 
 def test_allowlist_accepts_the_three_allowed_statements() -> None:
     for text in ("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON public.t (c) WHERE NOT d; -- ok",
+                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c, d DESC NULLS LAST) INCLUDE "
+                 "(e) WHERE status IN ('a', 'b') AND x IS NULL AND (n >= 3 OR f IS NOT TRUE)",
                  "DROP INDEX CONCURRENTLY IF EXISTS public.i", "ANALYZE public.t"):
         allowlist.check(text)
 

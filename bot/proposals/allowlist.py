@@ -1,16 +1,15 @@
 """The only statements hotdata ever applies, proven with PostgreSQL's own parser.
 
-`CREATE INDEX CONCURRENTLY IF NOT EXISTS` (on columns: no function calls in its expressions
-or predicate), `DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`, one statement per text;
-everything else is refused before it reaches the database.
+`CREATE INDEX CONCURRENTLY IF NOT EXISTS` (on plain columns with a built-in access method, and
+a predicate comparing columns with constants), `DROP INDEX CONCURRENTLY IF EXISTS` and
+`ANALYZE`, one statement per text; everything else is refused before it reaches the database.
 """
 
 from __future__ import annotations
 
 import pglast
 from pglast import ast
-from pglast.enums.parsenodes import ObjectType
-from pglast.visitors import Visitor
+from pglast.enums.parsenodes import A_Expr_Kind, ObjectType
 
 # Node names whose words do not say the statement (AlterTableStmt also alters indexes, views…).
 KINDS = {"CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS",
@@ -30,15 +29,47 @@ def _kind(stmt: ast.Node) -> str:
     return words.strip().upper()
 
 
-class _Calls(Visitor):
-    """The functions a statement calls, by name."""
+# What an index hotdata applies may hold: columns, with a built-in access method, and a
+# predicate of columns compared with constants. Anything else can run code of someone's
+# choosing for every row (a function, a cast to a domain, an operator class or operator of a
+# schema, an access method).
+ACCESS_METHODS = {"btree", "hash", "gist", "gin", "brin", "spgist"}
+OPERATORS = {"=", "<>", "!=", "<", ">", "<=", ">="}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
 
-    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
-        self.names.append(".".join(part.sval for part in node.funcname))
+def _not_plain(node: object) -> str | None:
+    """Why a predicate node is more than columns compared with constants, or None."""
+    if isinstance(node, tuple):
+        return next((why for item in node if (why := _not_plain(item))), None)
+    if isinstance(node, ast.FuncCall):
+        return "calls " + ".".join(part.sval for part in node.funcname)
+    if isinstance(node, ast.BoolExpr):
+        return _not_plain(node.args)
+    if isinstance(node, ast.A_Expr):
+        names = [part.sval for part in node.name]
+        if node.kind not in (A_Expr_Kind.AEXPR_OP, A_Expr_Kind.AEXPR_IN) or len(names) != 1 \
+                or names[0] not in OPERATORS:
+            return f"uses the operator {'.'.join(names)}"
+        return _not_plain(node.lexpr) or _not_plain(node.rexpr)
+    if isinstance(node, ast.NullTest | ast.BooleanTest):
+        return _not_plain(node.arg)
+    if isinstance(node, ast.ColumnRef):
+        return None if all(isinstance(f, ast.String) for f in node.fields) else "reads *"
+    if isinstance(node, ast.A_Const) or node is None:
+        return None
+    return f"holds a {type(node).__name__}"
+
+
+def _not_columns(stmt: ast.IndexStmt) -> str | None:
+    """Why an index is more than plain columns with a plain predicate, or None."""
+    if stmt.accessMethod not in ACCESS_METHODS:
+        return f"uses the access method {stmt.accessMethod}"
+    for elem in (*stmt.indexParams, *(stmt.indexIncludingParams or ())):
+        if elem.expr is not None:
+            return _not_plain(elem.expr) or "indexes an expression"
+        if elem.opclass or elem.collation:
+            return f"names an operator class or collation for {elem.name}"
+    return _not_plain(stmt.whereClause)
 
 
 class Refused(ValueError):
@@ -60,12 +91,10 @@ def check(text: str) -> ast.Node:
                           "the table while it builds")
         if not stmt.if_not_exists:
             raise Refused("refused: CREATE INDEX must say IF NOT EXISTS so a retry is safe")
-        calls = _Calls()
-        calls(stmt)
-        if calls.names:  # a function runs for every row indexed, with the migrator's rights
-            raise Refused(f"refused: the index calls {', '.join(sorted(set(calls.names)))}; "
-                          "hotdata applies indexes on columns only, review and apply this one "
-                          "yourself")
+        why = _not_columns(stmt)
+        if why is not None:  # it would run for every row indexed, with the migrator's rights
+            raise Refused(f"refused: the index {why}; hotdata applies indexes on columns "
+                          "only, review and apply this one yourself")
         return stmt
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_INDEX:
         if not stmt.concurrent or not stmt.missing_ok:
