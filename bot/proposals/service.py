@@ -225,6 +225,9 @@ async def _reconcile_one(services: Services, proposal: dict[str, Any]
         row = await cur.fetchone()
         if not row or not row["free"]:
             return None
+        current = await store.get(lock, proposal["id"])  # its process may have just finished
+        if current is None or current["status"] != "applying":
+            return None
         async with connect(settings, "migrator") as target:
             state = await applying.index_state(target, rec)
             if state is not None and state["valid"] and state["ready"]:
