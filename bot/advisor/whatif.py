@@ -105,31 +105,25 @@ async def estimate(planner: Planner, text: str, value_sets: list[list[str | None
     afterwards."""
     conn = planner.conn
     name = planner._name()
-    try:
-        async with conn.transaction(force_rollback=True):
-            await planner._begin(app, hypothetical)
-            await conn.execute(planner._prepare(name, text))
-            custom = [await _plan(planner, name, values) for values in value_sets]
-            await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
-            generic = await _plan(planner, name, value_sets[0])
-            await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_custom_plan")
-            prepared = [total_cost(p) for p in custom]
-            if generic_chosen(generic, custom):
-                wanted = kinds(generic)
-                for n, plan in enumerate(custom):
-                    if kinds(plan) & GOVERNED <= wanted:
-                        continue  # the custom plan is of the generic plan's kind already
-                    prepared[n] = max(prepared[n], total_cost(generic))
-                    async with conn.transaction(force_rollback=True):  # the switches end with it
-                        for setting in await _known(planner, switches_off(wanted)):
-                            await conn.execute(sql.SQL(TAG + "SET LOCAL " + setting))
-                        kept = await _plan(planner, name, value_sets[n])
-                        if usable(kept, wanted):
-                            prepared[n] = total_cost(kept)
-    finally:
-        if hypothetical and not conn.closed:
-            await conn.execute(TAG + "SELECT hypopg_reset()")
-        await planner._deallocate(name)
+    async with planner._prepared(name, text, app, hypothetical):
+        custom = [await _plan(planner, name, values) for values in value_sets]
+        await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
+        generic = await _plan(planner, name, value_sets[0])
+        await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_custom_plan")
+        prepared = [total_cost(p) for p in custom]
+        if generic_chosen(generic, custom):
+            wanted = kinds(generic)
+            for n, plan in enumerate(custom):
+                if kinds(plan) & GOVERNED <= wanted:
+                    continue  # the custom plan is of the generic plan's kind already
+                prepared[n] = max(prepared[n], total_cost(generic))
+                # a savepoint: the switches end with it
+                async with conn.transaction(force_rollback=True):
+                    for setting in await _known(planner, switches_off(wanted)):
+                        await conn.execute(sql.SQL(TAG + "SET LOCAL " + setting))
+                    kept = await _plan(planner, name, value_sets[n])
+                    if usable(kept, wanted):
+                        prepared[n] = total_cost(kept)
     return [total_cost(p) for p in custom] + prepared
 
 

@@ -136,11 +136,6 @@ class Planner:
         finally:
             self.explain_seconds += time.perf_counter() - started
 
-    async def _begin(self, app: AppIdentity | None,
-                     hypothetical: tuple[str, ...] | list[str] = ()) -> None:
-        """The transaction's settings, in a transaction the caller opened."""
-        await self.conn.execute(sql.SQL("; ").join(self._settings(app, hypothetical)))
-
     def _settings(self, app: AppIdentity | None,
                   hypothetical: tuple[str, ...] | list[str]) -> list[sql.Composable]:
         settings: list[sql.Composable] = [
@@ -160,15 +155,6 @@ class Planner:
     @staticmethod
     def _prepare(name: str, text: str) -> sql.Composed:
         return sql.SQL(TAG + "PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(text))
-
-    async def _deallocate(self, name: str) -> None:
-        """Prepared statements outlive a rollback; drop ours by name (never DEALLOCATE ALL)."""
-        if self.conn.closed:
-            return
-        # One round trip; a DEALLOCATE of a statement PREPARE never made fails harmlessly.
-        with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
-            await self.conn.execute(sql.SQL("; ").join(
-                [sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
 
     @staticmethod
     def _deallocate_sql(name: str) -> sql.Composed:
