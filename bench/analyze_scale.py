@@ -64,7 +64,7 @@ from psycopg import sql
 from psycopg.types.numeric import Int4, Int8
 
 import bot
-from bot import pgcluster
+from bot import pgcluster, tools
 from bot.analysis import sqltext
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
@@ -247,12 +247,6 @@ def hotdata_command() -> list[str]:
     return [sys.executable, "-m", "bot.cli"]
 
 
-def clean_env() -> dict[str, str]:
-    """The caller's environment without any hotdata/Slack setting."""
-    return {key: value for key, value in os.environ.items()
-            if not key.upper().startswith(("HOTDATA_", "SLACK_"))}
-
-
 def compile_hotdata() -> None:
     """Byte-compile the hotdata package where Python looks for it (its __pycache__)."""
     if not compileall.compile_dir(Path(bot.__file__).parent, quiet=1):
@@ -263,7 +257,7 @@ def run_cli(url: str, top: int, workdir: Path) -> tuple[float, dict[str, Any]]:
     command = [*hotdata_command(), "analyze", "--dsn", url, "--top", str(top),
                "--format", "json"]
     started = time.perf_counter()
-    result = subprocess.run(command, env=clean_env(), cwd=workdir, capture_output=True,
+    result = subprocess.run(command, env=tools.clean_env(), cwd=workdir, capture_output=True,
                             text=True, timeout=CLI_TIMEOUT_S, check=False)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
@@ -275,7 +269,7 @@ def run_cli(url: str, top: int, workdir: Path) -> tuple[float, dict[str, Any]]:
 def cli_import_seconds(workdir: Path) -> float:
     """Interpreter start-up plus `import bot.cli`: the fixed cost of every CLI run."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import bot.cli"], env=clean_env(), cwd=workdir,
+    subprocess.run([sys.executable, "-c", "import bot.cli"], env=tools.clean_env(), cwd=workdir,
                    check=True)
     return time.perf_counter() - started
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bot import pgcluster
+from bot import pgcluster, tools
 from bot.dsn import redact_dsn
 from bot.resources import resource_dir
 
@@ -27,8 +26,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
     COLUMNS is wide so rich never folds a URL (or a leaked password) across lines.
     """
-    env = {name: value for name, value in os.environ.items()
-           if not name.upper().startswith(("HOTDATA_", "SLACK_"))}
+    env = tools.clean_env()
     env["COLUMNS"] = "400"
     env.update(extra)
     return env

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from bot import pgcluster
+from bot import pgcluster, tools
 from bot.analysis.model import Analysis
 from bot.analysis.pipeline import analyze
 from bot.analysis.runs import record
@@ -53,8 +52,7 @@ WHERE datname = current_database() AND application_name = 'hotdata-migrator'
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without any HOTDATA_/SLACK_ setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
-    return {**env, **extra}
+    return {**tools.clean_env(), **extra}
 
 
 def run_workload(url: str) -> None:

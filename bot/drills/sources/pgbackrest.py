@@ -57,7 +57,6 @@ class Latest:
     stopped_at: datetime
     major: int
     bytes: int
-    archive_stop: str  # the last WAL segment the backup needs
     archive_max: str  # the newest WAL segment archived
 
 
@@ -98,7 +97,7 @@ async def latest(settings: Settings, run_as: str | None) -> Latest:
     db = next(d for d in stanza["db"] if d["id"] == backup["database"]["id"])
     return Latest(backup["label"], datetime.fromtimestamp(backup["timestamp"]["stop"], UTC),
                   int(str(db["version"]).split(".")[0]), int(backup["info"]["size"]),
-                  backup["archive"]["stop"], archive_max)
+                  archive_max)
 
 
 def prepare(root: Path) -> str | None:
