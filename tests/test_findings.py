@@ -13,7 +13,7 @@ import pytest
 
 from bot import pgcluster
 from bot.analysis import findings, params, sqltext
-from bot.analysis.model import Finding, QueryResult
+from bot.analysis.model import Finding, PlanRun, QueryResult
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
 from tests.harness import TEMPLATE, clone, drop, watched_file
@@ -52,6 +52,20 @@ CREATE INDEX events_composite_account_created_idx
 -- pairs: a and b are the same column twice (100 values, 2,000 rows each)
 CREATE TABLE pairs AS
 SELECT i AS id, i % 100 AS a, i % 100 AS b FROM generate_series(1, {ROWS}) AS i;
+
+-- inbox_skewed: user 1 owns a sixth of the rows, 20,000 others about 8 each, stored in no
+-- order; a seventh unread. inbox_even: as many rows, spread evenly over the users. Both with
+-- the index the "latest unread" statement wants.
+CREATE TABLE inbox_skewed AS
+SELECT i AS id, CASE WHEN i % 6 = 0 THEN 1 ELSE 2 + i % 20000 END AS user_id,
+       i % 7 <> 0 AS read,
+       timestamptz '2024-01-01 00:00+00' + i * interval '1 minute' AS created_at,
+       md5(i::text) AS body
+FROM generate_series(1, {ROWS}) AS i ORDER BY md5(i::text);
+CREATE TABLE inbox_even AS SELECT id, 2 + id % 20000 AS user_id, read, created_at, body
+FROM inbox_skewed;
+CREATE INDEX inbox_skewed_latest_idx ON inbox_skewed (user_id, created_at DESC) WHERE NOT read;
+CREATE INDEX inbox_even_latest_idx ON inbox_even (user_id, created_at DESC) WHERE NOT read;
 
 -- notes: a wide text column (about 33 MB to sort, far beyond the default 4 MB work_mem)
 CREATE TABLE notes AS
@@ -286,6 +300,55 @@ async def test_unusable_index_when_the_index_is_invalid(dataset: str, tmp_path: 
     assert "people_k3_idx" in finding.detail and "invalid" in finding.detail
     assert "people_k3_idx" in finding.fix
     assert "unusable_index" not in kind_names(negative)
+
+
+# --- generic_plan -----------------------------------------------------------------------------
+
+
+async def test_generic_plan_when_a_prepared_statement_is_slow_for_a_heavy_value(
+        dataset: str, tmp_path: Path) -> None:
+    latest = "SELECT * FROM {} WHERE user_id = $1 AND NOT read ORDER BY created_at DESC LIMIT 20"
+    results = await analyse_watched(dataset, tmp_path, {
+        "skewed": latest.format("inbox_skewed"), "even": latest.format("inbox_even")})
+    positive, negative = results["skewed"], results["even"]
+    planned(positive)
+    planned(negative)
+    generic = positive.generic_run
+    assert generic is not None and generic.label == "common" and generic.values == ["1"]
+    assert generic.plan is not None and generic.ms is not None
+    own = next(r for r in positive.runs if r.label == "common")
+    assert own.ms is not None and generic.ms >= 5 * own.ms
+    assert ("generic_plan", "public.inbox_skewed") in kinds(positive)
+    finding = next(f for f in positive.findings if f.kind == "generic_plan")
+    assert "inbox_skewed_latest_idx" in finding.detail  # the custom plan's index scan
+    assert "Sort" in finding.detail  # the generic plan sorts the heavy user's rows
+    assert "plan_cache_mode = force_custom_plan" in finding.fix
+    # Measured there as well, but the generic plan is as fast as the value's own plan.
+    assert negative.generic_run is not None and negative.generic_run.ms is not None
+    assert "generic_plan" not in kind_names(negative)
+
+
+def _run(label: str, values: list[str | None], cost: float, ms: float,
+         kind: str = "Index Scan") -> PlanRun:
+    plan = {"Plan": {"Node Type": kind, "Relation Name": "t", "Total Cost": cost}}
+    return PlanRun("owner", label, values, plan=plan, analyzed=True, ms=ms)
+
+
+@pytest.mark.parametrize(("generic_cost", "generic_ms", "fires"), [
+    (10.0, 4.0, True),  # chosen (10 < the average custom cost with planning) and slow
+    (60.0, 4.0, False),  # slow, but PostgreSQL keeps planning per value: dearer than average
+    (10.0, 0.3, False),  # chosen, 6x slower, but only 0.25 ms more
+    (10.0, 0.1, False),  # chosen and as fast
+])
+def test_generic_plan_needs_the_generic_plan_chosen_and_much_slower(
+        generic_cost: float, generic_ms: float, fires: bool) -> None:
+    runs = [_run("common", ["1"], 40.0, 0.05), _run("median", ["2"], 12.0, 0.02),
+            _run("rare", ["3"], 8.0, 0.02)]
+    generic = _run("common", ["1"], generic_cost, generic_ms, "Bitmap Heap Scan")
+    found = findings.generic_plan_finding(generic, runs, {})
+    assert (found is not None) is fires
+    if found is not None:
+        assert found.kind == "generic_plan" and "Bitmap Heap Scan" in found.detail
 
 
 # --- timeout ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from pglast import ast
 
+from bot.advisor.whatif import generic_chosen, planning_cost, total_cost
 from bot.analysis import sqltext
 from bot.analysis.catalog import Policy, Table
 from bot.analysis.model import Finding, PlanRun
@@ -31,6 +32,8 @@ class Thresholds:
     sort_min_rows: int = 1_000
     misestimate_ratio: float = 10.0
     misestimate_min_rows: int = 100
+    generic_ratio: float = 5.0  # generic plan's ms / the value's own plan's ms
+    generic_min_ms: float = 0.5  # …and slower by at least this much
 
 
 def nodes(plan: dict[str, Any], parents: tuple[dict[str, Any], ...] = ()
@@ -260,6 +263,44 @@ def policy_findings(table: Table, app_role: str | None, command: str | None) -> 
 
 def _applies(policy: Policy, app_role: str | None) -> bool:
     return app_role is None or "public" in policy.roles or app_role in policy.roles
+
+
+def generic_plan_finding(generic: PlanRun | None, runs: list[PlanRun], tables: dict[str, Table],
+                         limits: Thresholds = Thresholds()) -> Finding | None:
+    """A statement that is fast when planned for its values but slow once prepared.
+
+    Drivers prepare a statement they run often (psycopg after five executions, JDBC after
+    five, node-postgres and asyncpg for named statements). After five custom plans
+    PostgreSQL switches to one generic plan when its cost, estimated for an average value, is
+    below the average custom plan's; for a heavy value that plan can be many times slower.
+    `runs` are the statement's plans made the way the application runs it; `generic` is the
+    generic plan executed with the values of the slowest of them.
+    """
+    planned = [r for r in runs if r.plan is not None]
+    if generic is None or generic.plan is None or generic.ms is None or not planned:
+        return None
+    own = next((r for r in planned if r.values == generic.values and r.ms is not None), None)
+    if own is None or own.ms is None:
+        return None
+    if not generic_chosen(generic.plan, [r.plan for r in planned if r.plan is not None]):
+        return None
+    if generic.ms < limits.generic_ratio * own.ms or generic.ms - own.ms < limits.generic_min_ms:
+        return None
+    expected = sum(total_cost(r.plan) + planning_cost(r.plan)
+                   for r in planned if r.plan is not None) / len(planned)
+    table = _scan_table(generic.plan["Plan"], tables)
+    return Finding(
+        "generic_plan", _label(table, generic.plan["Plan"]),
+        f"prepared by a driver, this statement switches after five calls to one generic plan "
+        f"(PostgreSQL expects it to cost {total_cost(generic.plan):,.0f} against "
+        f"{expected:,.0f} for a plan made per value); with the {own.label} value it takes "
+        f"{generic.ms:.2f} ms ({summarize(generic.plan, tables)}) against {own.ms:.2f} ms "
+        f"planned for that value ({summarize(own.plan, tables)})",
+        "plan it for each value: SET plan_cache_mode = force_custom_plan in the sessions "
+        "that run it (or ALTER ROLE … SET plan_cache_mode = force_custom_plan when most of "
+        "the role's statements are skewed like this; every call is then planned), or have "
+        "the driver not prepare it; an index that answers it alone (an index-only scan) "
+        "makes the generic plan fast too")
 
 
 def timeout_finding(run: PlanRun) -> Finding | None:

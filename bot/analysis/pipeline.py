@@ -202,8 +202,33 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
             as_app = await planner.run(text, values, role="app", label=label, analyze=analyze,
                                        app=app)
             result.runs.append(as_app)
+    if types and analyze:
+        result.generic_run = await _generic_run(planner, text, result, app)
     _conclude(result, tables, app, sqltext.command(text))
     return result
+
+
+def _as_application(result: QueryResult) -> list[PlanRun]:
+    """The runs made the way the application runs the statement: as its role when it was
+    planned as that role and most calls go through RLS, else as the owner."""
+    app_runs = [r for r in result.runs if r.role == "app"]
+    if app_runs and result.statement.runs_as_app:
+        return app_runs
+    return [r for r in result.runs if r.role == "owner"]
+
+
+async def _generic_run(planner: Planner, text: str, result: QueryResult,
+                       app: AppIdentity | None) -> PlanRun | None:
+    """The generic plan a driver's prepared statement settles on, executed with the most
+    common values (else those of the slowest run): a plan made for an average value can be
+    far slower for a heavy one."""
+    runs = [r for r in _as_application(result) if r.ms is not None]
+    heavy = next((r for r in runs if r.label == "common"), _slowest(runs))
+    if heavy is None:
+        return None
+    return await planner.run(text, heavy.values, role=heavy.role, label=heavy.label,
+                             analyze=True, app=app if heavy.role == "app" else None,
+                             generic=True)
 
 
 def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | None,
@@ -228,6 +253,9 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
         timeout = findings.timeout_finding(run)
         if timeout is not None:
             found.append(timeout)
+    trap = findings.generic_plan_finding(result.generic_run, _as_application(result), tables)
+    if trap is not None:
+        found.insert(0, trap)
     for table in tables.values():
         found += findings.policy_findings(table, app.role if app else None, command)
     result.findings = findings.dedupe(found)

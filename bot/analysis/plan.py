@@ -70,12 +70,15 @@ class Planner:
         return list(row["types"]) if row else []
 
     async def run(self, text: str, values: list[str | None], *, role: str, label: str,
-                  analyze: bool, app: AppIdentity | None = None) -> PlanRun:
+                  analyze: bool, app: AppIdentity | None = None,
+                  generic: bool = False) -> PlanRun:
+        """One EXPLAIN; with `generic`, of the generic plan PostgreSQL switches a prepared
+        statement to (planned once for any value), executed with `values`."""
         result = PlanRun(role=role, label=label, values=values, analyzed=analyze)
         name = self._name()
         options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
         try:
-            async with self._prepared(name, text, app):
+            async with self._prepared(name, text, app, generic=generic):
                 row = await self._explain(name, values, options)
         except psycopg.errors.QueryCanceled:
             result.error = f"did not finish in {self.timeout_ms / 1000:g} s"
@@ -107,12 +110,13 @@ class Planner:
 
     @asynccontextmanager
     async def _prepared(self, name: str, text: str, app: AppIdentity | None,
-                        hypothetical: list[str] | tuple[str, ...] = ()) -> AsyncIterator[None]:
+                        hypothetical: list[str] | tuple[str, ...] = (),
+                        generic: bool = False) -> AsyncIterator[None]:
         """`text` prepared as `name` in a read-only transaction, then rolled back, deallocated
         and any hypothetical index reset: the set-up is one round trip, the clean-up another."""
         try:
             await self.conn.execute(sql.SQL("; ").join([
-                sql.SQL(TAG + "BEGIN"), *self._settings(app, hypothetical),
+                sql.SQL(TAG + "BEGIN"), *self._settings(app, hypothetical, generic),
                 self._prepare(name, text)]))  # last: nothing may follow the statement's text
             yield
         finally:
@@ -136,11 +140,13 @@ class Planner:
         finally:
             self.explain_seconds += time.perf_counter() - started
 
-    def _settings(self, app: AppIdentity | None,
-                  hypothetical: tuple[str, ...] | list[str]) -> list[sql.Composable]:
+    def _settings(self, app: AppIdentity | None, hypothetical: tuple[str, ...] | list[str],
+                  generic: bool = False) -> list[sql.Composable]:
         settings: list[sql.Composable] = [
             sql.SQL(TAG + "SET TRANSACTION READ ONLY"),
             sql.SQL(TAG + "SET LOCAL statement_timeout = {}").format(sql.Literal(self.timeout_ms))]
+        if generic:
+            settings.append(sql.SQL(TAG + "SET LOCAL plan_cache_mode = force_generic_plan"))
         settings += [sql.SQL(TAG + "SELECT hypopg_create_index({})").format(sql.Literal(ddl))
                      for ddl in hypothetical]  # created as hotdata's role, for the session
         if app is not None:

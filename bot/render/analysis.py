@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from bot.analysis.model import Analysis, QueryResult
+from bot.analysis.model import Analysis, PlanRun, QueryResult
 from bot.render.proposals import PROPOSE
 
 if TYPE_CHECKING:  # rich only for the terminal: JSON and markdown callers skip its import
@@ -31,10 +31,15 @@ def _query_dict(result: QueryResult) -> dict[str, Any]:
         "app_plan_differs": result.app_plan_differs,
         "app_plan_summary": result.app_plan_summary,
         "findings": [f.as_dict() for f in result.findings],
-        "runs": [{"role": r.role, "values_label": r.label, "values": r.values,
-                  "analyzed": r.analyzed, "ms": r.ms, "error": r.error} for r in result.runs],
+        "runs": [_run_dict(r) for r in result.runs],
+        "generic_run": _run_dict(result.generic_run) if result.generic_run else None,
         "error": result.error, "notes": result.notes,
     }
+
+
+def _run_dict(run: PlanRun) -> dict[str, Any]:
+    return {"role": run.role, "values_label": run.label, "values": run.values,
+            "analyzed": run.analyzed, "ms": run.ms, "error": run.error}
 
 
 def as_dict(analysis: Analysis) -> dict[str, Any]:
@@ -71,6 +76,10 @@ def _values_used(result: QueryResult) -> str:
         values = ", ".join("NULL" if v is None else v for v in run.values) or "no parameters"
         timing = f"{run.ms:.1f} ms" if run.ms is not None else (run.error or "estimated")
         shown.append(f"{run.label}: ({values}) → {timing}")
+    run = result.generic_run
+    if run is not None:
+        timing = f"{run.ms:.1f} ms" if run.ms is not None else (run.error or "not measured")
+        shown.append(f"generic plan ({run.role}) with the {run.label} values → {timing}")
     return "; ".join(shown)
 
 
