@@ -39,6 +39,9 @@ SWITCHES: dict[str, frozenset[str]] = {
     "enable_memoize": frozenset({"Memoize"}),
     "enable_gathermerge": frozenset({"Gather Merge"}),
 }
+# the switches younger than the oldest PostgreSQL hotdata supports: setting one the server
+# does not have would fail the transaction
+SINCE = {"enable_incremental_sort": 130000, "enable_memoize": 140000}
 PARALLEL = frozenset({"Gather", "Gather Merge"})
 GOVERNED = frozenset().union(*SWITCHES.values(), PARALLEL)
 DISABLED_COST = 1e9  # PostgreSQL up to 17 adds 1e10 to a disabled node's cost
@@ -119,7 +122,7 @@ async def estimate(planner: Planner, text: str, value_sets: list[list[str | None
                 prepared[n] = max(prepared[n], total_cost(generic))
                 # a savepoint: the switches end with it
                 async with conn.transaction(force_rollback=True):
-                    for setting in await _known(planner, switches_off(wanted)):
+                    for setting in _known(planner, switches_off(wanted)):
                         await conn.execute(sql.SQL(TAG + "SET LOCAL " + setting))
                     kept = await _plan(planner, name, value_sets[n])
                     if usable(kept, wanted):
@@ -127,14 +130,10 @@ async def estimate(planner: Planner, text: str, value_sets: list[list[str | None
     return [total_cost(p) for p in custom] + prepared
 
 
-async def _known(planner: Planner, settings: list[str]) -> list[str]:
+def _known(planner: Planner, settings: list[str]) -> list[str]:
     """The settings this server has (enable_memoize is PostgreSQL 14's, for one)."""
-    names = [s.split(" = ")[0] for s in settings]
-    cur = await planner.conn.execute(TAG + "SELECT array(SELECT name FROM pg_settings "
-                                     "WHERE name = ANY(%s)) AS names", (names,))
-    row = await cur.fetchone()
-    found = set(row["names"]) if row else set()
-    return [s for s, name in zip(settings, names, strict=True) if name in found]
+    version = planner.conn.info.server_version
+    return [s for s in settings if version >= SINCE.get(s.split(" = ")[0], 0)]
 
 
 async def _plan(planner: Planner, name: str, values: list[str | None]) -> dict[str, Any]:
