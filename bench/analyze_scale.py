@@ -15,8 +15,9 @@ extended protocol after `pg_stat_statements_reset()`, the heavy ones several tim
 - `explain_only_s`: "the time spent in EXPLAIN calls alone": for exactly the statements and
   value sets the CLI reported, the same `PREPARE` / `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
   EXECUTE` (plain `EXPLAIN (FORMAT JSON)` when the run was not analysed) / `DEALLOCATE`
-  sequence replayed on one connection in a plain loop. The floor an analysis on one
-  connection must pay (hotdata plans on a few connections at once, so its own analysis
+  sequence replayed on one connection in a plain loop, a query's generic-plan run too (in a
+  transaction, after `SET LOCAL plan_cache_mode = force_generic_plan`). The floor an analysis
+  on one connection must pay (hotdata plans on a few connections at once, so its own analysis
   may take less wall time than this; `hotdata_explain_s` sums its EXPLAINs' time).
 
 The machine's load moves these by tenths of a second, so the CLI runs `--repeats` times, each
@@ -278,44 +279,60 @@ def cli_import_seconds(workdir: Path) -> float:
 class Replay:
     total_s: float  # PREPARE + EXPLAIN + DEALLOCATE, the whole loop
     explain_s: float  # the EXPLAIN … EXECUTE calls only
-    runs: int
+    runs: int  # every EXPLAIN, the generic-plan ones included
     errors: int
+    generic_runs: int = 0
 
 
 def replay_explains(url: str, queries: list[dict[str, Any]]) -> Replay:
-    """The CLI's EXPLAINs again, same statements, values and options, in a plain loop."""
-    work: list[tuple[str, list[str | None], bool]] = []
+    """The CLI's EXPLAINs again, same statements, values and options, in a plain loop; a
+    query's generic-plan run (if the analysis made one) as hotdata runs it: in a transaction
+    that forces the generic plan."""
+    work: list[tuple[str, list[str | None], bool, bool]] = []
     for query in queries:
         try:
             text = sqltext.repair(query["query"])
         except sqltext.Unparseable:
             continue
-        work += [(text, run["values"], bool(run["analyzed"])) for run in query["runs"]]
+        work += [(text, run["values"], bool(run["analyzed"]), False) for run in query["runs"]]
+        generic = query.get("generic_run")
+        if generic:
+            work.append((text, generic["values"], bool(generic["analyzed"]), True))
     options = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
     errors = 0
     explain_s = 0.0
     with psycopg.connect(url, autocommit=True, options=options) as conn:
         started = time.perf_counter()
-        for number, (text, values, analyzed) in enumerate(work):
+        for number, (text, values, analyzed, generic) in enumerate(work):
             name = sql.Identifier(f"bench_{number}")
             explain = sql.SQL("EXPLAIN ({}) EXECUTE {}").format(
                 sql.SQL("ANALYZE, BUFFERS, FORMAT JSON" if analyzed else "FORMAT JSON"), name)
             if values:
                 explain += sql.SQL("({})").format(
                     sql.SQL(", ").join(sql.Literal(v) for v in values))
+            prepare = sql.SQL("PREPARE {} AS {}").format(name, sql.SQL(text))
+            deallocate = sql.SQL("DEALLOCATE {}").format(name)
+            if generic:
+                # One round trip each way, as before: the transaction and the setting travel
+                # with the PREPARE (the statement's text last), the ROLLBACK with the DEALLOCATE.
+                prepare = sql.SQL("; ").join([
+                    sql.SQL("BEGIN"),
+                    sql.SQL("SET LOCAL plan_cache_mode = force_generic_plan"), prepare])
+                deallocate = sql.SQL("; ").join([sql.SQL("ROLLBACK"), deallocate])
             try:
-                conn.execute(sql.SQL("PREPARE {} AS {}").format(name, sql.SQL(text)))
+                conn.execute(prepare)
                 one = time.perf_counter()
                 conn.execute(explain).fetchone()
                 explain_s += time.perf_counter() - one
             except psycopg.Error as error:
                 errors += 1
-                log(f"replay error: {' '.join(str(error).split())[:200]}")
+                log(f"replay error{' (generic plan)' if generic else ''}: "
+                    f"{' '.join(str(error).split())[:200]}")
             finally:
                 with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
-                    conn.execute(sql.SQL("DEALLOCATE {}").format(name))
+                    conn.execute(deallocate)
         total = time.perf_counter() - started
-    return Replay(total, explain_s, len(work), errors)
+    return Replay(total, explain_s, len(work), errors, sum(w[3] for w in work))
 
 
 def run_in_process(url: str, top: int) -> tuple[float, list[str | None]]:
@@ -394,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             f"of which {row[0] if row else 0} are hotdata's uniquely named EXPLAIN … EXECUTE)")
 
         replay = replay_explains(url, queries)
-        log(f"EXPLAIN replay: {replay.runs} runs in {replay.total_s:.3f} s "
+        log(f"EXPLAIN replay: {replay.runs} runs ({replay.generic_runs} of a generic plan) "
+            f"in {replay.total_s:.3f} s "
             f"(EXPLAIN calls only {replay.explain_s:.3f} s), {replay.errors} error(s)")
         # More pairs, each CLI run next to a replay (the machine's moment is shared): the
         # first CLI run found the tables colder than its replay did, later ones do not.
