@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -323,7 +324,9 @@ def test_clean_drill_is_recorded_and_its_scratch_database_dropped(
     assert (rto, rpo) == (clean.result.rto_seconds, clean.result.rpo_seconds)
     assert stored["rows_verified"] == clean.result.rows_verified
     assert finished_at is not None
-    assert clean.result.scratch_database == f"hotdata_drill_{clean.result.id}"
+    [(token,)] = state_rows(clean.source, "SELECT token FROM hotdata.installation")
+    assert re.fullmatch(r"[0-9a-f]{10}", token)
+    assert clean.result.scratch_database == f"hotdata_drill_{token}_{clean.result.id}"
     assert clean.result.scratch_database not in clean.scratch_after
     assert_cleaned_up(clean.source, scratch, clean.result)
 

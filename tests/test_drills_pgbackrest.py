@@ -259,8 +259,10 @@ def test_a_restore_directory_already_there_is_refused_and_kept(stanza: Stanza) -
     drill is red and it stays."""
     restores = stanza.base / "restores"
     with psycopg.connect(stanza.source.dsn, autocommit=True) as conn:
-        [(next_id,)] = conn.execute("SELECT last_value + 1 FROM hotdata.drills_id_seq").fetchall()
-    taken = restores / f"hotdata_drill_{next_id}"
+        [(next_id, token)] = conn.execute(
+            "SELECT last_value + 1, (SELECT token FROM hotdata.installation) "
+            "FROM hotdata.drills_id_seq").fetchall()
+    taken = restores / f"hotdata_drill_{token}_{next_id}"
     taken.symlink_to(stanza.base / "repo")
     try:
         result = asyncio.run(runner.run(stanza.settings()))

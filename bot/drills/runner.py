@@ -112,6 +112,12 @@ async def clean_leftovers(settings: Settings) -> list[str]:
             await state.execute("SELECT pg_advisory_unlock(%s, %s)", locks.DRILL)
 
 
+def scratch_name(token: str, drill_id: int) -> str:
+    """The scratch database or restore directory of a drill: this installation's token keeps
+    it apart from another installation's drill with the same id."""
+    return f"hotdata_drill_{token}_{drill_id}"
+
+
 def _dbname(dsn: str, name: str) -> str:
     return with_options(dsn, dbname=name)
 
@@ -165,13 +171,15 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
             await state.execute(STALE_SQL, (Jsonb([{"name": "drill", "ok": False, "detail": (
                 "interrupted: hotdata stopped before the drill finished")}]),))
             cur = await state.execute(
-                "INSERT INTO hotdata.drills (source, requested_by) VALUES (%s, %s) RETURNING id",
+                "INSERT INTO hotdata.drills (source, requested_by) VALUES (%s, %s) "
+                "RETURNING id, (SELECT token FROM hotdata.installation) AS token",
                 (settings.drill_source, requested_by))
             drill = await cur.fetchone()
             assert drill is not None
             result.id = int(drill["id"])
             try:
-                await _drill(settings, scratch_dsn, result, progress)
+                await _drill(settings, scratch_dsn, result, scratch_name(drill["token"], result.id),
+                             progress)
             except BaseException as error:  # cancelled, or an unexpected error: not 'running'
                 result.status = "failed"
                 reason = ("cancelled" if isinstance(error, asyncio.CancelledError)
@@ -201,11 +209,12 @@ async def _say(progress: Progress | None, text: str) -> None:
         await progress(text)
 
 
-async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResult,
+async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResult, name: str,
                  progress: Progress | None) -> None:
     started = time.perf_counter()
-    copy = (_cluster_copy(settings, result, progress) if settings.drill_source == "pgbackrest"
-            else _database_copy(settings, scratch_dsn or "", result, progress))
+    copy = (_cluster_copy(settings, result, name, progress)
+            if settings.drill_source == "pgbackrest"
+            else _database_copy(settings, scratch_dsn or "", result, name, progress))
     try:
         async with copy as (backup, copy_dsn):
             await _say(progress, "verifying tables, indexes and Row Level Security…")
@@ -217,10 +226,9 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
 
 
 @asynccontextmanager
-async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResult,
+async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResult, name: str,
                          progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
-    """dump / directory: the backup restored into a new database on the scratch server."""
-    name = f"hotdata_drill_{result.id}"
+    """dump / directory: the backup restored into a new database `name` on the scratch server."""
     result.scratch_database = name
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hotdata-drill-") as work:
@@ -241,11 +249,12 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
 
 
 @asynccontextmanager
-async def _cluster_copy(settings: Settings, result: DrillResult,
+async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
                         progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
-    """pgbackrest: the backup restored as a whole private cluster that replays the archive."""
+    """pgbackrest: the backup restored as a whole private cluster that replays the archive, in
+    the directory `name` of the restore directory."""
     parent = settings.drill_restore_dir or Path(tempfile.gettempdir())
-    root = parent / f"hotdata_drill_{result.id}"
+    root = parent / name
     result.scratch_database = str(root)
     started = time.perf_counter()
     # Made before it is recorded, and only if nothing (not even a link) is there: hotdata
