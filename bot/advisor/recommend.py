@@ -17,6 +17,7 @@ from bot.advisor.verify import ScratchIsTarget, verify
 from bot.analysis import sqltext
 from bot.analysis.catalog import TAG, Table
 from bot.analysis.collect import pgss_problem
+from bot.analysis.findings import Thresholds
 from bot.analysis.model import QueryResult
 from bot.analysis.params import column_stats
 from bot.analysis.plan import AppIdentity, Planner
@@ -166,6 +167,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     recommendations = await _recommendations(selection, sizes, costs)
     if not recommendations:
         return []
+    notes += await _still_slow_when_prepared(selection, costs)
     if settings.scratch_database_url is None:
         notes.append("index costs are HypoPG estimates and times are predictions: set "
                      "HOTDATA_SCRATCH_DATABASE_URL to a copy of this database to measure them")
@@ -270,6 +272,28 @@ class WhatIfCosts:
         """(cost without, cost with `config`) for the first value set."""
         statement = self.by_key[key]
         return self.base[key][0], (await self._costs(statement, config))[0]
+
+
+async def _still_slow_when_prepared(selection: Selection, costs: WhatIfCosts) -> list[str]:
+    """The statements the chosen indexes serve whose common value, once a driver prepares the
+    statement, PostgreSQL would still run under a generic plan far dearer than the plan made
+    for that value: no index here fixes that, the way the statement is planned does."""
+    chosen = tuple(selection.chosen)
+    served = dict.fromkeys(k for c in chosen for k in selection.served[c])
+    notes = []
+    for key in served:
+        statement = costs.by_key[key]
+        config = tuple(c for c in chosen if c.qualified in statement.workload.tables)
+        found = await costs._costs(statement, config)
+        custom, prepared = found[0], found[len(statement.value_sets)]
+        if prepared >= Thresholds.generic_ratio * max(custom, 1.0):
+            notes.append(
+                f"{statement.label}: with these indexes its plan for the common value costs "
+                f"{custom:,.0f}, but once a driver prepares it PostgreSQL may settle on a generic "
+                f"plan costing {prepared:,.0f} for that value; to keep it planned per value, "
+                "SET plan_cache_mode = force_custom_plan in the sessions that run it, or have "
+                "the driver not prepare it")
+    return notes
 
 
 async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
