@@ -27,7 +27,8 @@ How:
    single-column HypoPG index (`Planner.estimate`, the value sets the analysis used
    for that statement as owner); the index with the lowest mean relative cost is kept if it
    lowers the cost at all; duplicates across tiles are built once;
-5. for each set (none, per_query_baseline, hotdata): drop every non-constraint index on the
+5. for each set (none, per_query_baseline, hotdata, and covering_ceiling: context, below):
+   drop every non-constraint index on the
    HotDash tables, build the set for real (hotdata's `CREATE INDEX CONCURRENTLY …` as given, in
    autocommit), `VACUUM (ANALYZE)` the tables (also clearing the dead rows the previous set's
    rolled-back writes left), sum `pg_relation_size` of the built indexes, then replay the read
@@ -73,8 +74,12 @@ protocol, a fresh connection, once per pass) as the read mix makes, the client r
 no index can change, and `ratios.read_above_floor_vs_baseline`, the read ratio with that
 floor taken off both sides; `generic_plan_findings` lists the `generic_plan` findings
 (query, detail, fix) of the analysis run once more with hotdata's indexes built, as the next
-`analyze` after applying them would report. Progress and diagnostics (among them where each
-set's read time goes, per tile) go to stderr.
+`analyze` after applying them would report; the set `covering_ceiling` is hotdata's indexes
+each made to INCLUDE every other column its statements read (`covering_ceiling()`: built from
+the recommendations, never proposed, since it copies unbounded text into B-tree entries), so
+every tile can be an index-only scan, and `ratios.read_ceiling_vs_baseline` is its read ratio:
+about as fast as any index set can make the read mix here. Progress and diagnostics (among
+them where each set's read time goes, per tile) go to stderr.
 """
 
 from __future__ import annotations
@@ -220,8 +225,10 @@ def run_advisor(settings: Settings, top: int) -> tuple[float, Analysis]:
 
 # --- the per-query baseline ------------------------------------------------------------------
 
-def referenced_columns(text: str, tables: dict[str, TableInfo]) -> dict[str, list[str]]:
-    """table name → every column of it the statement references (pglast), in order of use."""
+def referenced_columns(text: str, tables: dict[str, TableInfo], *,
+                       star: bool = False) -> dict[str, list[str]]:
+    """table name → every column of it the statement references (pglast), in order of use;
+    with `star`, `*` and `alias.*` stand for every column of their tables."""
     stmt = sqltext.parse_one(text).stmt
     aliases: dict[str, str] = {}
     for rel in sqltext.relations(stmt):
@@ -233,8 +240,14 @@ def referenced_columns(text: str, tables: dict[str, TableInfo]) -> dict[str, lis
         if not isinstance(node, ast.ColumnRef):
             continue
         names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        if any(isinstance(f, ast.A_Star) for f in node.fields):
+            if star:
+                owners = [aliases[names[0]]] if names and names[0] in aliases else used
+                for owner in owners:
+                    found[owner] += [c for c in tables[owner].columns if c not in found[owner]]
+            continue
         if not names:
-            continue  # `*`
+            continue
         if len(names) >= 2:
             owners = [aliases[names[-2]]] if names[-2] in aliases else []
         else:
@@ -307,6 +320,27 @@ async def per_query_baseline(settings: Settings, analysis: Analysis,
                    f"{choice.cost_after:.1f})" if choice.candidate else "no index lowers it"))
             choices.append(choice)
     return choices
+
+
+def covering_ceiling(recommendations: list[dict[str, Any]],
+                     tables: dict[str, TableInfo]) -> list[str]:
+    """Context, not a proposal: hotdata's indexes, each made to INCLUDE every other column its
+    statements read, whatever their width, so that every statement it serves can be answered
+    by an index-only scan. hotdata refuses those copies of unbounded text (a long value would
+    make its row unwritable); the set shows how little read time is left above hotdata's."""
+    found = []
+    for rec in recommendations:
+        info = next(t for t in tables.values() if f"{t.schema}.{t.name}" == rec["table"])
+        keys = tuple(rec["columns"])
+        read: set[str] = set()
+        for statement in rec["statements"]:
+            read.update(referenced_columns(statement["text"], tables, star=True)
+                        .get(info.name, []))
+        plain = {c.removesuffix(" DESC") for c in keys}
+        include = tuple(c for c in info.columns if c in read and c not in plain)
+        found.append(Candidate(info.schema, info.name, keys, rec["where"], include)
+                     .create_sql(named=True))
+    return found
 
 
 # --- index sets, built for real --------------------------------------------------------------
@@ -584,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
             "none": [],
             "per_query_baseline": [c.create_sql(named=True) for c in baseline],
             "hotdata": [rec["sql"] for rec in recommendations],
+            "covering_ceiling": covering_ceiling(recommendations, tables),
         }
         samples, floors = measure(url, index_sets, reads, writes, args.rounds,
                                   args.read_repeats, args.write_repeats)
@@ -597,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
 
         base, ours = samples["per_query_baseline"], samples["hotdata"]
         by_pass = [ratio(h, b) for h, b in zip(ours.read_s, base.read_s, strict=True)]
+        ceiling_by_pass = [ratio(c, b) for c, b in zip(samples["covering_ceiling"].read_s,
+                                                       base.read_s, strict=True)]
         passes = args.read_repeats
         # Each round's median floor, taken off both sides of its fastest read mixes.
         round_floors = [statistics.median(floors[i:i + passes])
@@ -610,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
             "read_above_floor_vs_baseline": [
                 ratio(h - f, b - f) if h >= f else None for h, b, f in zip(
                     ours.round_read_s, base.round_read_s, round_floors, strict=True)],
+            "read_ceiling_vs_baseline": [median_ratio(ceiling_by_pass[i:i + passes])
+                                         for i in range(0, len(ceiling_by_pass), passes)],
         }
         # Paired within a pass or a round (the same moment of the machine), then the median
         # over rounds.
@@ -624,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
             # context too: the read ratio without the client round trips (the floor)
             "read_above_floor_vs_baseline": median_ratio(
                 per_round["read_above_floor_vs_baseline"]),
+            # and the covering ceiling's read ratio, paired by pass as hotdata's
+            "read_ceiling_vs_baseline": median_ratio(per_round["read_ceiling_vs_baseline"]),
         }
         targets = {
             "read_at_most_0.3x": ratios["read_vs_baseline"] is not None
