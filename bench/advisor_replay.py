@@ -242,7 +242,7 @@ def referenced_columns(text: str, tables: dict[str, TableInfo], *,
         names = [f.sval for f in node.fields if isinstance(f, ast.String)]
         if any(isinstance(f, ast.A_Star) for f in node.fields):
             if star:
-                owners = [aliases[names[0]]] if names and names[0] in aliases else used
+                owners = [aliases[names[-1]]] if names and names[-1] in aliases else used
                 for owner in owners:
                     found[owner] += [c for c in tables[owner].columns if c not in found[owner]]
             continue

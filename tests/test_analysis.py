@@ -639,9 +639,8 @@ async def test_json_has_the_designed_shape(worked: str) -> None:
     assert all(q["queryid"] for q in report["queries"])
     kinds = {f["kind"] for q in report["queries"] for f in q["findings"]}
     assert {"seq_scan", "sort_limit"} <= kinds  # the sample has no index beyond its keys
-    # statements with parameters are executed under their generic plan too
-    assert any(q["generic_run"] and q["generic_run"]["ms"] is not None
-               for q in report["queries"])
+    # statements with parameters are planned under their generic plan too
+    assert any(q["generic_run"] for q in report["queries"])
     tables = {f["table"] for q in report["queries"] for f in q["findings"]}
     assert "public.notifications" in tables
 

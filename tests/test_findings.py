@@ -323,32 +323,59 @@ async def test_generic_plan_when_a_prepared_statement_is_slow_for_a_heavy_value(
     assert "inbox_skewed_latest_idx" in finding.detail  # the custom plan's index scan
     assert "Sort" in finding.detail  # the generic plan sorts the heavy user's rows
     assert "plan_cache_mode = force_custom_plan" in finding.fix
-    # Measured there as well, but the generic plan is as fast as the value's own plan.
-    assert negative.generic_run is not None and negative.generic_run.ms is not None
+    # There the generic plan is planned too, and found to be the value's own plan.
+    assert negative.generic_run is not None and negative.generic_run.plan is not None
     assert "generic_plan" not in kind_names(negative)
 
 
-def _run(label: str, values: list[str | None], cost: float, ms: float,
-         kind: str = "Index Scan") -> PlanRun:
+async def test_no_generic_plan_when_the_application_plans_each_call(
+        dataset: str, tmp_path: Path) -> None:
+    """With plan_cache_mode = force_custom_plan where the application runs (here: its
+    database), a prepared statement never switches: nothing to run, nothing to report."""
+    name = dataset.rsplit("/", 1)[-1]
+    with psycopg.connect(dataset, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {name} SET plan_cache_mode = force_custom_plan")
+    try:
+        results = await analyse_watched(dataset, tmp_path, {"skewed": (
+            "SELECT * FROM inbox_skewed WHERE user_id = $1 AND NOT read "
+            "ORDER BY created_at DESC LIMIT 20")})
+    finally:
+        with psycopg.connect(dataset, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} RESET plan_cache_mode")
+    planned(results["skewed"])
+    assert results["skewed"].generic_run is None
+    assert "generic_plan" not in kind_names(results["skewed"])
+
+
+def _run(label: str, values: list[str | None], cost: float, ms: float | None,
+         kind: str = "Index Scan", error: str | None = None) -> PlanRun:
     plan = {"Plan": {"Node Type": kind, "Relation Name": "t", "Total Cost": cost}}
-    return PlanRun("owner", label, values, plan=plan, analyzed=True, ms=ms)
+    return PlanRun("owner", label, values, plan=plan, analyzed=True, ms=ms, error=error)
 
 
-@pytest.mark.parametrize(("generic_cost", "generic_ms", "fires"), [
-    (10.0, 4.0, True),  # chosen (10 < the average custom cost with planning) and slow
-    (60.0, 4.0, False),  # slow, but PostgreSQL keeps planning per value: dearer than average
-    (10.0, 0.3, False),  # chosen, 6x slower, but only 0.25 ms more
-    (10.0, 0.1, False),  # chosen and as fast
+@pytest.mark.parametrize(("generic_cost", "generic_ms", "mode", "fires"), [
+    (10.0, 4.0, "auto", True),  # chosen (10 < the average custom cost with planning) and slow
+    (60.0, 4.0, "auto", False),  # slow, but PostgreSQL keeps planning per value: dearer
+    (60.0, 4.0, "force_generic_plan", True),  # …unless told to use the generic plan
+    (10.0, 4.0, "force_custom_plan", False),  # or never to
+    (10.0, 0.3, "auto", False),  # chosen, 6x slower, but only 0.25 ms more
+    (10.0, 0.1, "auto", False),  # chosen and as fast
+    (10.0, None, "auto", True),  # chosen and did not finish within the statement timeout
 ])
 def test_generic_plan_needs_the_generic_plan_chosen_and_much_slower(
-        generic_cost: float, generic_ms: float, fires: bool) -> None:
+        generic_cost: float, generic_ms: float | None, mode: str, fires: bool) -> None:
     runs = [_run("common", ["1"], 40.0, 0.05), _run("median", ["2"], 12.0, 0.02),
             _run("rare", ["3"], 8.0, 0.02)]
-    generic = _run("common", ["1"], generic_cost, generic_ms, "Bitmap Heap Scan")
-    found = findings.generic_plan_finding(generic, runs, {})
+    generic = _run("common", ["1"], generic_cost, generic_ms, "Bitmap Heap Scan",
+                   None if generic_ms is not None else "did not finish in 5 s")
+    found = findings.generic_plan_finding(generic, runs, {}, mode)
     assert (found is not None) is fires
     if found is not None:
         assert found.kind == "generic_plan" and "Bitmap Heap Scan" in found.detail
+        assert ("did not finish in 5 s" in found.detail) is (generic_ms is None)
+    # the same plan as the value's own is no switch, however slow
+    same = _run("common", ["1"], generic_cost, generic_ms, "Index Scan")
+    assert findings.generic_plan_finding(same, runs, {}, mode) is None
 
 
 # --- timeout ----------------------------------------------------------------------------------

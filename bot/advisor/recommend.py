@@ -71,6 +71,7 @@ class Statement:
     label: str
     text: str
     value_sets: list[list[str | None]]
+    value_labels: list[str]  # "common", "median", "rare" or "given", as the value sets
     app: AppIdentity | None
     tables: dict[str, Table]  # key as written → Table
 
@@ -103,7 +104,8 @@ def workload(results: list[QueryResult], tables: dict[str, Table],
                     and any(t.rls for t in used.values()))
         statements.append(Statement(
             Workload(f"s{n}", _weight(result), frozenset(t.qualified for t in used.values())),
-            _label(result), text, [r.values for r in owner], app if with_rls else None, used))
+            _label(result), text, [r.values for r in owner], [r.label for r in owner],
+            app if with_rls else None, used))
     return statements
 
 
@@ -123,7 +125,10 @@ def _policy_quals(statement: Statement) -> dict[str, list[str]]:
 
 async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
                     planner: Planner, results: list[QueryResult], tables: dict[str, Table],
-                    app: AppIdentity | None, notes: list[str]) -> list[dict[str, Any]]:
+                    app: AppIdentity | None, notes: list[str],
+                    plan_cache_mode: str = "auto") -> list[dict[str, Any]]:
+    """The recommended indexes; `plan_cache_mode` is how the application's prepared
+    statements are planned (`catalog.plan_cache_mode`)."""
     cur = await conn.execute(HYPOPG_SQL)
     if await cur.fetchone() is None:
         notes.append(HYPOPG_HINT)
@@ -158,7 +163,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
         return []
     sizes = await _sizes(conn, fresh)
     penalty = await _penalties(conn, fresh)
-    costs = WhatIfCosts(planner, statements)
+    costs = WhatIfCosts(planner, statements, plan_cache_mode)
     await costs.baselines()
     budget = int(settings.index_budget_mb * 1024 * 1024)
     selection = await select([s.workload for s in costs.statements], fresh, sizes, penalty,
@@ -235,9 +240,11 @@ async def _penalties(conn: psycopg.AsyncConnection[dict],
 class WhatIfCosts:
     """Planner costs of each statement under hypothetical index sets, cached per set."""
 
-    def __init__(self, planner: Planner, statements: list[Statement]) -> None:
+    def __init__(self, planner: Planner, statements: list[Statement],
+                 mode: str = "auto") -> None:
         self.planner = planner
         self.statements = statements
+        self.mode = mode
         self.by_key = {s.workload.key: s for s in statements}
         self.base: dict[str, list[float]] = {}
         self._cache: dict[tuple[str, tuple[Candidate, ...]], list[float]] = {}
@@ -259,7 +266,7 @@ class WhatIfCosts:
         if key not in self._cache:
             self._cache[key] = await whatif.estimate(
                 self.planner, statement.text, statement.value_sets, app=statement.app,
-                hypothetical=[c.create_sql() for c in config])
+                hypothetical=[c.create_sql() for c in config], mode=self.mode)
         return self._cache[key]
 
     async def relative(self, work: Workload, config: tuple[Candidate, ...]) -> float:
@@ -273,26 +280,36 @@ class WhatIfCosts:
         statement = self.by_key[key]
         return self.base[key][0], (await self._costs(statement, config))[0]
 
+    async def prepared_pair(self, key: str, config: tuple[Candidate, ...]) -> tuple[float, float]:
+        """(custom plan cost, cost as a prepared statement runs it) with `config`, for the first
+        value set."""
+        statement = self.by_key[key]
+        found = await self._costs(statement, config)
+        return found[0], found[len(statement.value_sets)]
+
+    def config_for(self, key: str, chosen: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        """The chosen indexes on the statement's tables."""
+        tables = self.by_key[key].workload.tables
+        return tuple(c for c in chosen if c.qualified in tables)
+
 
 async def _still_slow_when_prepared(selection: Selection, costs: WhatIfCosts) -> list[str]:
     """The statements the chosen indexes serve whose common value, once a driver prepares the
     statement, PostgreSQL would still run under a generic plan far dearer than the plan made
     for that value: no index here fixes that, the way the statement is planned does."""
     chosen = tuple(selection.chosen)
-    served = dict.fromkeys(k for c in chosen for k in selection.served[c])
     notes = []
-    for key in served:
-        statement = costs.by_key[key]
-        config = tuple(c for c in chosen if c.qualified in statement.workload.tables)
-        found = await costs._costs(statement, config)
-        custom, prepared = found[0], found[len(statement.value_sets)]
+    for key in dict.fromkeys(k for c in chosen for k in selection.served[c]):
+        custom, prepared = await costs.prepared_pair(key, costs.config_for(key, chosen))
         if prepared >= Thresholds.generic_ratio * max(custom, 1.0):
+            statement = costs.by_key[key]
             notes.append(
-                f"{statement.label}: with these indexes its plan for the common value costs "
-                f"{custom:,.0f}, but once a driver prepares it PostgreSQL may settle on a generic "
-                f"plan costing {prepared:,.0f} for that value; to keep it planned per value, "
-                "SET plan_cache_mode = force_custom_plan in the sessions that run it, or have "
-                "the driver not prepare it")
+                f"{statement.label}: with these indexes its plan for the "
+                f"{statement.value_labels[0]} value costs {custom:,.0f}, but once a driver "
+                f"prepares it PostgreSQL may settle on a generic plan costing {prepared:,.0f} "
+                "for that value; to keep it planned per value, SET plan_cache_mode = "
+                "force_custom_plan in the sessions that run it, or have the driver not "
+                "prepare it")
     return notes
 
 
@@ -304,8 +321,7 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
         served = selection.served[candidate]
         before = after = 0.0
         for key in served:
-            config = tuple(c for c in chosen if c.qualified in costs.by_key[key].workload.tables)
-            pair = await costs.cost_pair(key, config)
+            pair = await costs.cost_pair(key, costs.config_for(key, chosen))
             before, after = before + pair[0], after + pair[1]
         statements = [costs.by_key[k] for k in served]
         out.append({

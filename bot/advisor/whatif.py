@@ -13,14 +13,19 @@ plan's kind at that value.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from psycopg import sql
 
 from bot.analysis.catalog import TAG
-from bot.analysis.plan import AppIdentity, Planner
+from bot.analysis.plan import (
+    AppIdentity,
+    Planner,
+    generic_chosen,
+    plan_document,
+    total_cost,
+    walk,
+)
 
 # planner switch → the node kinds it disables (enable_indexscan disables index-only scans too)
 SWITCHES: dict[str, frozenset[str]] = {
@@ -39,28 +44,19 @@ SWITCHES: dict[str, frozenset[str]] = {
     "enable_memoize": frozenset({"Memoize"}),
     "enable_gathermerge": frozenset({"Gather Merge"}),
 }
-# the switches younger than the oldest PostgreSQL hotdata supports: setting one the server
+# the switches younger than PostgreSQL 13, the oldest hotdata supports: setting one the server
 # does not have would fail the transaction
-SINCE = {"enable_incremental_sort": 130000, "enable_memoize": 140000}
+SINCE = {"enable_memoize": 140000}
 PARALLEL = frozenset({"Gather", "Gather Merge"})
 GOVERNED = frozenset().union(*SWITCHES.values(), PARALLEL)
 DISABLED_COST = 1e9  # PostgreSQL up to 17 adds 1e10 to a disabled node's cost
-# PostgreSQL charges a custom plan 1000 * cpu_operator_cost (default 0.0025) per relation, plus
-# one, for planning it each time (plancache.c) before comparing it with the generic plan.
-PLANNING_COST_PER_RELATION = 2.5
-
-
-def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _nodes(child)
 
 
 def kinds(plan: dict[str, Any]) -> frozenset[str]:
     """The node kinds of a plan (`EXPLAIN (FORMAT JSON)`'s first element); a hashed aggregate
     is `HashAggregate`, the kind `enable_hashagg` disables."""
     found = set()
-    for node in _nodes(plan["Plan"]):
+    for node in walk(plan["Plan"]):
         kind = node.get("Node Type", "")
         if kind == "Aggregate" and node.get("Strategy") in ("Hashed", "Mixed"):
             kind = "HashAggregate"
@@ -76,45 +72,32 @@ def switches_off(generic: frozenset[str]) -> list[str]:
     return off
 
 
-def total_cost(plan: dict[str, Any]) -> float:
-    return float(plan["Plan"]["Total Cost"])
-
-
-def planning_cost(plan: dict[str, Any]) -> float:
-    relations = {n["Relation Name"] for n in _nodes(plan["Plan"]) if "Relation Name" in n}
-    return PLANNING_COST_PER_RELATION * (len(relations) + 1)
-
-
 def usable(plan: dict[str, Any], generic: frozenset[str]) -> bool:
     """A plan the switches kept to the generic plan's kinds, with nothing disabled in it."""
-    if total_cost(plan) >= DISABLED_COST or any(n.get("Disabled") for n in _nodes(plan["Plan"])):
+    if total_cost(plan) >= DISABLED_COST or any(n.get("Disabled") for n in walk(plan["Plan"])):
         return False
     return kinds(plan) & GOVERNED <= generic
 
 
-def generic_chosen(generic: dict[str, Any], custom: list[dict[str, Any]]) -> bool:
-    """PostgreSQL's choice after five custom plans: the generic plan when it costs less than
-    the average custom plan with its planning (here: over the analysed values)."""
-    average = sum(total_cost(p) + planning_cost(p) for p in custom) / len(custom)
-    return total_cost(generic) < average
-
-
 async def estimate(planner: Planner, text: str, value_sets: list[list[str | None]], *,
-                   app: AppIdentity | None, hypothetical: list[str]) -> list[float]:
+                   app: AppIdentity | None, hypothetical: list[str],
+                   mode: str = "auto") -> list[float]:
     """Planner costs with HypoPG's hypothetical indexes (CREATE INDEX texts): one per value set
     under its custom plan, then one per value set as a prepared statement runs it (the generic
-    plan's kind at that value, when PostgreSQL would choose the generic plan). Raises
-    psycopg.Error when the statement cannot be planned; the hypothetical indexes are reset
-    afterwards."""
+    plan's kind at that value, when PostgreSQL would choose the generic plan under the
+    application's plan_cache_mode `mode`). Raises psycopg.Error when the statement cannot be
+    planned; the hypothetical indexes are reset afterwards."""
     conn = planner.conn
     name = planner._name()
     async with planner._prepared(name, text, app, hypothetical):
         custom = [await _plan(planner, name, values) for values in value_sets]
+        if mode == "force_custom_plan":
+            return [total_cost(p) for p in custom] * 2
         await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
         generic = await _plan(planner, name, value_sets[0])
         await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_custom_plan")
         prepared = [total_cost(p) for p in custom]
-        if generic_chosen(generic, custom):
+        if generic_chosen(generic, custom, mode):
             wanted = kinds(generic)
             for n, plan in enumerate(custom):
                 if kinds(plan) & GOVERNED <= wanted:
@@ -137,7 +120,4 @@ def _known(planner: Planner, settings: list[str]) -> list[str]:
 
 
 async def _plan(planner: Planner, name: str, values: list[str | None]) -> dict[str, Any]:
-    row = await planner._explain(name, values, "FORMAT JSON")
-    assert row is not None
-    document = row["QUERY PLAN"]
-    return (json.loads(document) if isinstance(document, str) else document)[0]
+    return plan_document(await planner._explain(name, values, "FORMAT JSON"))

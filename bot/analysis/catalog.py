@@ -119,6 +119,31 @@ async def tables(conn: psycopg.AsyncConnection[dict],
     return found
 
 
+# The plan_cache_mode the application's sessions start with, most specific first: its role in
+# this database, its role anywhere, this database, the server (when this session's value is
+# the server's: hotdata's own role or database may have set it).
+PLAN_CACHE_MODE_SQL = TAG + """
+SELECT coalesce(
+  (SELECT split_part(c, '=', 2)
+   FROM pg_db_role_setting s CROSS JOIN unnest(s.setconfig) AS c
+   WHERE split_part(c, '=', 1) = 'plan_cache_mode'
+     AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+     AND (s.setrole = 0 OR s.setrole = (SELECT oid FROM pg_roles WHERE rolname = %s))
+   ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
+  (SELECT CASE WHEN source IN ('user', 'database', 'session', 'client') THEN boot_val
+               ELSE setting END
+   FROM pg_settings WHERE name = 'plan_cache_mode')) AS mode
+"""
+
+
+async def plan_cache_mode(conn: psycopg.AsyncConnection[dict], app_role: str | None) -> str:
+    """How the application's prepared statements are planned: `auto` (PostgreSQL may switch
+    to a generic plan), `force_custom_plan` or `force_generic_plan`."""
+    cur = await conn.execute(PLAN_CACHE_MODE_SQL, (app_role,))
+    row = await cur.fetchone()
+    return str(row["mode"]) if row and row["mode"] else "auto"
+
+
 # Volatile functions that only read the clock or draw random numbers: safe to execute.
 HARMLESS_VOLATILE = {"random", "random_normal", "clock_timestamp", "timeofday",
                      "gen_random_uuid", "uuid_generate_v4"}

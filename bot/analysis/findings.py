@@ -8,10 +8,10 @@ from typing import Any
 
 from pglast import ast
 
-from bot.advisor.whatif import generic_chosen, planning_cost, total_cost
 from bot.analysis import sqltext
 from bot.analysis.catalog import Policy, Table
 from bot.analysis.model import Finding, PlanRun
+from bot.analysis.plan import average_custom_cost, generic_chosen, total_cost
 
 PER_ROW_FUNCTIONS = {("auth", "uid"), ("auth", "jwt"), ("auth", "role"),
                      (None, "current_setting"), ("pg_catalog", "current_setting")}
@@ -265,37 +265,56 @@ def _applies(policy: Policy, app_role: str | None) -> bool:
     return app_role is None or "public" in policy.roles or app_role in policy.roles
 
 
+def may_switch(generic: dict[str, Any], own: PlanRun, runs: list[PlanRun],
+               mode: str = "auto") -> bool:
+    """Whether PostgreSQL would settle on `generic` for a prepared statement (under
+    plan_cache_mode `mode`; in auto, when it costs less than the average of the plans made per
+    value, `runs`) and run it differently from the plan made for `own`'s values."""
+    custom = [r.plan for r in runs if r.plan is not None]
+    return (bool(custom) and own.plan is not None and generic_chosen(generic, custom, mode)
+            and plan_shape(generic) != plan_shape(own.plan))
+
+
 def generic_plan_finding(generic: PlanRun | None, runs: list[PlanRun], tables: dict[str, Table],
-                         limits: Thresholds = Thresholds()) -> Finding | None:
+                         mode: str = "auto", limits: Thresholds = Thresholds()
+                         ) -> Finding | None:
     """A statement that is fast when planned for its values but slow once prepared.
 
-    Drivers prepare a statement they run often (psycopg after five executions, JDBC after
-    five, node-postgres and asyncpg for named statements). After five custom plans
-    PostgreSQL switches to one generic plan when its cost, estimated for an average value, is
-    below the average custom plan's; for a heavy value that plan can be many times slower.
-    `runs` are the statement's plans made the way the application runs it; `generic` is the
-    generic plan executed with the values of the slowest of them.
+    Drivers prepare a statement they run often (psycopg from its sixth execution, JDBC from
+    its fifth, asyncpg and named node-postgres statements at once). After five custom plans
+    PostgreSQL may switch to one generic plan, planned for an average value, when it costs
+    less than the average custom plan; for a heavy value it can be many times slower. `runs`
+    are the statement's plans made the way the application runs it; `generic` is the generic
+    plan, executed with the values of one of them (the most common), or only planned when it
+    would not be chosen or is the same plan; a run that hit the statement timeout counts as
+    slow. `mode` is the application's plan_cache_mode.
     """
-    planned = [r for r in runs if r.plan is not None]
-    if generic is None or generic.plan is None or generic.ms is None or not planned:
+    own = next((r for r in runs if generic is not None and r.values == generic.values
+                and r.plan is not None and r.ms is not None), None)
+    if generic is None or generic.plan is None or own is None or own.ms is None:
         return None
-    own = next((r for r in planned if r.values == generic.values and r.ms is not None), None)
-    if own is None or own.ms is None:
+    if not generic.analyzed or not may_switch(generic.plan, own, runs, mode):
         return None
-    if not generic_chosen(generic.plan, [r.plan for r in planned if r.plan is not None]):
+    if generic.ms is None:
+        if not (generic.error or "").startswith("did not finish"):
+            return None
+        took = generic.error
+    elif (generic.ms < limits.generic_ratio * own.ms
+          or generic.ms - own.ms < limits.generic_min_ms):
         return None
-    if generic.ms < limits.generic_ratio * own.ms or generic.ms - own.ms < limits.generic_min_ms:
-        return None
-    expected = sum(total_cost(r.plan) + planning_cost(r.plan)
-                   for r in planned if r.plan is not None) / len(planned)
+    else:
+        took = f"takes {generic.ms:.2f} ms"
+    custom = [r.plan for r in runs if r.plan is not None]
     table = _scan_table(generic.plan["Plan"], tables)
+    why = ("plan_cache_mode is force_generic_plan" if mode == "force_generic_plan" else
+           f"cost {total_cost(generic.plan):,.0f} against {average_custom_cost(custom):,.0f} "
+           "on average for plans made per value")
     return Finding(
         "generic_plan", _label(table, generic.plan["Plan"]),
-        f"prepared by a driver, this statement switches after five calls to one generic plan "
-        f"(PostgreSQL expects it to cost {total_cost(generic.plan):,.0f} against "
-        f"{expected:,.0f} for a plan made per value); with the {own.label} value it takes "
-        f"{generic.ms:.2f} ms ({summarize(generic.plan, tables)}) against {own.ms:.2f} ms "
-        f"planned for that value ({summarize(own.plan, tables)})",
+        f"once a driver prepares it, PostgreSQL is expected to run this statement under one "
+        f"generic plan ({why}); with the "
+        f"{own.label} value that plan {took} ({summarize(generic.plan, tables)}) against "
+        f"{own.ms:.2f} ms planned for that value ({summarize(own.plan, tables)})",
         "plan it for each value: SET plan_cache_mode = force_custom_plan in the sessions "
         "that run it (or ALTER ROLE … SET plan_cache_mode = force_custom_plan when most of "
         "the role's statements are skewed like this; every call is then planned), or have "

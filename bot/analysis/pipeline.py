@@ -92,7 +92,8 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
         await _say(progress, "costing candidate indexes…")
         workload = collected.result()
         result.recommendations = await recommend(settings, conn, planner, result.results,
-                                                 workload.tables, workload.app, result.notes)
+                                                 workload.tables, workload.app, result.notes,
+                                                 workload.plan_cache_mode)
     result.timings = {"total_s": round(time.perf_counter() - started, 3),
                       "explain_s": round(sum(p.explain_seconds for p in planners), 3)}
     return result
@@ -109,6 +110,7 @@ class _Workload:
     stats: dict[tuple[str, str], params.ColumnStats]
     volatile: set[str]
     app: AppIdentity | None
+    plan_cache_mode: str  # how the application's prepared statements are planned
     queue: Iterator[tuple[int, Statement]] = field(init=False)  # shared by the connections
 
     def __post_init__(self) -> None:
@@ -117,7 +119,7 @@ class _Workload:
     async def plan(self, planner: Planner, statement: Statement) -> QueryResult:
         return await _statement(planner, statement, self.texts[statement.identity], self.tables,
                                 self.app, self.uses.get(statement.identity, {}), self.stats,
-                                self.volatile)
+                                self.volatile, self.plan_cache_mode)
 
 
 async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top: int,
@@ -135,7 +137,9 @@ async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top:
         conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
     stats = await params.column_stats(conn, params.used_columns(
         [u for per_statement in uses.values() for u in per_statement.values()], tables))
-    return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings))
+    mode = await catalog.plan_cache_mode(conn, settings.app_role)
+    return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings),
+                     mode)
 
 
 async def _together(*steps: Coroutine[Any, Any, None]) -> None:
@@ -165,7 +169,7 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
                      all_tables: dict[str, Table], app: AppIdentity | None,
                      uses: dict[int, sqltext.ParamUse],
                      stats: dict[tuple[str, str], params.ColumnStats],
-                     volatile: set[str]) -> QueryResult:
+                     volatile: set[str], mode: str) -> QueryResult:
     result = QueryResult(statement)
     if text is None:
         try:
@@ -202,9 +206,9 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
             as_app = await planner.run(text, values, role="app", label=label, analyze=analyze,
                                        app=app)
             result.runs.append(as_app)
-    if types and analyze:
-        result.generic_run = await _generic_run(planner, text, result, app)
-    _conclude(result, tables, app, sqltext.command(text))
+    if types and analyze and mode != "force_custom_plan":
+        result.generic_run = await _generic_run(planner, text, result, app, mode)
+    _conclude(result, tables, app, sqltext.command(text), mode)
     return result
 
 
@@ -218,21 +222,33 @@ def _as_application(result: QueryResult) -> list[PlanRun]:
 
 
 async def _generic_run(planner: Planner, text: str, result: QueryResult,
-                       app: AppIdentity | None) -> PlanRun | None:
-    """The generic plan a driver's prepared statement settles on, executed with the most
-    common values (else those of the slowest run): a plan made for an average value can be
-    far slower for a heavy one."""
-    runs = [r for r in _as_application(result) if r.ms is not None]
-    heavy = next((r for r in runs if r.label == "common"), _slowest(runs))
-    if heavy is None:
+                       app: AppIdentity | None, mode: str) -> PlanRun | None:
+    """The generic plan a driver's prepared statement may settle on, with the most common
+    values (else those of the slowest run): planned, then executed only when PostgreSQL would
+    choose it and it is not the plan made for those values. A plan made for an average value
+    can be far slower for a heavy one."""
+    runs = _as_application(result)
+    measured = [r for r in runs if r.ms is not None]
+    own = next((r for r in measured if r.label == "common"), _slowest(measured))
+    if own is None:
         return None
-    return await planner.run(text, heavy.values, role=heavy.role, label=heavy.label,
-                             analyze=True, app=app if heavy.role == "app" else None,
-                             generic=True)
+
+    async def generic(analyze: bool) -> PlanRun:
+        return await planner.run(text, own.values, role=own.role, label=own.label,
+                                 analyze=analyze, app=app if own.role == "app" else None,
+                                 generic=True)
+
+    planned = await generic(analyze=False)
+    if planned.plan is None or not findings.may_switch(planned.plan, own, runs, mode):
+        return planned
+    executed = await generic(analyze=True)
+    if executed.plan is None:  # e.g. it did not finish: what it was, and its cost, are known
+        executed.plan = planned.plan
+    return executed
 
 
 def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | None,
-              command: str | None) -> None:
+              command: str | None, mode: str = "auto") -> None:
     owner_runs = [r for r in result.runs if r.role == "owner"]
     app_runs = [r for r in result.runs if r.role == "app"]
     main = _slowest(owner_runs)
@@ -253,7 +269,8 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
         timeout = findings.timeout_finding(run)
         if timeout is not None:
             found.append(timeout)
-    trap = findings.generic_plan_finding(result.generic_run, _as_application(result), tables)
+    trap = findings.generic_plan_finding(result.generic_run, _as_application(result), tables,
+                                         mode)
     if trap is not None:
         found.insert(0, trap)
     for table in tables.values():

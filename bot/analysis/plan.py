@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -42,11 +43,48 @@ class AppIdentity:
         return str(value) if value is not None else None
 
 
-def _total_cost(row: dict | None) -> float:
+# PostgreSQL charges a custom plan 1000 * cpu_operator_cost (default 0.0025) per relation, plus
+# one, for planning it each time (plancache.c) before comparing it with the generic plan.
+PLANNING_COST_PER_RELATION = 2.5
+
+
+def plan_document(row: dict | None) -> dict[str, Any]:
+    """The plan of an `EXPLAIN (FORMAT JSON)` row: its document's first element."""
     assert row is not None
     document = row["QUERY PLAN"]
-    plan = (json.loads(document) if isinstance(document, str) else document)[0]
+    return (json.loads(document) if isinstance(document, str) else document)[0]
+
+
+def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A plan node and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from walk(child)
+
+
+def total_cost(plan: dict[str, Any]) -> float:
     return float(plan["Plan"]["Total Cost"])
+
+
+def planning_cost(plan: dict[str, Any]) -> float:
+    relations = {n["Relation Name"] for n in walk(plan["Plan"]) if "Relation Name" in n}
+    return PLANNING_COST_PER_RELATION * (len(relations) + 1)
+
+
+def average_custom_cost(custom: list[dict[str, Any]]) -> float:
+    """What PostgreSQL holds against the generic plan: the custom plans' average cost, each
+    with its planning."""
+    return sum(total_cost(p) + planning_cost(p) for p in custom) / len(custom)
+
+
+def generic_chosen(generic: dict[str, Any], custom: list[dict[str, Any]],
+                   mode: str = "auto") -> bool:
+    """Whether a prepared statement runs under its generic plan: under `plan_cache_mode` auto,
+    PostgreSQL's choice after five custom plans, the generic plan when it costs less than the
+    average custom plan with its planning (here: over the analysed values)."""
+    if mode != "auto":
+        return mode == "force_generic_plan"
+    return total_cost(generic) < average_custom_cost(custom)
 
 
 class Planner:
@@ -86,10 +124,8 @@ class Planner:
         except psycopg.Error as error:
             result.error = " ".join(str(error).split())
             return result
-        assert row is not None
-        document = row["QUERY PLAN"]
-        result.plan = (json.loads(document) if isinstance(document, str) else document)[0]
-        if analyze and result.plan is not None:
+        result.plan = plan_document(row)
+        if analyze:
             result.ms = float(result.plan.get("Execution Time", 0.0))
         return result
 
@@ -103,9 +139,11 @@ class Planner:
         costs = []
         async with self._prepared(name, text, app, hypothetical):
             for values in value_sets:
-                costs.append(_total_cost(await self._explain(name, values, "FORMAT JSON")))
+                costs.append(total_cost(plan_document(
+                    await self._explain(name, values, "FORMAT JSON"))))
             await self.conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
-            costs.append(_total_cost(await self._explain(name, value_sets[0], "FORMAT JSON")))
+            costs.append(total_cost(plan_document(
+                await self._explain(name, value_sets[0], "FORMAT JSON"))))
         return costs
 
     @asynccontextmanager
@@ -145,8 +183,9 @@ class Planner:
         settings: list[sql.Composable] = [
             sql.SQL(TAG + "SET TRANSACTION READ ONLY"),
             sql.SQL(TAG + "SET LOCAL statement_timeout = {}").format(sql.Literal(self.timeout_ms))]
-        if generic:
-            settings.append(sql.SQL(TAG + "SET LOCAL plan_cache_mode = force_generic_plan"))
+        # Explicit either way: a plan_cache_mode set for hotdata's role would change the plans.
+        settings.append(sql.SQL(TAG + "SET LOCAL plan_cache_mode = {}").format(
+            sql.SQL("force_generic_plan" if generic else "force_custom_plan")))
         settings += [sql.SQL(TAG + "SELECT hypopg_create_index({})").format(sql.Literal(ddl))
                      for ddl in hypothetical]  # created as hotdata's role, for the session
         if app is not None:

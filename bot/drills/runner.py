@@ -170,6 +170,9 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
             # We hold the lock: a drill still 'running' is one whose process died.
             await state.execute(STALE_SQL, (Jsonb([{"name": "drill", "ok": False, "detail": (
                 "interrupted: hotdata stopped before the drill finished")}]),))
+            # The token comes with the state schema (migration 0005); recreated if deleted.
+            await state.execute("INSERT INTO hotdata.installation DEFAULT VALUES "
+                                "ON CONFLICT DO NOTHING")
             cur = await state.execute(
                 "INSERT INTO hotdata.drills (source, requested_by) VALUES (%s, %s) "
                 "RETURNING id, (SELECT token FROM hotdata.installation) AS token",
