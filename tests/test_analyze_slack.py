@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
-from bot.fake_slack import FakeSlack
 from bot.pgcluster import Cluster
 from bot.sample import hotdash as sample
-from bot.settings import Settings
 from tests.harness import BotUnderTest
 
 
 @pytest.fixture
-def analysed_bot(hotdash: str, settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
+def analysed_bot(hotdash: str, hotdash_bot: BotUnderTest) -> BotUnderTest:
     """The bot pointed at a HotDash copy whose workload has run."""
     with psycopg.connect(hotdash, autocommit=True) as conn:
         sample.run(conn, sample.workload_plan(conn, seed=7, scale_weights=0.05))
-    settings.database_url = hotdash
-    running = BotUnderTest(settings, slack).start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    return hotdash_bot
 
 
 def test_analyze_posts_summary_updates_it_and_uploads_the_report(
