@@ -289,11 +289,10 @@ def generic_plan_finding(generic: PlanRun | None, runs: list[PlanRun], tables: d
     would not be chosen or is the same plan; a run that hit the statement timeout counts as
     slow. `mode` is the application's plan_cache_mode.
     """
-    own = next((r for r in runs if generic is not None and r.values == generic.values
-                and r.plan is not None and r.ms is not None), None)
-    if generic is None or generic.plan is None or own is None or own.ms is None:
+    if generic is None or generic.plan is None or not generic.analyzed:
         return None
-    if not generic.analyzed or not may_switch(generic.plan, own, runs, mode):
+    own = next((r for r in runs if r.values == generic.values and r.plan is not None), None)
+    if own is None or own.ms is None or not may_switch(generic.plan, own, runs, mode):
         return None
     if generic.ms is None:
         if not (generic.error or "").startswith("did not finish"):
