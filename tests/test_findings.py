@@ -10,9 +10,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from bot import pgcluster
-from bot.analysis import findings, params, sqltext
+from bot.analysis import catalog, findings, params, sqltext
 from bot.analysis.model import Finding, PlanRun, QueryResult
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
@@ -345,6 +346,33 @@ async def test_no_generic_plan_when_the_application_plans_each_call(
     planned(results["skewed"])
     assert results["skewed"].generic_run is None
     assert "generic_plan" not in kind_names(results["skewed"])
+
+
+async def test_plan_cache_mode_of_the_application_most_specific_first(dataset: str) -> None:
+    name = dataset.rsplit("/", 1)[-1]
+    role = "app_" + name
+    statements = [
+        (f"ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan",
+         "force_generic_plan", "force_generic_plan"),
+        (f"ALTER ROLE {role} SET plan_cache_mode = 'FORCE_CUSTOM_PLAN'",  # stored as written
+         "force_custom_plan", "force_generic_plan"),
+        (f"ALTER ROLE {role} IN DATABASE {name} SET plan_cache_mode = auto",
+         "auto", "force_generic_plan"),
+    ]
+    with psycopg.connect(dataset, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} NOLOGIN")
+    try:
+        async with await psycopg.AsyncConnection.connect(
+                dataset, autocommit=True, row_factory=dict_row) as conn:
+            assert await catalog.plan_cache_mode(conn, role) == "auto"
+            for statement, for_role, for_anyone in statements:
+                await conn.execute(statement)
+                assert await catalog.plan_cache_mode(conn, role) == for_role, statement
+                assert await catalog.plan_cache_mode(conn, None) == for_anyone, statement
+    finally:
+        with psycopg.connect(dataset, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} RESET plan_cache_mode")
+            conn.execute(f"DROP ROLE {role}")
 
 
 def _run(label: str, values: list[str | None], cost: float, ms: float | None,

@@ -306,8 +306,9 @@ async def _still_slow_when_prepared(selection: Selection, costs: WhatIfCosts) ->
             notes.append(
                 f"{statement.label}: with these indexes its plan for the "
                 f"{statement.value_labels[0]} value costs {custom:,.0f}, but once a driver "
-                f"prepares it PostgreSQL may settle on a generic plan costing {prepared:,.0f} "
-                "for that value; to keep it planned per value, SET plan_cache_mode = "
+                f"prepares it PostgreSQL can run it under a generic plan costing "
+                f"{prepared:,.0f} for that value; to keep it planned per value, SET "
+                "plan_cache_mode = "
                 "force_custom_plan in the sessions that run it, or have the driver not "
                 "prepare it")
     return notes

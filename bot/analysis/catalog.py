@@ -120,19 +120,22 @@ async def tables(conn: psycopg.AsyncConnection[dict],
 
 
 # The plan_cache_mode the application's sessions start with, most specific first: its role in
-# this database, its role anywhere, this database, the server (when this session's value is
-# the server's: hotdata's own role or database may have set it).
+# this database, its role anywhere, this database, all roles, then the server's. Role settings
+# apply at login (PostgREST also applies those of the role it switches to). The server's value
+# is this session's when nothing overrode it here; when hotdata's own role or database did, the
+# configuration file's value is not readable without superuser rights: PostgreSQL's default is
+# assumed. Values are stored as written: compared in lower case.
 PLAN_CACHE_MODE_SQL = TAG + """
-SELECT coalesce(
+SELECT lower(coalesce(
   (SELECT split_part(c, '=', 2)
    FROM pg_db_role_setting s CROSS JOIN unnest(s.setconfig) AS c
    WHERE split_part(c, '=', 1) = 'plan_cache_mode'
      AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
      AND (s.setrole = 0 OR s.setrole = (SELECT oid FROM pg_roles WHERE rolname = %s))
    ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
-  (SELECT CASE WHEN source IN ('user', 'database', 'session', 'client') THEN boot_val
-               ELSE setting END
-   FROM pg_settings WHERE name = 'plan_cache_mode')) AS mode
+  (SELECT CASE WHEN source IN ('default', 'configuration file', 'command line',
+                               'environment variable') THEN setting ELSE boot_val END
+   FROM pg_settings WHERE name = 'plan_cache_mode'))) AS mode
 """
 
 

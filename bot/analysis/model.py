@@ -60,7 +60,7 @@ class PlanRun:
 class QueryResult:
     statement: Statement
     runs: list[PlanRun] = field(default_factory=list)
-    generic_run: PlanRun | None = None  # the generic plan, with the most common values
+    generic_run: PlanRun | None = None  # generic plan: common values, else the slowest run's
     findings: list[Finding] = field(default_factory=list)
     plan_summary: str = ""
     app_plan_differs: bool = False

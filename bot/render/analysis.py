@@ -78,7 +78,8 @@ def _values_used(result: QueryResult) -> str:
         shown.append(f"{run.label}: ({values}) → {timing}")
     run = result.generic_run
     if run is not None:
-        timing = f"{run.ms:.1f} ms" if run.ms is not None else (run.error or "not measured")
+        timing = (f"{run.ms:.1f} ms" if run.ms is not None else run.error
+                  or "planned only: not chosen, or the values' own plan")
         shown.append(f"generic plan ({run.role}) with the {run.label} values → {timing}")
     return "; ".join(shown)
 
