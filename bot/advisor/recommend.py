@@ -188,7 +188,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
 
 
 async def column_widths(conn: psycopg.AsyncConnection[dict],
-                  tables: list[Table]) -> dict[str, dict[str, int]]:
+                        tables: list[Table]) -> dict[str, dict[str, int]]:
     """schema.table → column → the most bytes it can hold, for covering (INCLUDE) variants;
     columns without a bound are absent."""
     unique = {t.qualified: t for t in tables}
