@@ -51,7 +51,8 @@ async def target_checks(settings: Settings, dsn: str | None = None) -> list[Chec
     try:
         async with connect(settings, "analysis", dsn=target) as conn:
             cur = await conn.execute(
-                "SELECT current_setting('server_version') AS version, current_user AS usr")
+                "SELECT current_setting('server_version') AS version, current_user AS usr, "
+                "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser")
             server = await cur.fetchone()
             cur = await conn.execute(EXTENSIONS_SQL, (list(EXTENSIONS),))
             found = {row["name"]: row for row in await cur.fetchall()}
@@ -60,11 +61,23 @@ async def target_checks(settings: Settings, dsn: str | None = None) -> list[Chec
         return [Check("target database", "fail", str(error))]
     checks = [Check("target database", "ok",
                     f"{redact_dsn(target)} reachable: PostgreSQL {server['version']}, "
-                    f"connected as {server['usr']}, read-only")]
+                    f"connected as {server['usr']}, read-only"),
+              _role_check(server["usr"], server["superuser"])]
     for name, purpose in EXTENSIONS.items():
         checks.append(_extension_check(name, purpose, found.get(name),
                                        pgss if name == "pg_stat_statements" else None))
     return checks
+
+
+def _role_check(user: str, superuser: bool) -> Check:
+    """A superuser analysis role would run whatever the target's functions do while hotdata
+    plans (an IMMUTABLE function is evaluated by the planner) with every right on the host."""
+    if superuser:
+        return Check("analysis role", "warn",
+                     f"{user} is a superuser: use a least-privilege role (SECURITY.md), so "
+                     "that nothing planned on the target can reach the server's files or "
+                     "programs")
+    return Check("analysis role", "ok", f"{user} is not a superuser")
 
 
 def _extension_check(name: str, purpose: str, row: dict | None, problem: str | None) -> Check:

@@ -140,14 +140,24 @@ async def _lint(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _schema(args: argparse.Namespace, settings: Settings) -> int:
     from bot.render import schema as render
-    from bot.schema import document, review
+    from bot.schema import document, review, sandbox
 
     if args.words[:1] == ["review"]:
         if len(args.words) != 2:
             print("hotdata: usage: hotdata schema review PLAN.sql [--out DIR]", file=sys.stderr)
             return 2
         plan = Path(args.words[1])
-        result = await review.review(settings, plan.read_text(), name=plan.stem, dsn=args.dsn,
+        try:
+            text = plan.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = ("it is not UTF-8 text" if isinstance(error, UnicodeDecodeError)
+                      else error.strerror or str(error))
+            print(f"hotdata: cannot read the plan {plan}: {reason}", file=sys.stderr)
+            return 2
+        async with connect(settings, "state") as conn:  # reviews record their sandboxes
+            await migrate.upgrade(conn)
+        await sandbox.drop_leftovers(settings)
+        result = await review.review(settings, text, name=plan.stem, dsn=args.dsn,
                                      out=Path(args.out) if args.out else None)
         print(render.review_json(result) if args.format == "json"
               else render.review_markdown(result))

@@ -2,7 +2,9 @@
 
 - analysis: the target, read-only (`default_transaction_read_only`) with a statement timeout;
 - migrator: the target, autocommit, used only for allow-listed index DDL;
-- state: hotdata's own schema.
+- state: hotdata's own schema;
+- scratch: the scratch server's privileged role (drill and review databases, never the target);
+- review: a schema review's throwaway role, inside its own review database.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from psycopg.rows import dict_row
 from bot.dsn import parse_dsn, redact_dsn, scrub
 from bot.settings import Settings
 
-Role = Literal["analysis", "migrator", "state"]
+Role = Literal["analysis", "migrator", "state", "scratch", "review"]
 
 APPLICATION_NAME = "hotdata"
 
@@ -36,8 +38,11 @@ def _options(role: Role, settings: Settings) -> str:
 
 
 def dsn_for(role: Role, settings: Settings) -> str:
+    """The configured URL of a role (a review's throwaway role has none: pass its dsn)."""
+    if role == "review":
+        raise ValueError("a review connection needs the sandbox's own dsn")
     return {"analysis": settings.database_url, "migrator": settings.migrator_dsn,
-            "state": settings.state_dsn}[role]
+            "state": settings.state_dsn, "scratch": settings.scratch_server}[role]
 
 
 @asynccontextmanager

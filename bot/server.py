@@ -17,6 +17,7 @@ from bot.db import connect
 from bot.drills.runner import clean_leftovers
 from bot.proposals.service import reconcile
 from bot.schedule import Scheduler
+from bot.schema import sandbox
 from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
@@ -63,6 +64,16 @@ async def upgrade_state(settings: Settings) -> list[str]:
         return await migrate.upgrade(conn)
 
 
+def start_housekeeping(services: Services) -> None:
+    """What a start settles first: proposals left `applying` by a stopped bot (from the
+    catalog), scratch databases a crashed drill left, and review sandboxes a crashed review
+    left."""
+    services.tasks.spawn(reconcile(services), name="reconcile")
+    if services.settings.drills_configured:
+        services.tasks.spawn(clean_leftovers(services.settings), name="drill-cleanup")
+    services.tasks.spawn(sandbox.drop_leftovers(services.settings), name="review-cleanup")
+
+
 async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     """Run until SIGINT/SIGTERM; running tasks get time to finish."""
     settings.require_for_serve()
@@ -71,11 +82,7 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         log.info("state schema upgraded: %s", ", ".join(applied))
     services = Services(settings, web_client(settings))
     app = build_app(settings, services)
-    # Proposals left `applying` by a stopped bot are settled from the catalog first thing,
-    # and scratch databases a crashed drill left behind are dropped.
-    services.tasks.spawn(reconcile(services), name="reconcile")
-    if settings.drills_configured:
-        services.tasks.spawn(clean_leftovers(settings), name="drill-cleanup")
+    start_housekeeping(services)
     scheduler = Scheduler(services)
     await scheduler.start()
     stop = asyncio.Event()

@@ -13,6 +13,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.dsn import parse_dsn, scrub
 
 WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Extensions that reach past their database (other servers, the server's files, untrusted
+# languages): a schema review never creates them, whatever a plan or a setting says.
+UNSAFE_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack", "plpython3u",
+                               "plpythonu", "plpython2u", "plperlu", "pltclu", "plsh"})
 
 
 def _weekday(field: str) -> str:
@@ -66,6 +70,8 @@ class Settings(BaseSettings):
     scratch_database_url: str | None = None
 
     manager_ids: Annotated[list[str], NoDecode] = []
+    review_extensions: Annotated[list[str], NoDecode] = [
+        "vector", "pg_trgm", "citext", "uuid-ossp", "pgcrypto"]
     manager_group: str | None = None
     channel: str | None = None
     report_cron: str = "0 */2 * * *"
@@ -96,11 +102,20 @@ class Settings(BaseSettings):
     snapshot_retention_hours: float = Field(48.0, gt=0)
     missed_grace_minutes: float = Field(15.0, ge=0)
 
-    @field_validator("manager_ids", mode="before")
+    @field_validator("manager_ids", "review_extensions", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("review_extensions")
+    @classmethod
+    def _safe_extensions(cls, value: list[str]) -> list[str]:
+        unsafe = sorted(set(value) & UNSAFE_EXTENSIONS)
+        if unsafe:
+            raise ValueError(f"{', '.join(unsafe)} can reach other databases or the server's "
+                             "files, and is never created by a review")
         return value
 
     @field_validator("database_url", "state_database_url", "migrator_database_url",
@@ -148,6 +163,12 @@ class Settings(BaseSettings):
         return self.migrator_database_url or self.database_url
 
     @property
+    def scratch_server(self) -> str:
+        """Where schema reviews create their throwaway databases: the drill server, else the
+        target's server (as its URL's role)."""
+        return self.drill_database_url or self.database_url
+
+    @property
     def drills_configured(self) -> bool:
         """Whether a drill has somewhere to restore: a scratch server for dumps, or a private
         data directory for pgBackRest."""
@@ -185,6 +206,7 @@ class Settings(BaseSettings):
 _EXPECTS = {
     "database_url": "a PostgreSQL URL such as postgresql://hotdata@db.example.com:5432/app",
     "manager_ids": "comma-separated Slack user ids such as U012ABC,U034DEF",
+    "review_extensions": "comma-separated extension names such as vector,pg_trgm,citext",
     "report_cron": "a five-field crontab expression such as '0 */2 * * *'",
     "snapshot_cron": "a five-field crontab expression such as '*/10 * * * *'",
     "drill_cron": "a five-field crontab expression such as '30 3 * * *'",

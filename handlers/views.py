@@ -13,12 +13,18 @@ from bot.services import Services
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.view(render_schema.REVIEW_CALLBACK)
-    async def schema_review(ack: AsyncAck, body: dict, view: dict) -> None:
+    async def schema_review(ack: AsyncAck, body: dict, view: dict,
+                            client: AsyncWebClient) -> None:
         await ack()
         plan = view["state"]["values"]["plan"]["plan"].get("value") or ""
-        services.tasks.spawn(schema.review_in_channel(services, view["private_metadata"],
-                                                      body["user"]["id"], plan),
-                             name="schema-review")
+        channel, user = view["private_metadata"], body["user"]["id"]
+
+        async def failed(error: BaseException) -> None:
+            await client.chat_postEphemeral(channel=channel, user=user, text=services.safe(
+                f"hotdata could not review your schema plan: {error}"))
+
+        services.tasks.spawn(schema.review_in_channel(services, channel, user, plan),
+                             name="schema-review", on_error=failed)
 
     @app.view("hotdata_reject_reason")
     async def reject_reason(ack: AsyncAck, body: dict, view: dict,

@@ -103,6 +103,17 @@ def test_doctor_json_reports_the_extensions_and_state(tmp_path: Path, password_u
     assert checks["state schema"]["state"] == "ok"
     assert checks["slack"]["state"] == "warn"
     assert "SLACK_BOT_TOKEN" in checks["slack"]["detail"]
+    assert checks["analysis role"]["state"] == "ok"
+
+
+def test_doctor_warns_when_the_analysis_role_is_a_superuser(tmp_path: Path,
+                                                            database: str) -> None:
+    hotdata(tmp_path, "db", "upgrade", "--dsn", database)
+    doctor = hotdata(tmp_path, "doctor", "--dsn", database, "--format", "json")
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["analysis role"]["state"] == "warn"
+    assert checks["analysis role"]["detail"].startswith("postgres is a superuser: use a "
+                                                        "least-privilege role (SECURITY.md)")
 
 
 def test_doctor_for_a_role_without_pg_monitor_reports_instead_of_crashing(

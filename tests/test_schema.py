@@ -4,6 +4,7 @@ sample; the CLI and `/hotdata schema` through the signed Slack flow."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from bot.drills.sources.tooling import conninfo_and_env
 from bot.pgcluster import Cluster
 from bot.render import schema as render
 from bot.schema import document, review
+from bot.server import upgrade_state
 from bot.settings import Settings
 from tests.harness import BotUnderTest, drop
 from tests.test_cli import hotdata
@@ -157,7 +159,9 @@ def of(findings: list[Finding], kind: str) -> list[Finding]:
 
 @pytest.fixture
 def hotdash_settings(hotdash: str, settings: Settings) -> Settings:
+    """Settings for the HotDash copy, its state schema upgraded (reviews record sandboxes)."""
     settings.database_url = hotdash
+    asyncio.run(upgrade_state(settings))
     return settings
 
 

@@ -158,6 +158,15 @@ def test_bad_database_url_names_the_variable(monkeypatch: pytest.MonkeyPatch, ur
     assert message.startswith("HOTDATA_DATABASE_URL is invalid")
 
 
+def test_review_extensions_never_admit_unsafe_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET,
+                           HOTDATA_REVIEW_EXTENSIONS="vector, dblink,postgres_fdw")
+    assert message.startswith("HOTDATA_REVIEW_EXTENSIONS is invalid")
+    assert "dblink, postgres_fdw can reach other databases or the server's files" in message
+    monkeypatch.setenv("HOTDATA_REVIEW_EXTENSIONS", "vector, postgis")
+    assert load_settings().review_extensions == ["vector", "postgis"]
+
+
 def test_bad_state_url_names_its_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET,
                            HOTDATA_STATE_DATABASE_URL="not a url")

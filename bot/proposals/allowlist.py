@@ -1,8 +1,9 @@
 """The only statements hotdata ever applies, proven with PostgreSQL's own parser.
 
-`CREATE INDEX CONCURRENTLY IF NOT EXISTS` (on plain columns with a built-in access method, and
-a predicate comparing columns with constants), `DROP INDEX CONCURRENTLY IF EXISTS` and
-`ANALYZE`, one statement per text; everything else is refused before it reaches the database.
+`CREATE INDEX CONCURRENTLY IF NOT EXISTS` (not UNIQUE, on plain columns with a built-in access
+method, and a predicate comparing columns with constants, no tablespace or storage parameter),
+`DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`, one statement per text; everything else is
+refused before it reaches the database.
 """
 
 from __future__ import annotations
@@ -35,24 +36,27 @@ def _kind(stmt: ast.Node) -> str:
 # schema, an access method).
 ACCESS_METHODS = {"btree", "hash", "gist", "gin", "brin", "spgist"}
 OPERATORS = {"=", "<>", "!=", "<", ">", "<=", ">="}
+MAX_DEPTH = 32  # a predicate hotdata writes nests a few levels; a deeper one is not ours
 
 
-def _not_plain(node: object) -> str | None:
+def _not_plain(node: object, depth: int = 0) -> str | None:
     """Why a predicate node is more than columns compared with constants, or None."""
+    if depth > MAX_DEPTH:
+        return f"nests its predicate more than {MAX_DEPTH} levels deep"
     if isinstance(node, tuple):
-        return next((why for item in node if (why := _not_plain(item))), None)
+        return next((why for item in node if (why := _not_plain(item, depth + 1))), None)
     if isinstance(node, ast.FuncCall):
         return "calls " + ".".join(part.sval for part in node.funcname)
     if isinstance(node, ast.BoolExpr):
-        return _not_plain(node.args)
+        return _not_plain(node.args, depth + 1)
     if isinstance(node, ast.A_Expr):
         names = [part.sval for part in node.name]
         if node.kind not in (A_Expr_Kind.AEXPR_OP, A_Expr_Kind.AEXPR_IN) or len(names) != 1 \
                 or names[0] not in OPERATORS:
             return f"uses the operator {'.'.join(names)}"
-        return _not_plain(node.lexpr) or _not_plain(node.rexpr)
+        return _not_plain(node.lexpr, depth + 1) or _not_plain(node.rexpr, depth + 1)
     if isinstance(node, ast.NullTest | ast.BooleanTest):
-        return _not_plain(node.arg)
+        return _not_plain(node.arg, depth + 1)
     if isinstance(node, ast.ColumnRef):
         return None if all(isinstance(f, ast.String) for f in node.fields) else "reads *"
     if isinstance(node, ast.A_Const) or node is None:
@@ -62,6 +66,12 @@ def _not_plain(node: object) -> str | None:
 
 def _not_columns(stmt: ast.IndexStmt) -> str | None:
     """Why an index is more than plain columns with a plain predicate, or None."""
+    if stmt.unique:  # it would change what the application may write
+        return "is UNIQUE"
+    if stmt.tableSpace:
+        return f"names the tablespace {stmt.tableSpace}"
+    if stmt.options:
+        return "sets storage parameters"
     if stmt.accessMethod not in ACCESS_METHODS:
         return f"uses the access method {stmt.accessMethod}"
     for elem in (*stmt.indexParams, *(stmt.indexIncludingParams or ())):
@@ -82,6 +92,8 @@ def check(text: str) -> ast.Node:
         statements = pglast.parse_sql(text)
     except pglast.parser.ParseError as error:
         raise Refused(f"refused: the statement does not parse ({error})") from None
+    except RecursionError:
+        raise Refused(f"refused: the statement nests more than {MAX_DEPTH} levels deep") from None
     if len(statements) != 1:
         raise Refused(f"refused: expected exactly one statement, found {len(statements)}")
     stmt = statements[0].stmt
@@ -92,8 +104,8 @@ def check(text: str) -> ast.Node:
         if not stmt.if_not_exists:
             raise Refused("refused: CREATE INDEX must say IF NOT EXISTS so a retry is safe")
         why = _not_columns(stmt)
-        if why is not None:  # it would run for every row indexed, with the migrator's rights
-            raise Refused(f"refused: the index {why}; hotdata applies indexes on columns "
+        if why is not None:  # it could run code for every row indexed, or change the table
+            raise Refused(f"refused: the index {why}; hotdata applies plain indexes on columns "
                           "only, review and apply this one yourself")
         return stmt
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_INDEX:

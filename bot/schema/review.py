@@ -1,18 +1,24 @@
 """Review a schema plan (a migration not written yet) on a scratch copy of the live schema.
 
+Any workspace member may send a plan, so it runs as nobody (SECURITY.md):
+
 1. pglast reads the plan; anything that is not a schema definition (data changes, DROP,
-   TRUNCATE, transaction control…) is refused before anything runs.
-2. `pg_dump --schema-only` of the target is restored with psql into `hotdata_review_<random>`,
-   created on HOTDATA_DRILL_DATABASE_URL's server (or the target's) and always dropped.
-3. The plan runs there statement by statement inside one transaction that is rolled back; the
-   catalog is read inside it, so the review sees the plan's tables as PostgreSQL built them.
+   TRUNCATE, transaction control…), a function in a language other than SQL or PL/pgSQL, and an
+   extension the target lacks and HOTDATA_REVIEW_EXTENSIONS does not list (or an unsafe one,
+   whatever the lists say) are refused before anything runs.
+2. A sandbox (`bot.schema.sandbox`): a throwaway database and login role on the scratch server
+   (HOTDATA_DRILL_DATABASE_URL's, or the target's), holding `pg_dump --schema-only` of the
+   target, owned by that role; always dropped.
+3. The plan runs there, logged in as the throwaway role, statement by statement inside one
+   transaction that is rolled back, each statement with a deadline; the catalog is read inside
+   it, so the review sees the plan's tables as PostgreSQL built them.
 4. What the plan adds to the ERD, the lints on its tables, squawk's findings, proposed first
    indexes and RLS policies; migration stubs and a spec written to --out.
 """
 
 from __future__ import annotations
 
-import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,16 +28,14 @@ from pglast import ast, enums, parser
 from pglast.stream import RawStream
 from psycopg import sql
 
-from bot import tools
 from bot.advisor.model import Candidate, quote
 from bot.analysis.model import Finding
 from bot.db import connect
-from bot.drills.sources.tooling import conninfo_and_env
-from bot.dsn import redact_dsn, with_options
+from bot.dsn import redact_dsn, scrub
 from bot.proposals import migration
-from bot.schema import document
+from bot.schema import document, sandbox
 from bot.services import Services
-from bot.settings import Settings
+from bot.settings import UNSAFE_EXTENSIONS, Settings
 
 # Lints a review reports on the plan's tables, in this order.
 KINDS = ("rls_disabled", "rls_per_row_call", "multiple_permissive_policies", "unindexed_fk",
@@ -41,6 +45,12 @@ VECTOR_TYPES = {"vector", "halfvec", "sparsevec"}
 VECTOR_METHODS = {"hnsw", "ivfflat"}
 USER_TABLES = {"profiles", "users"}  # a user_id referencing these gets an owner policy
 SETTINGS_ALLOWED = {"lock_timeout", "statement_timeout", "search_path", "check_function_bodies"}
+SETTINGS_NOT_RUN = {"lock_timeout", "statement_timeout"}  # the review keeps its own timeouts
+LANGUAGES = {"sql", "plpgsql"}
+# Beyond the throwaway role's own statement_timeout, which a function can catch or lift.
+STATEMENT_DEADLINE_S = 10.0
+PLAN_DEADLINE_S = 60.0
+ERROR_CHARS = 300
 DEFINITIONS = (ast.CreateStmt, ast.IndexStmt, ast.CreatePolicyStmt, ast.AlterPolicyStmt,
                ast.AlterTableStmt, ast.GrantStmt, ast.CommentStmt, ast.CreateExtensionStmt,
                ast.CreateEnumStmt, ast.CompositeTypeStmt, ast.CreateDomainStmt,
@@ -67,6 +77,7 @@ class PlanStatement:
     text: str  # as written in the plan (CONCURRENTLY dropped: it cannot run in a transaction)
     line: int
     table: str | None  # the table it defines or changes, as written, or None
+    runs: bool = True  # False: hotdata does it itself (CREATE EXTENSION) or keeps its own (SET)
 
 
 @dataclass
@@ -125,7 +136,45 @@ def _refusal(node: ast.Node) -> str | None:
                 return "ALTER TABLE … DROP removes a column or constraint"
     if isinstance(node, ast.VariableSetStmt) and (node.name or "") not in SETTINGS_ALLOWED:
         return f"SET {node.name or ''} is not a schema definition"
+    if isinstance(node, ast.CreateFunctionStmt):
+        language = next((str(o.arg.sval).lower() for o in node.options or ()
+                         if isinstance(o, ast.DefElem) and o.defname == "language"), "sql")
+        if language not in LANGUAGES:
+            return (f"a function in LANGUAGE {language}: hotdata reviews functions in SQL and "
+                    "PL/pgSQL only")
+    if isinstance(node, ast.CreateExtensionStmt) and node.extname in UNSAFE_EXTENSIONS:
+        return (f"CREATE EXTENSION {node.extname}: it reaches other databases or the server's "
+                "files, and a review never creates it")
+    if isinstance(node, ast.CreateSchemaStmt):
+        return next((why for element in node.schemaElts or () if (why := _refusal(element))),
+                    None)
     return None
+
+
+def _runs(node: ast.Node) -> bool:
+    if isinstance(node, ast.CreateExtensionStmt):
+        return False
+    return not (isinstance(node, ast.VariableSetStmt) and node.name in SETTINGS_NOT_RUN)
+
+
+def extensions_of(statements: list[PlanStatement]) -> list[tuple[str, str | None]]:
+    """The plan's CREATE EXTENSION statements as (name, schema): hotdata creates them."""
+    found = []
+    for s in statements:
+        if isinstance(s.node, ast.CreateExtensionStmt):
+            schema = next((str(o.arg.sval) for o in s.node.options or ()
+                           if isinstance(o, ast.DefElem) and o.defname == "schema"), None)
+            found.append((s.node.extname, schema))
+    return found
+
+
+def refuse_extensions(statements: list[PlanStatement], allowed: set[str]) -> None:
+    """PlanRefused for a CREATE EXTENSION of one the target lacks and the setting omits."""
+    for s in statements:
+        if isinstance(s.node, ast.CreateExtensionStmt) and s.node.extname not in allowed:
+            raise PlanRefused(
+                f"line {s.line}: CREATE EXTENSION {s.node.extname}: the target does not have "
+                "it and HOTDATA_REVIEW_EXTENSIONS does not list it. Nothing was run.")
 
 
 def parse_plan(text: str) -> list[PlanStatement]:
@@ -150,7 +199,8 @@ def parse_plan(text: str) -> list[PlanStatement]:
         if isinstance(node, ast.IndexStmt) and node.concurrent:
             node.concurrent = False
             written = RawStream()(node)
-        statements.append(PlanStatement(node, written.strip(), line, _target_table(node)))
+        statements.append(PlanStatement(node, written.strip(), line, _target_table(node),
+                                        _runs(node)))
     if not statements:
         raise PlanError("line 1: the plan holds no statement")
     return statements
@@ -228,46 +278,53 @@ def proposals(table: document.TableDoc, app_role: str) -> list[str]:
     return out
 
 
-# --- the scratch copy ---------------------------------------------------------------------------
+# --- the sandbox ---------------------------------------------------------------------------------
 
 
-async def _copy_schema(target: str, scratch: str, review: Review) -> None:
-    conninfo, env = conninfo_and_env(target)
-    dumped = await tools.run("pg_dump", "--schema-only", "--no-owner", "--dbname", conninfo,
-                             timeout=300, env=env)
-    if dumped.returncode != 0:
-        raise PlanError(f"pg_dump --schema-only failed: {dumped.stderr.strip()[-300:]}")
-    conninfo, env = conninfo_and_env(scratch)
-    restored = await tools.run("psql", "--no-psqlrc", "--quiet", "--dbname", conninfo,
-                               stdin=dumped.stdout, timeout=300, env=env)
-    errors = [line for line in restored.stderr.splitlines() if "ERROR" in line]
-    if errors:
-        review.notes.append(f"{len(errors)} statement(s) of the schema copy failed on the "
-                            f"scratch server, first: {errors[0][:200]}")
-
-
-def _error_text(error: psycopg.Error, statement: PlanStatement) -> str:
+def _error_text(error: psycopg.Error, statement: PlanStatement, secrets: list[str]) -> str:
+    """PostgreSQL's one-line message with the statement's line, cut: nothing else the server
+    says (detail, context, hints) is shown."""
     line = statement.line
     position = error.diag.statement_position
     if position:
         line += statement.text.count("\n", 0, int(position) - 1)
-    return f"line {line}: {error.diag.message_primary or str(error).strip()}"
+    message = " ".join((error.diag.message_primary or str(error)).split())
+    if len(message) > ERROR_CHARS:
+        message = message[:ERROR_CHARS] + "…"
+    return scrub(f"line {line}: {message}", secrets)
 
 
-async def _apply_and_read(conn: psycopg.AsyncConnection[dict], statements: list[PlanStatement],
-                          app_role: str | None, review: Review) -> None:
+async def _apply_and_read(settings: Settings, box: sandbox.Sandbox,
+                          statements: list[PlanStatement], review: Review) -> None:
+    async with connect(settings, "review", dsn=box.dsn) as conn:
+        try:
+            await _apply(conn, box, statements, settings, review)
+        except psycopg.OperationalError:  # the session was terminated at its deadline
+            if review.status == "ok":
+                raise
+
+
+async def _apply(conn: psycopg.AsyncConnection[dict], box: sandbox.Sandbox,
+                 statements: list[PlanStatement], settings: Settings, review: Review) -> None:
+    app_role = settings.app_role
     _, before = await document.read(conn, None, app_role)
     existing = {t.qualified for t in before}
     existing_fks = {(t.qualified, fk.name) for t in before for fk in t.facts.foreign_keys}
+    started = time.monotonic()
     async with conn.transaction(force_rollback=True):
-        for statement in statements:
-            try:
-                async with conn.transaction():  # a savepoint, so the catalog stays readable
-                    await conn.execute(statement.text)
-            except psycopg.Error as error:
-                review.status = "failed"
-                review.error = _error_text(error, statement)
-                return
+        for statement in (s for s in statements if s.runs):
+            left = min(STATEMENT_DEADLINE_S, PLAN_DEADLINE_S - (time.monotonic() - started))
+            async with sandbox.deadline(settings, box, max(left, 0.1)) as timer:
+                try:
+                    async with conn.transaction():  # a savepoint: the catalog stays readable
+                        await conn.execute(statement.text)
+                except psycopg.Error as error:
+                    review.status = "failed"
+                    review.error = (
+                        f"line {statement.line}: the statement did not finish within "
+                        f"{timer.seconds:.0f} s" if timer.expired
+                        else _error_text(error, statement, settings.secrets()))
+                    return
         _, after = await document.read(conn, None, app_role)
     review.new_tables = [t for t in after if t.qualified not in existing]
     review.new_foreign_keys = [
@@ -281,32 +338,28 @@ async def _apply_and_read(conn: psycopg.AsyncConnection[dict], statements: list[
 
 async def review(settings: Settings, plan_text: str, *, name: str = "plan",
                  dsn: str | None = None, out: Path | None = None,
-                 at: datetime | None = None) -> Review:
-    """`hotdata schema review PLAN.sql`: never runs anything on the target but pg_dump."""
+                 at: datetime | None = None, requested_by: str | None = None) -> Review:
+    """`hotdata schema review PLAN.sql`: never runs anything on the target but catalog reads
+    and pg_dump; the plan runs in a sandbox as a throwaway role."""
     target = dsn or settings.database_url
     result = Review(name, redact_dsn(target))
     try:
         statements = parse_plan(plan_text)
+        async with connect(settings, "analysis", dsn=target) as conn:
+            facts = await sandbox.target_facts(conn)
+        refuse_extensions(statements, facts.extension_names | set(settings.review_extensions))
     except PlanError as error:
         result.status = "refused" if isinstance(error, PlanRefused) else "failed"
         result.error = str(error)
         return result
     vectors = vector_findings(statements)
-    server = settings.drill_database_url or target
-    scratch = f"hotdata_review_{secrets.token_hex(6)}"
-    async with connect(settings, "migrator", dsn=server) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
-        scratch_dsn = with_options(server, dbname=scratch)
-        await _copy_schema(target, scratch_dsn, result)
-        async with connect(settings, "migrator", dsn=scratch_dsn) as conn:
-            await _apply_and_read(conn, statements, settings.app_role, result)
-    except PlanError as error:
+        async with sandbox.opened(settings, target, facts, extensions_of(statements),
+                                  requested_by) as box:
+            result.notes += box.notes
+            await _apply_and_read(settings, box, statements, result)
+    except sandbox.SandboxError as error:
         result.status, result.error = "failed", str(error)
-    finally:
-        async with connect(settings, "migrator", dsn=server) as admin:
-            await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(scratch)))
     result.findings += vectors
     result.findings.sort(key=lambda f: KINDS.index(f.kind))
     result.squawk = await migration.lint(plan_text)
@@ -399,7 +452,7 @@ async def review_in_channel(services: Services, channel: str, user: str,
     """`/hotdata schema review`: review a pasted plan, post the verdict and the spec."""
     from bot.render import schema as render  # it renders this module's Review: import late
 
-    result = await review(services.settings, plan_text, name="slack-plan")
+    result = await review(services.settings, plan_text, name="slack-plan", requested_by=user)
     verdict = {"ok": "reviewed", "refused": "refused", "failed": "failed to apply"}.get(
         result.status, result.status)
     text = (f"<@{user}>'s schema plan {verdict}: {len(result.findings)} finding(s)"
