@@ -218,13 +218,15 @@ def test_functions_in_other_languages_are_refused(hotdash: str, tmp_path: Path,
         "PL/pgSQL only")
 
 
+SLEEPER = ("CREATE FUNCTION slow() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$\n"
+           "BEGIN PERFORM pg_sleep(20); RETURN 1; END $$;\n"
+           "SET statement_timeout = 0;\n"
+           "CREATE TABLE p (id int NOT NULL) PARTITION BY LIST (id);\n"
+           "CREATE TABLE p1 PARTITION OF p FOR VALUES IN (slow());\n")
+
+
 def test_a_sleeping_bound_is_stopped_by_the_roles_timeout(hotdash: str, tmp_path: Path) -> None:
-    plan = ("CREATE FUNCTION slow() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$\n"
-            "BEGIN PERFORM pg_sleep(20); RETURN 1; END $$;\n"
-            "SET statement_timeout = 0;\n"
-            "CREATE TABLE p (id int NOT NULL) PARTITION BY LIST (id);\n"
-            "CREATE TABLE p1 PARTITION OF p FOR VALUES IN (slow());\n")
-    found = json.loads(review_cli(tmp_path, hotdash, plan).stdout)
+    found = json.loads(review_cli(tmp_path, hotdash, SLEEPER).stdout)
     assert found["error"] == "line 5: canceling statement due to statement timeout"
 
 
@@ -264,6 +266,9 @@ def test_slack_review_of_attacks_posts_the_refusal_and_nothing_else(
     assert SECRET_LINE not in sent
     for secret in (SIGNING_SECRET, BOT_TOKEN):
         assert secret not in sent
+    hotdash_bot.slack.reset()
+    text = review_slack(hotdash_bot, SLEEPER)
+    assert "line 5: canceling statement due to statement timeout" in text
     hotdash_bot.slack.reset()
     text = review_slack(hotdash_bot, "CREATE EXTENSION dblink;\nCREATE TABLE a (id int);\n")
     assert "schema plan refused" in text and "line 1: CREATE EXTENSION dblink" in text
