@@ -31,7 +31,7 @@ from common import logger
 from bot import migrate, pgcluster
 from bot.db import connect
 from bot.drills import runner
-from bot.drills.service import heartbeat
+from bot.drills.store import heartbeat
 from bot.sample import hotdash
 from bot.settings import Settings
 

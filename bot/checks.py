@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from bot import migrate
 from bot.analysis.catalog import TAG
 from bot.analysis.collect import SETUP_HINT, pgss_problem
+from bot.cron import cron_trigger, next_fire
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn
 from bot.settings import Settings
@@ -134,8 +135,6 @@ ORDER BY job, scheduled_for DESC
 
 async def scheduler_check(settings: Settings) -> Check:
     """The leader, each job's next run and its last outcome."""
-    from bot.schedule import jobs, next_fire
-
     try:
         async with connect(settings, "state") as conn:
             ready = await (await conn.execute(
@@ -149,11 +148,11 @@ async def scheduler_check(settings: Settings) -> Check:
     now = datetime.now(UTC)
     parts = [f"leader {leader['name']} (seen {leader['age']} s ago)" if leader
              else "no leader: no `hotdata serve` is running scheduled jobs"]
-    for job in jobs(settings):
-        upcoming = next_fire(job.trigger, now)
-        done = last.get(job.name)
-        parts.append(f"{job.name}: next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else
-                     f"{job.name}: no next run")
+    for job, expression in settings.scheduled_jobs.items():
+        upcoming = next_fire(cron_trigger(expression), now)
+        done = last.get(job)
+        parts.append(f"{job}: next {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else
+                     f"{job}: no next run")
         if done is not None:
             parts[-1] += (f", last {done['status']} for {done['scheduled_for']:%Y-%m-%d %H:%M} "
                           "UTC")

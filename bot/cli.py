@@ -1,4 +1,4 @@
-"""The `hotdata` command line: the same services as the Slack commands, for a terminal."""
+"""The `hotdata` command line: the same flows as the Slack commands, for a terminal."""
 
 from __future__ import annotations
 
@@ -139,8 +139,9 @@ async def _lint(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.flows.schema import review_plan
     from bot.render import schema as render
-    from bot.schema import document, review, sandbox
+    from bot.schema import document, sandbox
 
     if args.words[:1] == ["review"]:
         if len(args.words) != 2:
@@ -157,8 +158,8 @@ async def _schema(args: argparse.Namespace, settings: Settings) -> int:
         async with connect(settings, "state") as conn:  # reviews record their sandboxes
             await migrate.upgrade(conn)
         await sandbox.drop_leftovers(settings)
-        result = await review.review(settings, text, name=plan.stem, dsn=args.dsn,
-                                     out=Path(args.out) if args.out else None)
+        result = await review_plan(settings, text, name=plan.stem, dsn=args.dsn,
+                                   out=Path(args.out) if args.out else None)
         print(render.review_json(result) if args.format == "json"
               else render.review_markdown(result))
         return {"ok": 0, "refused": 2}.get(result.status, 1)
@@ -182,9 +183,9 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
     """Analyse now, store the analysis, and turn its recommendations into pending proposals:
     migration files in --out (or HOTDATA_MIGRATIONS_DIR), posted for approval when Slack is
     configured."""
-    from bot.analysis.runs import record
-    from bot.proposals import service
-    from bot.services import Services
+    from bot.container import Container
+    from bot.flows import proposals
+    from bot.flows.analysis import record
     from bot.slack import web_client
 
     async with connect(settings, "state") as conn:
@@ -192,11 +193,11 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
     analysis = await analyze(settings, top=20)
     await record(settings, analysis, "cli")
     out = Path(args.out) if args.out else settings.migrations_dir
-    services = Services(settings, web_client(settings))
+    container = Container(settings, web_client(settings))
     post = bool(settings.slack_bot_token and settings.channel)
     try:
-        created = await service.propose(services, "cli", analysis.id, out=out, post=post)
-    except service.NothingToPropose:
+        created = await proposals.propose(container, "cli", analysis.id, out=out, post=post)
+    except proposals.NothingToPropose:
         print("No index recommendations: nothing to propose.")
         return 0
     for proposal in created:
@@ -214,14 +215,15 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _drill(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.drills import runner, service
+    from bot.drills import runner
+    from bot.flows import drills
     from bot.render import drill as render
 
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
     try:
         if args.runbook:
-            print(await service.update_runbook(settings, Path(args.runbook)))
+            print(await drills.update_runbook(settings, Path(args.runbook)))
             return 0
         result = await runner.run(settings, scratch_dsn=args.scratch_dsn, requested_by="cli")
     except runner.DrillRefused as refused:
@@ -232,16 +234,15 @@ async def _drill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.container import Container
+    from bot.flows import reports
     from bot.render import report as render
-    from bot.reports import delivery
     from bot.reports.report import build
-    from bot.services import Services
     from bot.slack import web_client
 
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
-    services = Services(settings, web_client(settings))
-    report = await build(settings, delivery.window(services))
+    report = await build(settings, reports.window(settings))
     if args.format == "json":
         print(json.dumps({"headline": render.headline(report), "blocks": render.blocks(report),
                           "queries_to_target": report.queries_to_target}, default=str, indent=2))
@@ -255,7 +256,8 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
         if not settings.channel or not settings.slack_bot_token:
             print("hotdata: --post needs SLACK_BOT_TOKEN and HOTDATA_CHANNEL", file=sys.stderr)
             return 2
-        await delivery.publish(services, report, settings.channel)
+        await reports.publish(Container(settings, web_client(settings)), report,
+                              settings.channel)
     return 0
 
 

@@ -16,14 +16,14 @@ from rich.console import Console
 
 from bot import pgcluster
 from bot.app import build_app
-from bot.drills.service import heartbeat
+from bot.container import Container
+from bot.drills.store import heartbeat
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.render.proposals import APPROVE, PROPOSE
 from bot.render.terminal import print_message
 from bot.sample import hotdash
 from bot.server import http_app, start_http, upgrade_state
 from bot.server import serve as serve_bot
-from bot.services import Services
 from bot.settings import Settings, load_settings
 from bot.slack import web_client
 from bot.slack_requests import SlackRequests
@@ -139,8 +139,8 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
             watched_queries=watched, drill_database_url=scratch.url())
         await upgrade_state(settings)
         await heartbeat(settings)  # what `hotdata serve` writes every minute: the RPO clock
-        services = Services(settings, web_client(settings))
-        runner, port = await start_http(http_app(build_app(settings, services), services),
+        container = Container(settings, web_client(settings))
+        runner, port = await start_http(http_app(build_app(settings, container), container),
                                         "127.0.0.1", 0)
         slack = SlackRequests(f"http://127.0.0.1:{port}/slack/events", secret, fake.slack.url,
                               channel=CHANNEL)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 
 from bot import locks
+from bot.errors import UserError
 from bot.resources import resource_dir
 
 SCHEMA_MISSING = "SELECT to_regnamespace('hotdata') IS NULL AS missing"
@@ -22,7 +23,7 @@ CREATE TABLE IF NOT EXISTS hotdata.schema_migrations (
 """
 
 
-class MigrationError(Exception):
+class MigrationError(UserError):
     """The state schema and the shipped migration files disagree; start-up must stop."""
 
 

@@ -20,11 +20,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot import locks
+from bot.container import Container
+from bot.cron import cron_trigger, latest_fire, passed_slots
 from bot.db import DatabaseUnavailable, connect
-from bot.drills import service as drills
-from bot.drills.service import heartbeat
-from bot.services import Services
-from bot.settings import Settings, cron_trigger
+from bot.drills.store import heartbeat
+from bot.flows import drills, reports
+from bot.reports import snapshots
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,78 +38,32 @@ STOP_GRACE_SECONDS = 30.0  # how long stopping waits for claimed slots to finish
 class Job:
     name: str
     trigger: CronTrigger
-    run: Callable[[Services], Awaitable[str]]
-
-
-def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    """The trigger's most recent fire time at or before `now` (within about a year).
-
-    A longer lookback is tried only when the shorter one found nothing, so frequent triggers
-    stay cheap and weekly or monthly ones are still found."""
-    for lookback in (timedelta(hours=1), timedelta(days=3), timedelta(days=35),
-                     timedelta(days=400)):
-        moment = trigger.get_next_fire_time(None, now - lookback)
-        found = None
-        while moment is not None and moment <= now:
-            found = moment
-            moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
-        if found is not None:
-            return found
-    return None
-
-
-MAX_MISSED = 100  # slots listed after a long outage; older ones are summed up by the gap
-
-
-def passed_slots(trigger: CronTrigger, after: datetime, now: datetime) -> list[datetime]:
-    """Fire times after `after` up to `now`, oldest first (the newest MAX_MISSED)."""
-    slots: list[datetime] = []
-    moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
-    while moment is not None and moment <= now:
-        slots.append(moment)
-        slots = slots[-MAX_MISSED:]
-        moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
-    return slots
-
-
-def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    return trigger.get_next_fire_time(None, now)
-
-
-def period(trigger: CronTrigger, now: datetime) -> timedelta:
-    """The length of the slot that ends at the latest fire time (the report's window)."""
-    last = latest_fire(trigger, now) or now
-    before = latest_fire(trigger, last - timedelta(microseconds=1))
-    return last - before if before else timedelta(hours=2)
+    run: Callable[[Container], Awaitable[str]]
 
 
 def jobs(settings: Settings) -> list[Job]:
-    from bot.reports import delivery, snapshots
+    async def report(container: Container) -> str:
+        return await reports.post(container)
 
-    async def report(services: Services) -> str:
-        return await delivery.post(services)
-
-    async def snapshot(services: Services) -> str:
-        taken = await snapshots.take(services.settings)
+    async def snapshot(container: Container) -> str:
+        taken = await snapshots.take(container.settings)
         return f"snapshot {taken}" if taken else "pg_stat_statements unavailable"
 
-    async def drill(services: Services) -> str:
-        result = await drills.run_in_channel(services, services.settings.channel or "",
+    async def drill(container: Container) -> str:
+        result = await drills.run_in_channel(container, container.settings.channel or "",
                                              "scheduled")
         return f"drill #{result.id} {result.status}"
 
-    found = [Job("report", cron_trigger(settings.report_cron), report),
-             Job("snapshot", cron_trigger(settings.snapshot_cron), snapshot)]
-    if settings.drill_cron and settings.drills_configured and settings.channel:
-        found.append(Job("drill", cron_trigger(settings.drill_cron), drill))
-    return found
+    runs = {"report": report, "snapshot": snapshot, "drill": drill}
+    return [Job(name, cron_trigger(expression), runs[name])
+            for name, expression in settings.scheduled_jobs.items()]
 
 
 class Scheduler:
-    def __init__(self, services: Services, name: str | None = None) -> None:
-        self.services = services
+    def __init__(self, container: Container, name: str | None = None) -> None:
+        self.container = container
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.jobs = jobs(services.settings)
+        self.jobs = jobs(container.settings)
         self.leader = False
         self._lock: psycopg.AsyncConnection[dict] | None = None
         self._runs: set[asyncio.Task[bool]] = set()
@@ -119,7 +75,7 @@ class Scheduler:
                              max_instances=1, coalesce=True, misfire_grace_time=60)
         self.aps.add_job(self.campaign, "interval", seconds=CAMPAIGN_SECONDS, id="campaign",
                          next_run_time=datetime.now(UTC), max_instances=1)
-        self.aps.add_job(heartbeat, "interval", minutes=1, args=[self.services.settings],
+        self.aps.add_job(heartbeat, "interval", minutes=1, args=[self.container.settings],
                          id="heartbeat", next_run_time=datetime.now(UTC), max_instances=1,
                          coalesce=True)  # every replica: an idempotent upsert
         self.aps.start()
@@ -134,7 +90,7 @@ class Scheduler:
 
     async def campaign(self) -> None:
         """Keep or take the leadership; the lock lives as long as this session."""
-        settings = self.services.settings
+        settings = self.container.settings
         if self.leader:
             try:
                 assert self._lock is not None
@@ -164,7 +120,7 @@ class Scheduler:
 
     async def _seen(self, leader: bool) -> None:
         try:
-            async with connect(self.services.settings, "state") as state:
+            async with connect(self.container.settings, "state") as state:
                 await state.execute(
                     "INSERT INTO hotdata.replicas (name, leader) VALUES (%s, %s) "
                     "ON CONFLICT (name) DO UPDATE SET seen_at = now(), leader = excluded.leader",
@@ -177,8 +133,8 @@ class Scheduler:
         once if still recent, the others are recorded as missed. A job that never ran (a
         first deployment) missed nothing."""
         now = datetime.now(UTC)
-        grace = timedelta(minutes=self.services.settings.missed_grace_minutes)
-        async with connect(self.services.settings, "state") as state:
+        grace = timedelta(minutes=self.container.settings.missed_grace_minutes)
+        async with connect(self.container.settings, "state") as state:
             cur = await state.execute("SELECT job, max(scheduled_for) AS last "
                                       "FROM hotdata.job_runs GROUP BY job")
             last_run = {row["job"]: row["last"] for row in await cur.fetchall()}
@@ -210,26 +166,27 @@ class Scheduler:
         return await asyncio.shield(task)
 
     async def _run_slot(self, job: Job, slot: datetime) -> bool:
-        async with connect(self.services.settings, "state") as state:
+        async with connect(self.container.settings, "state") as state:
             cur = await state.execute(
                 "INSERT INTO hotdata.job_runs (job, scheduled_for, runner) VALUES (%s, %s, %s) "
                 "ON CONFLICT DO NOTHING RETURNING job", (job.name, slot, self.name))
             if await cur.fetchone() is None:
                 return False
         try:
-            detail = await job.run(self.services)
+            detail = await job.run(self.container)
             status = "succeeded"
         except Exception as error:  # recorded and logged, never lost silently
             log.exception("job %s for %s failed", job.name, slot)
-            detail, status = self.services.safe(f"{type(error).__name__}: {error}"), "failed"
-        async with connect(self.services.settings, "state") as state:
+            detail = self.container.settings.scrub(f"{type(error).__name__}: {error}")
+            status = "failed"
+        async with connect(self.container.settings, "state") as state:
             await state.execute(
                 "UPDATE hotdata.job_runs SET status = %s, finished_at = now(), detail = %s "
                 "WHERE job = %s AND scheduled_for = %s", (status, detail[:1000], job.name, slot))
         return True
 
     async def _record(self, job: Job, slot: datetime, status: str, detail: str) -> None:
-        async with connect(self.services.settings, "state") as state:
+        async with connect(self.container.settings, "state") as state:
             await state.execute(
                 "INSERT INTO hotdata.job_runs (job, scheduled_for, runner, status, finished_at, "
                 "detail) VALUES (%s, %s, %s, %s, now(), %s) ON CONFLICT DO NOTHING",

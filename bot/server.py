@@ -13,12 +13,12 @@ from slack_bolt.async_app import AsyncApp
 
 from bot import migrate
 from bot.app import build_app
+from bot.container import Container
 from bot.db import connect
 from bot.drills.runner import clean_leftovers
-from bot.proposals.service import reconcile
+from bot.flows.proposals import reconcile
 from bot.schedule import Scheduler
 from bot.schema import sandbox
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
 
@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 
 
-def http_app(app: AsyncApp | None, services: Services) -> web.Application:
+def http_app(app: AsyncApp | None, container: Container) -> web.Application:
     """The aiohttp application: Slack requests at /slack/events (unless Socket Mode), /healthz."""
     web_app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "tasks": services.tasks.running})
+        return web.json_response({"status": "ok", "tasks": container.tasks.running})
 
     web_app.router.add_get("/healthz", healthz)
     if app is not None:
@@ -43,7 +43,7 @@ def http_app(app: AsyncApp | None, services: Services) -> web.Application:
         web_app.router.add_post(EVENTS_PATH, events)
 
     async def drain(_: web.Application) -> None:
-        await services.tasks.drain()
+        await container.tasks.drain()
 
     web_app.on_shutdown.append(drain)
     return web_app
@@ -64,14 +64,14 @@ async def upgrade_state(settings: Settings) -> list[str]:
         return await migrate.upgrade(conn)
 
 
-def start_housekeeping(services: Services) -> None:
+def start_housekeeping(container: Container) -> None:
     """What a start settles first: proposals left `applying` by a stopped bot (from the
     catalog), scratch databases a crashed drill left, and review sandboxes a crashed review
     left."""
-    services.tasks.spawn(reconcile(services), name="reconcile")
-    if services.settings.drills_configured:
-        services.tasks.spawn(clean_leftovers(services.settings), name="drill-cleanup")
-    services.tasks.spawn(sandbox.drop_leftovers(services.settings), name="review-cleanup")
+    container.tasks.spawn(reconcile(container), name="reconcile")
+    if container.settings.drills_configured:
+        container.tasks.spawn(clean_leftovers(container.settings), name="drill-cleanup")
+    container.tasks.spawn(sandbox.drop_leftovers(container.settings), name="review-cleanup")
 
 
 async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
@@ -80,10 +80,10 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     applied = await upgrade_state(settings)
     if applied:
         log.info("state schema upgraded: %s", ", ".join(applied))
-    services = Services(settings, web_client(settings))
-    app = build_app(settings, services)
-    start_housekeeping(services)
-    scheduler = Scheduler(services)
+    container = Container(settings, web_client(settings))
+    app = build_app(settings, container)
+    start_housekeeping(container)
+    scheduler = Scheduler(container)
     await scheduler.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,12 +94,12 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     if settings.socket_mode:
         assert settings.slack_app_token is not None
         socket_handler = AsyncSocketModeHandler(
-            app, settings.slack_app_token.get_secret_value(), web_client=services.client)
+            app, settings.slack_app_token.get_secret_value(), web_client=container.client)
         await socket_handler.connect_async()
-        runner, port = await start_http(http_app(None, services), host, settings.port)
+        runner, port = await start_http(http_app(None, container), host, settings.port)
         log.info("hotdata connected in Socket Mode; health on port %s", port)
     else:
-        runner, port = await start_http(http_app(app, services), host, settings.port)
+        runner, port = await start_http(http_app(app, container), host, settings.port)
         log.info("hotdata listening on port %s (%s, /healthz)", port, EVENTS_PATH)
     try:
         await stop.wait()

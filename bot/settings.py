@@ -6,45 +6,20 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.cron import cron_trigger
 from bot.dsn import parse_dsn, scrub
+from bot.errors import UserError
 
-WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Extensions that reach past their database (other servers, the server's files, untrusted
 # languages): a schema review never creates them, whatever a plan or a setting says.
 UNSAFE_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack", "plpython3u",
                                "plpythonu", "plpython2u", "plperlu", "pltclu", "plsh"})
 
 
-def _weekday(field: str) -> str:
-    """crontab numbers weekdays from Sunday = 0 (or 7); APScheduler from Monday = 0: use names."""
-    def name(token: str) -> str:
-        return WEEKDAYS[int(token)] if token.isdigit() and int(token) <= 7 else token
-
-    parts = []
-    for item in field.split(","):
-        base, _, step = item.partition("/")
-        base = "-".join(name(t) for t in base.split("-"))
-        parts.append(f"{base}/{step}" if step else base)
-    return ",".join(parts)
-
-
-def cron_trigger(expression: str) -> CronTrigger:
-    """A crontab expression: five fields, or six with seconds first (for tests and demos)."""
-    fields = expression.split()
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) != 6:
-        raise ValueError(f"expected 5 crontab fields (or 6 with seconds), got {len(fields)}")
-    second, minute, hour, day, month, weekday = fields
-    return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                       day_of_week=_weekday(weekday), timezone="UTC")
-
-
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
 
@@ -177,6 +152,15 @@ class Settings(BaseSettings):
         return self.drill_database_url is not None
 
     @property
+    def scheduled_jobs(self) -> dict[str, str]:
+        """The leader's jobs and their crontab expressions: the report and statistics
+        snapshots always, the drill when one is scheduled and has somewhere to run and post."""
+        jobs = {"report": self.report_cron, "snapshot": self.snapshot_cron}
+        if self.drill_cron and self.drills_configured and self.channel:
+            jobs["drill"] = self.drill_cron
+        return jobs
+
+    @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
@@ -191,6 +175,10 @@ class Settings(BaseSettings):
                 if password:
                     found.append(password)
         return found
+
+    def scrub(self, text: str) -> str:
+        """`text` without any configured secret, fit to post or log."""
+        return scrub(text, self.secrets())
 
     def require_for_serve(self) -> None:
         """Slack credentials `hotdata serve` cannot run without."""

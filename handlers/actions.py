@@ -2,71 +2,55 @@
 
 from __future__ import annotations
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import Any
 
-from bot.proposals import service
-from bot.render import proposals as render
-from bot.services import Services
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 
-
-def _ids(body: dict) -> tuple[str, int | None]:
-    value = body["actions"][0].get("value", "")
-    return body["user"]["id"], int(value) if value.isdigit() else None
+from bot.flows import proposals
+from bot.render.proposals import APPROVE, PROPOSE, REJECT
+from handlers.context import container_of, hand_off, respond_to
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    async def tell(respond: AsyncRespond, text: str) -> None:
-        await respond(response_type="ephemeral", replace_original=False, text=text)
+def clicked(body: dict[str, Any]) -> tuple[str, int | None]:
+    """Who clicked, and the id the button carries (None when it carries no plain number)."""
+    value = str(body["actions"][0].get("value", ""))
+    return body["user"]["id"], int(value) if value.isascii() and value.isdigit() else None
 
-    @app.action(render.APPROVE)
-    async def approve(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
-        await ack()
-        user, proposal_id = _ids(body)
-        if proposal_id is None:
-            await tell(respond, "This button does not carry a proposal id.")
-            return
 
-        async def work() -> None:
-            refusal = await service.decision_refused(services, proposal_id, user, "approve")
-            if refusal is not None:  # checked here, and again inside service.approve
-                await tell(respond, refusal)
-                return
-            await tell(respond, await service.approve(services, proposal_id, user))
+async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
+                  context: AsyncBoltContext) -> None:
+    await ack()
+    container = container_of(context)
+    user, proposal_id = clicked(body)
+    reply = respond_to(respond, container)
+    hand_off(container, f"approve #{proposal_id}",
+             proposals.approve_clicked(container, reply, proposal_id, user), reply)
 
-        services.tasks.spawn(work(), name=f"approve-{proposal_id}",
-                             on_error=lambda e: tell(respond, services.safe(
-                                 f"hotdata could not approve #{proposal_id}: {e}")))
 
-    @app.action(render.REJECT)
-    async def reject(ack: AsyncAck, body: dict, respond: AsyncRespond,
-                     client: AsyncWebClient) -> None:
-        await ack()
-        user, proposal_id = _ids(body)
-        if proposal_id is None:
-            await tell(respond, "This button does not carry a proposal id.")
-            return
-        refusal = await service.decision_refused(services, proposal_id, user, "reject")
-        if refusal is not None:
-            await tell(respond, refusal)
-            return
-        await client.views_open(trigger_id=body["trigger_id"],
-                                view=render.reject_modal(proposal_id))
+async def reject(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
+                 context: AsyncBoltContext) -> None:
+    await ack()
+    container = container_of(context)
+    user, proposal_id = clicked(body)
+    reply = respond_to(respond, container)
+    hand_off(container, f"reject #{proposal_id}",
+             proposals.reject_clicked(container, reply, proposal_id, user, body["trigger_id"]),
+             reply)
 
-    @app.action(render.PROPOSE)
-    async def propose(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
-        await ack()
-        user, analysis_id = _ids(body)
 
-        async def work() -> None:
-            try:
-                created = await service.propose(services, user, analysis_id)
-            except service.NothingToPropose as nothing:
-                await tell(respond, str(nothing))
-                return
-            await tell(respond, f"Proposed {len(created)} index migration(s) for approval."
-                       if created else "Every recommendation is already proposed.")
+async def propose(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
+                  context: AsyncBoltContext) -> None:
+    await ack()
+    container = container_of(context)
+    user, analysis_id = clicked(body)
+    reply = respond_to(respond, container)
+    hand_off(container, "propose", proposals.propose_for(container, reply, user, analysis_id),
+             reply)
 
-        services.tasks.spawn(work(), name="propose",
-                             on_error=lambda e: tell(respond, services.safe(
-                                 f"hotdata could not propose: {e}")))
+
+def register(app: AsyncApp) -> None:
+    app.action(APPROVE)(approve)
+    app.action(REJECT)(reject)
+    app.action(PROPOSE)(propose)

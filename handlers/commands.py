@@ -1,25 +1,22 @@
-"""The `/hotdata` slash command router."""
+"""The `/hotdata` slash command: a table of subcommands, each with how its words are read,
+what the ack says and the flow it hands off to."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.advisor import lint
 from bot.analysis.collect import MAX_TOP
-from bot.analysis.runs import AnalysisBusy, run_in_channel
-from bot.drills import service as drills
-from bot.drills.runner import DrillRefused
-from bot.proposals import service as proposals
-from bot.render import lint as render_lint
-from bot.render import proposals as render_proposals
-from bot.render import schema as render_schema
-from bot.render import status as render_status
-from bot.reports import delivery
-from bot.services import Services
+from bot.container import Container
+from bot.errors import UserError
+from bot.flows import analysis, drills, lint, proposals, reports, schema, status
+from bot.slack import Reply
+from handlers.context import container_of, hand_off, respond_to
 
 COMMAND = "/hotdata"
 
@@ -35,166 +32,117 @@ USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata schema review` — paste planned DDL: lints, ERD additions, RLS and index proposals
 `/hotdata status` — database, extensions, state schema and Slack connection"""
 
-NO_ARGUMENTS = {"help", "status", "lint", "propose", "proposals", "drill", "report"}
 DEFAULT_TOP = 5
+REVIEW = "review"  # `/hotdata schema review`: the modal, not a schema named review
+
+
+class Usage(UserError):
+    """The words do not fit the subcommand; the message says how they should read."""
 
 
 def usage(problem: str | None = None) -> str:
     return f"{problem}\n\n{USAGE}" if problem else USAGE
 
 
-def parse_top(words: list[str]) -> int:
-    """`analyze`, `analyze top N` → N; ValueError with what is wrong otherwise."""
+@dataclass(frozen=True)
+class Asked:
+    """Where and by whom a command was typed."""
+    channel: str
+    user: str
+    trigger_id: str
+
+
+Flow = Callable[[Container, Reply, Asked, Any], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    parse: Callable[[str, list[str]], Any]  # the words after the name → the flow's argument
+    ack: Callable[[Any], str]  # "" acknowledges without a message
+    run: Flow | None = None  # None: the ack is the whole answer
+
+
+def no_arguments(name: str, words: list[str]) -> None:
+    if words:
+        raise Usage(f"`/hotdata {name}` takes no arguments, got `{' '.join(words)[:80]}`.")
+
+
+def parse_top(name: str, words: list[str]) -> int:
+    """`analyze`, `analyze top N` → N."""
     if not words:
         return DEFAULT_TOP
-    if len(words) == 2 and words[0].lower() == "top" and words[1].isdigit():
+    if len(words) == 2 and words[0].lower() == "top" and words[1].isascii() \
+            and words[1].isdigit():
         top = int(words[1])
         if 1 <= top <= MAX_TOP:
             return top
-        raise ValueError(f"`top` must be between 1 and {MAX_TOP}, got {top}.")
-    raise ValueError(f"`/hotdata analyze` takes `top N`, got `{' '.join(words)[:80]}`.")
+        raise Usage(f"`top` must be between 1 and {MAX_TOP}, got {top}.")
+    raise Usage(f"`/hotdata {name}` takes `top N`, got `{' '.join(words)[:80]}`.")
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    @app.command(COMMAND)
-    async def hotdata(ack: AsyncAck, command: dict, respond: AsyncRespond,
-                      client: AsyncWebClient) -> None:
-        words = (command.get("text") or "").split()
-        sub = words[0].lower() if words else "help"
-        if sub == "help" and len(words) <= 1:
-            await ack(response_type="ephemeral", text=usage())
-        elif sub == "status" and len(words) == 1:
-            await ack(response_type="ephemeral", text="Checking hotdata's status…")
-            services.tasks.spawn(_status(services, respond), name="status",
-                                 on_error=_report_failure(services, respond, "status"))
-        elif sub == "analyze":
-            try:
-                top = parse_top(words[1:])
-            except ValueError as problem:
-                await ack(response_type="ephemeral", text=usage(str(problem)))
-                return
-            await ack(response_type="ephemeral",
-                      text=f"Analysing the {top} slowest statements; results will appear here.")
-            services.tasks.spawn(
-                _analyze(services, respond, command["channel_id"], command["user_id"], top),
-                name="analyze", on_error=_report_failure(services, respond, "analyze"))
-        elif sub == "lint" and len(words) == 1:
-            await ack(response_type="ephemeral", text="Checking the schema…")
-            services.tasks.spawn(_lint(services, respond), name="lint",
-                                 on_error=_report_failure(services, respond, "lint"))
-        elif sub == "schema" and len(words) == 2 and words[1].lower() == "review":
-            await ack()
-            await client.views_open(trigger_id=command["trigger_id"],
-                                    view=render_schema.review_modal(command["channel_id"]))
-        elif sub == "schema":
-            if len(words) > 2:
-                await ack(response_type="ephemeral", text=usage(
-                    f"`/hotdata schema` takes one schema name, got `{' '.join(words[1:])[:80]}`."))
-                return
-            schema = words[1] if len(words) == 2 else "public"
-            await ack(response_type="ephemeral",
-                      text=f"Documenting schema {schema[:63]}; the ERD will appear in this "
-                           "channel.")
-            services.tasks.spawn(_schema(services, respond, command["channel_id"], schema),
-                                 name="schema",
-                                 on_error=_report_failure(services, respond, "schema"))
-        elif sub == "propose" and len(words) == 1:
-            await ack(response_type="ephemeral",
-                      text="Proposing the latest recommendations for approval…")
-            services.tasks.spawn(_propose(services, respond, command["user_id"]),
-                                 name="propose",
-                                 on_error=_report_failure(services, respond, "propose"))
-        elif sub == "proposals" and len(words) == 1:
-            await ack(response_type="ephemeral", text="Looking up index migrations…")
-            services.tasks.spawn(_proposals(services, respond), name="proposals",
-                                 on_error=_report_failure(services, respond, "proposals"))
-        elif sub == "drill" and len(words) == 1:
-            await ack(response_type="ephemeral",
-                      text="Starting a restore drill; progress and the result will appear here.")
-            services.tasks.spawn(_drill(services, respond, command["channel_id"],
-                                        command["user_id"]),
-                                 name="drill", on_error=_report_failure(services, respond, "drill"))
-        elif sub == "report" and len(words) == 1:
-            await ack(response_type="ephemeral", text="Building the report for this channel…")
-            services.tasks.spawn(delivery.post(services, command["channel_id"]), name="report",
-                                 on_error=_report_failure(services, respond, "report"))
-        elif sub in NO_ARGUMENTS:
-            extra = " ".join(words[1:])[:80]
-            await ack(response_type="ephemeral",
-                      text=usage(f"`/hotdata {sub}` takes no arguments, got `{extra}`."))
-        else:
-            await ack(response_type="ephemeral",
-                      text=usage(f"Unknown subcommand `{words[0][:40]}`."))
+def parse_schema(name: str, words: list[str]) -> str:
+    """`schema` → public, `schema NAME` → NAME, `schema review` → REVIEW."""
+    if len(words) > 1:
+        raise Usage(f"`/hotdata {name}` takes one schema name, got `{' '.join(words)[:80]}`.")
+    if words and words[0].lower() == REVIEW:
+        return REVIEW
+    return words[0] if words else "public"
 
 
-async def _status(services: Services, respond: AsyncRespond) -> None:
-    found = await services.status()
-    await respond(response_type="ephemeral", text=render_status.headline(found),
-                  blocks=render_status.blocks(found), replace_original=False)
+async def _schema(container: Container, reply: Reply, asked: Asked, name: str) -> object:
+    if name == REVIEW:
+        return await schema.open_review(container, asked.trigger_id, asked.channel)
+    return await schema.document_in_channel(container, reply, asked.channel, name)
 
 
-async def _lint(services: Services, respond: AsyncRespond) -> None:
-    report = await lint.run(services.settings)
-    await respond(response_type="ephemeral", text=services.safe(render_lint.headline(report)),
-                  blocks=render_lint.blocks(report), replace_original=False)
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "help": Subcommand(no_arguments, lambda _: USAGE),
+    "status": Subcommand(no_arguments, lambda _: "Checking hotdata's status…",
+                         lambda c, reply, asked, _: status.status(c, reply)),
+    "analyze": Subcommand(
+        parse_top, lambda top: f"Analysing the {top} slowest statements; results will appear "
+                               "here.",
+        lambda c, reply, asked, top: analysis.run_in_channel(c, asked.channel, asked.user, top)),
+    "lint": Subcommand(no_arguments, lambda _: "Checking the schema…",
+                       lambda c, reply, asked, _: lint.lint_schema(c, reply)),
+    "schema": Subcommand(
+        parse_schema, lambda name: "" if name == REVIEW else
+        f"Documenting schema {name[:63]}; the ERD will appear in this channel.", _schema),
+    "propose": Subcommand(no_arguments,
+                          lambda _: "Proposing the latest recommendations for approval…",
+                          lambda c, reply, asked, _: proposals.propose_for(c, reply, asked.user)),
+    "proposals": Subcommand(no_arguments, lambda _: "Looking up index migrations…",
+                            lambda c, reply, asked, _: proposals.list_for(c, reply)),
+    "drill": Subcommand(
+        no_arguments,
+        lambda _: "Starting a restore drill; progress and the result will appear here.",
+        lambda c, reply, asked, _: drills.run_in_channel(c, asked.channel, asked.user)),
+    "report": Subcommand(no_arguments, lambda _: "Building the report for this channel…",
+                         lambda c, reply, asked, _: reports.post(c, asked.channel)),
+}
 
 
-async def _schema(services: Services, respond: AsyncRespond, channel: str,
-                  schema: str) -> None:
-    from bot.render import schema as render_schema
-    from bot.schema import document
-
-    doc = await document.run(services.settings, schema)
-    if doc.tables:
-        await services.pace(channel)
-        await services.client.files_upload_v2(
-            channel=channel, file=await document.png(doc.schema, doc.tables),
-            filename=f"hotdata-erd-{doc.schema}.png", title=f"ERD of schema {doc.schema}")
-    await respond(response_type="ephemeral", replace_original=False,
-                  text=services.safe(render_schema.headline(doc)),
-                  blocks=render_schema.blocks(doc))
-
-
-async def _propose(services: Services, respond: AsyncRespond, user: str) -> None:
+async def hotdata(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond,
+                  context: AsyncBoltContext) -> None:
+    words = str(command.get("text") or "").split()
+    name = words[0].lower() if words else "help"
+    sub = SUBCOMMANDS.get(name)
+    if sub is None:
+        await ack(response_type="ephemeral", text=usage(f"Unknown subcommand `{words[0][:40]}`."))
+        return
     try:
-        created = await proposals.propose(services, user)
-    except proposals.NothingToPropose as nothing:
-        text = str(nothing)
-    else:
-        text = (f"Proposed {len(created)} index migration(s) in <#{services.settings.channel}> "
-                "for a manager's approval." if created
-                else "Every recommendation of the latest analysis is already proposed.")
-    await respond(response_type="ephemeral", replace_original=False, text=text)
+        argument = sub.parse(name, words[1:])
+    except Usage as problem:
+        await ack(response_type="ephemeral", text=usage(str(problem)))
+        return
+    text = sub.ack(argument)
+    await (ack(response_type="ephemeral", text=text) if text else ack())
+    if sub.run is not None:
+        container = container_of(context)
+        reply = respond_to(respond, container)
+        asked = Asked(command["channel_id"], command["user_id"], command.get("trigger_id", ""))
+        hand_off(container, name, sub.run(container, reply, asked, argument), reply)
 
 
-async def _drill(services: Services, respond: AsyncRespond, channel: str, user: str) -> None:
-    try:
-        await drills.run_in_channel(services, channel, user)
-    except DrillRefused as refused:
-        await respond(response_type="ephemeral", replace_original=False, text=str(refused))
-
-
-async def _proposals(services: Services, respond: AsyncRespond) -> None:
-    rows = await proposals.recent(services)
-    await respond(response_type="ephemeral", replace_original=False,
-                  text=render_proposals.listing(rows))
-
-
-async def _analyze(services: Services, respond: AsyncRespond, channel: str, user: str,
-                   top: int) -> None:
-    try:
-        await run_in_channel(services, channel, user, top)
-    except AnalysisBusy as busy:
-        await respond(response_type="ephemeral", replace_original=False, text=str(busy))
-
-
-def _report_failure(services: Services, respond: AsyncRespond,
-                    what: str) -> Callable[[BaseException], Awaitable[None]]:
-    async def report(error: BaseException) -> None:
-        reason = str(error)
-        if isinstance(error, SlackApiError) and error.response.get("error") in (
-                "not_in_channel", "channel_not_found"):
-            reason = "hotdata is not a member of this channel: invite it with `/invite @hotdata`"
-        await respond(response_type="ephemeral", replace_original=False,
-                      text=services.safe(f"hotdata could not finish `{what}`: {reason}"))
-    return report
+def register(app: AsyncApp) -> None:
+    app.command(COMMAND)(hotdata)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bot.proposals import service
-from bot.services import Services
+from bot.container import Container
+from bot.flows import proposals as service
 from bot.settings import Settings
 from bot.slack import web_client
 
@@ -19,8 +19,8 @@ async def main(database_url: str, slack_api_url: str, proposal_id: int, manager:
     settings = Settings(_env_file=None,  # type: ignore[call-arg]
                         database_url=database_url, slack_bot_token="xoxb-0000-child",
                         slack_api_url=slack_api_url, channel="C0HOTDATA", manager_ids=[manager])
-    services = Services(settings, web_client(settings))
-    print(await service.approve(services, proposal_id, manager), flush=True)
+    container = Container(settings, web_client(settings))
+    print(await service.approve(container, proposal_id, manager), flush=True)
 
 
 if __name__ == "__main__":

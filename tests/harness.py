@@ -12,9 +12,9 @@ from aiohttp import web
 
 from bot import pgcluster
 from bot.app import build_app
+from bot.container import Container
 from bot.fake_slack import FakeSlack, LoopThread
 from bot.server import http_app, start_http, upgrade_state
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
 from bot.slack_requests import Reply, SlackRequests
@@ -80,16 +80,16 @@ class BotUnderTest:
     def __init__(self, settings: Settings, slack: FakeSlack) -> None:
         self.settings = settings
         self.slack = slack
-        self.services = Services(settings, web_client(settings))
+        self.container = Container(settings, web_client(settings))
         self._thread = LoopThread("hotdata-under-test")
         self._runner: web.AppRunner | None = None
         self.requests: SlackRequests | None = None
 
     def start(self) -> BotUnderTest:
         self._thread.run(upgrade_state(self.settings))
-        app = build_app(self.settings, self.services)
+        app = build_app(self.settings, self.container)
         self._runner, port = self._thread.run(
-            start_http(http_app(app, self.services), "127.0.0.1", 0))
+            start_http(http_app(app, self.container), "127.0.0.1", 0))
         secret = self.settings.slack_signing_secret
         assert secret is not None
         self.requests = SlackRequests(f"http://127.0.0.1:{port}/slack/events",

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from bot import locks, migrate, pgcluster, tools
 from bot.db import connect
-from bot.drills import runner, service
+from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.render import drill as render
@@ -80,7 +80,7 @@ async def _prepare_state(settings: Settings, first_id: int) -> None:
         await migrate.upgrade(conn)
         await conn.execute("SELECT setval(pg_get_serial_sequence('hotdata.drills', 'id'), %s, "
                            "false)", (first_id,))
-    await service.heartbeat(settings)
+    await store.heartbeat(settings)
 
 
 def drop_database(cluster: pgcluster.Cluster, name: str) -> None:
@@ -591,7 +591,7 @@ def test_next_drill_cleans_up_after_a_crashed_one(source: Source,
     assert state_rows(source, "SELECT count(*) FROM hotdata.drill_databases "
                       "WHERE dropped_at IS NULL") == [(0,)]
     # the trend shows it as failed, not forever running
-    trend = asyncio.run(service.trend(drill_settings(source, scratch)))
+    trend = asyncio.run(store.trend(drill_settings(source, scratch)))
     assert [(d["id"], d["status"]) for d in trend] == [(result.id, "passed"),
                                                        (crashed, "failed")]
 

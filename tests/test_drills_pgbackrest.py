@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from bot import locks, pgcluster, tools
-from bot.drills import runner, service
+from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.drills.sources import pgbackrest
 from bot.render import drill as render
@@ -117,7 +117,7 @@ def stanza() -> Iterator[Stanza]:
             conn.execute("INSERT INTO notifications (user_id, kind, body, read, created_at) "
                          "SELECT user_id, kind, 'after the backup', false, now() "
                          "FROM notifications LIMIT 25")
-        asyncio.run(service.heartbeat(made.settings()))
+        asyncio.run(store.heartbeat(made.settings()))
         wait_archived(made.source)
         yield made
     finally:

@@ -27,9 +27,10 @@ from psycopg.types.json import Jsonb
 from bot import pgcluster, tools
 from bot.analysis.model import Analysis
 from bot.analysis.pipeline import analyze
-from bot.analysis.runs import record
 from bot.fake_slack import FakeSlack, FakeSlackServer
-from bot.proposals import allowlist, migration, service
+from bot.flows import proposals as service
+from bot.flows.analysis import record
+from bot.proposals import allowlist, migration
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
@@ -594,9 +595,9 @@ def test_lock_timeout_fails_cleanly(flow: Flow) -> None:
 # --- migration files, squawk, the CLI ---------------------------------------------------------
 
 def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: Path) -> None:
-    services = flow.bot.services
+    container = flow.bot.container
     started = datetime.now(UTC).replace(microsecond=0)
-    created = flow.bot.run(service.propose(services, ENGINEER, out=tmp_path / "supabase",
+    created = flow.bot.run(service.propose(container, ENGINEER, out=tmp_path / "supabase",
                                            post=False))
     assert flow.slack.answered("chat.postMessage") == []
     assert {p["index_name"] for p in created} >= {UNREAD, PENDING}
@@ -634,7 +635,7 @@ def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: P
     # past their time to live the proposals may be proposed again; Prisma's layout
     flow.execute("UPDATE hotdata.proposals SET created_at = now() - interval '73 hours'")
     flow.settings.migration_layout = "prisma"
-    again = flow.bot.run(service.propose(services, ENGINEER, out=tmp_path / "prisma",
+    again = flow.bot.run(service.propose(container, ENGINEER, out=tmp_path / "prisma",
                                          post=False))
     assert sorted(p["index_name"] for p in again) == sorted(p["index_name"] for p in created)
     assert {flow.proposal(p["id"])["status"] for p in created} == {"expired"}
@@ -693,7 +694,7 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
         "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
         "VALUES (%s, 'done', now(), %s) RETURNING id",
         (ENGINEER, Jsonb({"recommendations": [rec]})))
-    [proposal] = flow.bot.run(service.propose(flow.bot.services, ENGINEER,
+    [proposal] = flow.bot.run(service.propose(flow.bot.container, ENGINEER,
                                               analysis_id=analysis["id"]))
     pid, ts = proposal["id"], proposal["message_ts"]
 
@@ -709,7 +710,7 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
             time.sleep(0.02)
         time.sleep(0.2)  # well into the build
         # a replica starting now leaves a proposal that a live process is applying alone
-        assert flow.bot.run(service.reconcile(flow.bot.services)) == []
+        assert flow.bot.run(service.reconcile(flow.bot.container)) == []
         assert flow.proposal(pid)["status"] == "applying" and flow.query(CIC_RUNNING_SQL)
         child.send_signal(signal.SIGKILL)
         assert child.wait(10) == -signal.SIGKILL
@@ -726,7 +727,7 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
         time.sleep(0.05)
     updates_before = len(flow.updates(ts))
 
-    settled = flow.bot.run(service.reconcile(flow.bot.services))  # as `hotdata serve` starts
+    settled = flow.bot.run(service.reconcile(flow.bot.container))  # as `hotdata serve` starts
     assert [s["id"] for s in settled] == [pid]
     final = flow.proposal(pid)
     assert final["result"]["reconciled"] is True
@@ -749,5 +750,5 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
     assert flow.replies(ts)[-1].startswith(f"After a restart, index migration #{pid} is "
                                            f"{final['status']}")
     # settled once: a second start finds nothing left to do
-    assert flow.bot.run(service.reconcile(flow.bot.services)) == []
+    assert flow.bot.run(service.reconcile(flow.bot.container)) == []
     assert timedelta(0) < final["updated_at"] - final["created_at"]

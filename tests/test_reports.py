@@ -20,13 +20,14 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from bot import migrate, pgcluster
+from bot.container import Container
 from bot.db import connect
 from bot.fake_slack import FakeSlack, FakeSlackServer
+from bot.flows import reports as delivery
 from bot.render import report as render
-from bot.reports import delivery, snapshots
+from bot.reports import snapshots
 from bot.reports.report import Report, build, chart
 from bot.sample import hotdash
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
@@ -356,8 +357,8 @@ async def test_realistic_window_renders_inside_block_kit_limits(split_hotdash: S
     assert_block_kit_limits(render.blocks(crowded))
 
     # Published: the blocks in the channel, the chart uploaded into the report's thread.
-    services = Services(settings, web_client(settings))
-    await delivery.publish(services, report, CHANNEL)
+    container = Container(settings, web_client(settings))
+    await delivery.publish(container, report, CHANNEL)
     posted = slack.wait_for("chat.postMessage")
     assert [c.params["channel"] for c in posted] == [CHANNEL]
     assert posted[0].params["blocks"] == json.loads(json.dumps(blocks, default=str))
@@ -387,8 +388,8 @@ async def test_an_empty_window_is_a_short_quiet_report(split: Settings, slack: F
     assert render.headline(report) == "hotdata report: a quiet window, nothing to report"
     assert chart(report) is None
 
-    services = Services(split, web_client(split))
-    await delivery.publish(services, report, CHANNEL)
+    container = Container(split, web_client(split))
+    await delivery.publish(container, report, CHANNEL)
     posted = slack.wait_for("chat.postMessage")
     assert len(posted) == 1 and "quiet window" in posted[0].params["text"]
     assert slack.attempts("files.getUploadURLExternal") == []
@@ -433,8 +434,8 @@ def quiet_report() -> Report:
 async def test_a_429_is_retried_and_the_report_arrives_once(split: Settings,
                                                             slack: FakeSlack) -> None:
     slack.fail("chat.postMessage", 429, times=1, retry_after=1)
-    services = Services(split, web_client(split))
-    await delivery.publish(services, quiet_report(), CHANNEL)
+    container = Container(split, web_client(split))
+    await delivery.publish(container, quiet_report(), CHANNEL)
     attempts = slack.attempts("chat.postMessage")
     assert [c.status for c in attempts] == [429, 200]
     assert attempts[1].at - attempts[0].at >= 0.9  # Retry-After: 1
@@ -443,9 +444,9 @@ async def test_a_429_is_retried_and_the_report_arrives_once(split: Settings,
 
 async def test_posts_to_one_channel_are_a_second_apart(split: Settings,
                                                        slack: FakeSlack) -> None:
-    services = Services(split, web_client(split))
+    container = Container(split, web_client(split))
     for _ in range(3):
-        await delivery.publish(services, quiet_report(), CHANNEL)
+        await delivery.publish(container, quiet_report(), CHANNEL)
     posted = slack.answered("chat.postMessage")
     assert len(posted) == 3
     gaps = [b.at - a.at for a, b in itertools.pairwise(posted)]

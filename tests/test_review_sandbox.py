@@ -23,10 +23,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bot import locks, pgcluster
+from bot.container import Container
 from bot.fake_slack import FakeSlack
 from bot.schema import review, sandbox
 from bot.server import start_housekeeping, upgrade_state
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack import web_client
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
@@ -286,7 +286,7 @@ def test_a_review_that_cannot_record_its_sandbox_tells_the_member(
         private_metadata="C0REVIEW")
     [told] = hotdash_bot.slack.wait_for("chat.postEphemeral", timeout=30)
     assert told.params["channel"] == "C0REVIEW" and told.params["user"] == "U0ENGINEER"
-    assert told.params["text"].startswith("hotdata could not review your schema plan: cannot "
+    assert told.params["text"].startswith("hotdata could not finish `schema review`: cannot "
                                           "connect to the state database")
     assert not hotdash_bot.slack.answered("chat.postMessage")
     assert leftovers(pg) == ([], [])
@@ -338,11 +338,11 @@ def test_a_review_killed_mid_apply_is_dropped_at_the_next_start(
             if not _review_lock_held(hotdash):
                 break
             conn.execute("SELECT pg_sleep(0.01)")
-    services = Services(reviewed, web_client(reviewed))
+    container = Container(reviewed, web_client(reviewed))
 
     async def start() -> None:
-        start_housekeeping(services)
-        await services.tasks.drain()
+        start_housekeeping(container)
+        await container.tasks.drain()
 
     asyncio.run(start())
     assert leftovers(pg) == ([], [])

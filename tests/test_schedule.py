@@ -24,11 +24,12 @@ import psycopg
 import pytest
 
 from bot import locks, migrate, pgcluster
+from bot.container import Container
+from bot.cron import cron_trigger, latest_fire, next_fire, period
 from bot.db import connect
 from bot.fake_slack import FakeSlack, FakeSlackServer
-from bot.schedule import Job, Scheduler, latest_fire, next_fire, period
-from bot.services import Services
-from bot.settings import Settings, cron_trigger
+from bot.schedule import Job, Scheduler
+from bot.settings import Settings
 from bot.slack import web_client
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.harness import TEMPLATE, clone, drop
@@ -80,8 +81,8 @@ def test_six_fields_put_seconds_first() -> None:
 # --- slots, claims and the lock, in process --------------------------------------------------
 
 @pytest.fixture
-async def services(database: str, fake_slack_server: FakeSlackServer,
-                   slack: FakeSlack) -> Services:
+async def container(database: str, fake_slack_server: FakeSlackServer,
+                   slack: FakeSlack) -> Container:
     settings = Settings(_env_file=None,  # type: ignore[call-arg]
                         database_url=database, slack_bot_token=BOT_TOKEN,
                         slack_signing_secret=SIGNING_SECRET,
@@ -89,11 +90,11 @@ async def services(database: str, fake_slack_server: FakeSlackServer,
                         report_cron=REPORT_CRON, snapshot_cron=FAR_AWAY)
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
-    return Services(settings, web_client(settings))
+    return Container(settings, web_client(settings))
 
 
 def counting_job(name: str, cron: str, runs: list[datetime], fail: bool = False) -> Job:
-    async def run(_: Services) -> str:
+    async def run(_: Container) -> str:
         runs.append(datetime.now(UTC))
         if fail:
             raise RuntimeError("the job broke")
@@ -102,77 +103,77 @@ def counting_job(name: str, cron: str, runs: list[datetime], fail: bool = False)
     return Job(name, cron_trigger(cron), run)
 
 
-async def job_runs(services: Services, job: str) -> list[dict[str, Any]]:
-    async with connect(services.settings, "state") as conn:
+async def job_runs(container: Container, job: str) -> list[dict[str, Any]]:
+    async with connect(container.settings, "state") as conn:
         cur = await conn.execute("SELECT * FROM hotdata.job_runs WHERE job = %s "
                                  "ORDER BY scheduled_for", (job,))
         return await cur.fetchall()
 
 
-async def test_a_slot_runs_once_however_often_it_is_claimed(services: Services) -> None:
+async def test_a_slot_runs_once_however_often_it_is_claimed(container: Container) -> None:
     runs: list[datetime] = []
     job = counting_job("unit", "0 * * * *", runs)
     slot = at("2025-06-13 12:00:00")
-    first, second = Scheduler(services, name="one"), Scheduler(services, name="two")
+    first, second = Scheduler(container, name="one"), Scheduler(container, name="two")
 
     assert await first.run_slot(job, slot) is True
     assert await first.run_slot(job, slot) is False
     assert await second.run_slot(job, slot) is False
     assert len(runs) == 1
-    rows = await job_runs(services, "unit")
+    rows = await job_runs(container, "unit")
     assert [(r["scheduled_for"], r["status"], r["runner"], r["detail"]) for r in rows] == [
         (slot, "succeeded", "one", "run 1")]
     assert await second.run_slot(job, slot + timedelta(hours=1)) is True
     assert len(runs) == 2
 
 
-async def test_a_failing_job_is_recorded_failed_and_not_rerun(services: Services) -> None:
+async def test_a_failing_job_is_recorded_failed_and_not_rerun(container: Container) -> None:
     runs: list[datetime] = []
     job = counting_job("broken", "0 * * * *", runs, fail=True)
     slot = at("2025-06-13 12:00:00")
-    scheduler = Scheduler(services, name="one")
+    scheduler = Scheduler(container, name="one")
     assert await scheduler.run_slot(job, slot) is True
     assert await scheduler.run_slot(job, slot) is False
-    rows = await job_runs(services, "broken")
+    rows = await job_runs(container, "broken")
     assert [(r["status"], r["detail"]) for r in rows] == [
         ("failed", "RuntimeError: the job broke")]
     assert len(runs) == 1
 
 
 async def test_catch_up_runs_a_recent_slot_once_or_records_it_missed(
-        services: Services) -> None:
+        container: Container) -> None:
     runs: list[datetime] = []
     hourly = counting_job("hourly", "0 * * * *", runs)
     now = datetime.now(UTC)
     slot = latest_fire(hourly.trigger, now)
     assert slot is not None
     # the job last ran three slots ago: the two after it and the latest passed unled
-    await record_run(services, "hourly", slot - timedelta(hours=3))
+    await record_run(container, "hourly", slot - timedelta(hours=3))
 
-    strict = Scheduler(Services(
-        services.settings.model_copy(update={"missed_grace_minutes": 0.0}), services.client),
+    strict = Scheduler(Container(
+        container.settings.model_copy(update={"missed_grace_minutes": 0.0}), container.client),
         name="strict")
     strict.jobs = [hourly, counting_job("brand_new", "0 * * * *", runs)]
     await strict.catch_up()
-    rows = await job_runs(services, "hourly")
+    rows = await job_runs(container, "hourly")
     assert [(r["scheduled_for"], r["status"]) for r in rows][1:] == [
         (slot - timedelta(hours=2), "missed"), (slot - timedelta(hours=1), "missed"),
         (slot, "missed")]
     assert runs == []
-    assert await job_runs(services, "brand_new") == []  # a first deployment missed nothing
+    assert await job_runs(container, "brand_new") == []  # a first deployment missed nothing
 
-    lenient = Scheduler(Services(
-        services.settings.model_copy(update={"missed_grace_minutes": 61.0}), services.client),
+    lenient = Scheduler(Container(
+        container.settings.model_copy(update={"missed_grace_minutes": 61.0}), container.client),
         name="lenient")
     every_minute = counting_job("minutely", "* * * * *", runs)
     minute = latest_fire(every_minute.trigger, datetime.now(UTC))
     assert minute is not None
-    await record_run(services, "minutely", minute - timedelta(minutes=2))
+    await record_run(container, "minutely", minute - timedelta(minutes=2))
     lenient.jobs = [hourly, every_minute]
     await lenient.catch_up()
     await lenient.catch_up()  # a second leader, or a second take-over: still once
     assert len(runs) == 1  # the latest minute slot; the hour slot was already recorded missed
-    rows = await job_runs(services, "minutely")
+    rows = await job_runs(container, "minutely")
     statuses = [(r["status"], r["runner"]) for r in rows][1:]
     # the minute after the last run was missed (two, if a minute turned during the test);
     # the latest one ran, once
@@ -181,25 +182,25 @@ async def test_catch_up_runs_a_recent_slot_once_or_records_it_missed(
     assert set(statuses[:-1]) == {("missed", "lenient")}
 
 
-async def record_run(services: Services, job: str, slot: datetime) -> None:
-    async with connect(services.settings, "state") as state:
+async def record_run(container: Container, job: str, slot: datetime) -> None:
+    async with connect(container.settings, "state") as state:
         await state.execute("INSERT INTO hotdata.job_runs (job, scheduled_for, runner, status) "
                             "VALUES (%s, %s, 'earlier', 'succeeded')", (job, slot))
 
 
-async def test_stopping_lets_a_claimed_slot_finish_and_be_recorded(services: Services) -> None:
+async def test_stopping_lets_a_claimed_slot_finish_and_be_recorded(container: Container) -> None:
     """`hotdata serve` stops its scheduler on SIGTERM: a slot already claimed must finish and
     be recorded, not be cancelled mid-post and left `running` for ever."""
     started = asyncio.Event()
     finished: list[str] = []
 
-    async def slow(_: Services) -> str:
+    async def slow(_: Container) -> str:
         started.set()
         await asyncio.sleep(0.5)
         finished.append("posted")
         return "posted"
 
-    scheduler = Scheduler(services, name="stopping")
+    scheduler = Scheduler(container, name="stopping")
     job = Job("slow", cron_trigger("* * * * * *"), slow)
     scheduler.jobs = []
     scheduler.leader = True  # as if it held the lock (no campaign here)
@@ -208,12 +209,12 @@ async def test_stopping_lets_a_claimed_slot_finish_and_be_recorded(services: Ser
     await asyncio.wait_for(started.wait(), 10)
     await scheduler.stop()
     assert finished == ["posted"]
-    rows = await job_runs(services, "slow")
+    rows = await job_runs(container, "slow")
     assert [(r["status"], r["detail"]) for r in rows] == [("succeeded", "posted")]
 
 
-async def test_one_leader_at_a_time_and_a_successor_when_it_goes(services: Services) -> None:
-    first, second = Scheduler(services, name="first"), Scheduler(services, name="second")
+async def test_one_leader_at_a_time_and_a_successor_when_it_goes(container: Container) -> None:
+    first, second = Scheduler(container, name="first"), Scheduler(container, name="second")
     first.jobs = second.jobs = []  # leadership only
     try:
         await first.campaign()
@@ -221,7 +222,7 @@ async def test_one_leader_at_a_time_and_a_successor_when_it_goes(services: Servi
         assert (first.leader, second.leader) == (True, False)
         await first.campaign()  # keeps it
         assert first.leader
-        async with connect(services.settings, "state") as conn:
+        async with connect(container.settings, "state") as conn:
             cur = await conn.execute("SELECT name, leader FROM hotdata.replicas ORDER BY name")
             assert [(r["name"], r["leader"]) for r in await cur.fetchall()] == [
                 ("first", True), ("second", False)]
@@ -237,7 +238,7 @@ async def test_one_leader_at_a_time_and_a_successor_when_it_goes(services: Servi
         assert second.leader
         await first.campaign()  # notices the loss, cannot take the lock back
         assert not first.leader
-        async with connect(services.settings, "state") as conn:
+        async with connect(container.settings, "state") as conn:
             cur = await conn.execute("SELECT name, leader FROM hotdata.replicas ORDER BY name")
             assert [(r["name"], r["leader"]) for r in await cur.fetchall()] == [
                 ("first", False), ("second", True)]

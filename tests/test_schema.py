@@ -16,9 +16,10 @@ from psycopg import sql
 
 from bot.analysis.model import Finding
 from bot.drills.sources.tooling import conninfo_and_env
+from bot.flows.schema import review_plan
 from bot.pgcluster import Cluster
 from bot.render import schema as render
-from bot.schema import document, review
+from bot.schema import document
 from bot.server import upgrade_state
 from bot.settings import Settings
 from tests.harness import BotUnderTest, drop
@@ -224,7 +225,7 @@ async def test_growth_plan_gets_one_finding_per_planted_lint(
         pg: Cluster, hotdash: str, hotdash_settings: Settings, tmp_path: Path) -> None:
     before = fingerprint(hotdash)
     at = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
-    result = await review.review(hotdash_settings, GROWTH.format(**PLANTED), name="growth",
+    result = await review_plan(hotdash_settings, GROWTH.format(**PLANTED), name="growth",
                                  out=tmp_path, at=at)
     assert result.status == "ok", result.error
     assert fingerprint(hotdash) == before
@@ -290,7 +291,7 @@ async def test_growth_plan_gets_one_finding_per_planted_lint(
 
 
 async def test_clean_plan_gets_no_finding(hotdash_settings: Settings, tmp_path: Path) -> None:
-    result = await review.review(hotdash_settings, GROWTH.format(**CLEAN), name="clean",
+    result = await review_plan(hotdash_settings, GROWTH.format(**CLEAN), name="clean",
                                  out=tmp_path)
     assert result.status == "ok", result.error
     assert {t.name for t in result.new_tables} == NEW_TABLES
@@ -308,7 +309,7 @@ async def test_data_changes_and_drops_are_refused_before_anything_runs(
         statement: str, refusal: str) -> None:
     before = fingerprint(hotdash)
     plan = "CREATE TABLE t1 (id int PRIMARY KEY);\n\n" + statement + "\n"
-    result = await review.review(hotdash_settings, plan, out=tmp_path)
+    result = await review_plan(hotdash_settings, plan, out=tmp_path)
     assert result.status == "refused"
     assert result.error is not None and result.error.startswith(refusal)
     assert "Nothing was run" in result.error
@@ -319,7 +320,7 @@ async def test_data_changes_and_drops_are_refused_before_anything_runs(
 async def test_bad_ddl_gets_the_postgresql_error_with_its_line(
         pg: Cluster, hotdash: str, hotdash_settings: Settings, tmp_path: Path) -> None:
     before = fingerprint(hotdash)
-    syntax = await review.review(hotdash_settings, "CREATE TABLE a (id int);\nCREATE TABL b ();",
+    syntax = await review_plan(hotdash_settings, "CREATE TABLE a (id int);\nCREATE TABL b ();",
                                  out=tmp_path)
     assert syntax.status == "failed"
     assert syntax.error == 'line 2: syntax error at or near "TABL"'
@@ -327,12 +328,12 @@ async def test_bad_ddl_gets_the_postgresql_error_with_its_line(
     # still comes from the DDL itself.
     plan = ("CREATE TABLE chunks (\n  id bigint PRIMARY KEY,\n  body text,\n"
             "  embedding vector(3)\n);\nCREATE INDEX ON chunks (body);\n")
-    vector = await review.review(hotdash_settings, plan, out=tmp_path)
+    vector = await review_plan(hotdash_settings, plan, out=tmp_path)
     assert vector.status == "failed"
     assert vector.error == 'line 4: type "vector" does not exist'
     assert [(f.kind, f.table) for f in vector.findings] == [("vector_without_index", "chunks")]
     assert "USING hnsw (embedding" in vector.findings[0].fix
-    missing = await review.review(hotdash_settings,
+    missing = await review_plan(hotdash_settings,
                                   "CREATE TABLE ok (id int PRIMARY KEY);\n"
                                   "CREATE INDEX ON nowhere (id);\n", out=tmp_path)
     assert missing.status == "failed"

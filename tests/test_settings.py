@@ -308,7 +308,7 @@ def test_scrub_leaves_text_without_secrets_alone() -> None:
 def test_crontab_weekdays_count_from_sunday() -> None:
     from datetime import UTC, datetime
 
-    from bot.settings import cron_trigger
+    from bot.cron import cron_trigger
 
     thursday = datetime(2026, 11, 26, tzinfo=UTC)
     for expression, weekday in (("0 9 * * 1", "Mon"), ("0 9 * * 0", "Sun"),

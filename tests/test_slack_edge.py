@@ -7,7 +7,9 @@ import time
 import urllib.request
 from urllib.parse import urlencode
 
-from bot import migrate
+import pytest
+
+from bot import checks, migrate
 from bot.pgcluster import Cluster
 from bot.slack_requests import signature
 from tests.conftest import SIGNING_SECRET
@@ -92,11 +94,12 @@ def test_status_when_target_is_down_says_so_without_password(
     assert "hunter2-secret" not in text
 
 
-def test_background_failure_is_reported_to_the_user(bot: BotUnderTest) -> None:
-    async def boom() -> list:
+def test_background_failure_is_reported_to_the_user(bot: BotUnderTest,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    async def boom(*_: object) -> list:
         raise RuntimeError("statistics view vanished")
 
-    bot.services.status = boom  # type: ignore[method-assign]
+    monkeypatch.setattr(checks, "run_all", boom)
     reply = bot.slash("status")
     [response] = bot.slack.wait_for(f"response_url/{reply.response_key}")
     assert "hotdata could not finish `status`: statistics view vanished" in response.params["text"]
@@ -105,7 +108,7 @@ def test_background_failure_is_reported_to_the_user(bot: BotUnderTest) -> None:
 def test_rate_limited_post_is_retried_and_arrives_once(bot: BotUnderTest) -> None:
     bot.slack.fail("chat.postMessage", status=429, times=1, retry_after=1)
     started = time.monotonic()
-    result = bot.run(bot.services.client.chat_postMessage(channel="C0HOTDATA", text="report"))
+    result = bot.run(bot.container.client.chat_postMessage(channel="C0HOTDATA", text="report"))
     assert result["ok"] is True
     assert time.monotonic() - started >= 0.9  # honoured Retry-After
     assert len(bot.slack.attempts("chat.postMessage")) == 2
@@ -114,7 +117,7 @@ def test_rate_limited_post_is_retried_and_arrives_once(bot: BotUnderTest) -> Non
 
 def test_server_error_is_retried(bot: BotUnderTest) -> None:
     bot.slack.fail("chat.postMessage", status=503, times=2)
-    result = bot.run(bot.services.client.chat_postMessage(channel="C0HOTDATA", text="hi"))
+    result = bot.run(bot.container.client.chat_postMessage(channel="C0HOTDATA", text="hi"))
     assert result["ok"] is True
     assert len(bot.slack.answered("chat.postMessage")) == 1
 

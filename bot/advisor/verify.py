@@ -14,6 +14,7 @@ from bot.advisor.model import Candidate, quote
 from bot.analysis.catalog import TAG
 from bot.analysis.plan import Planner
 from bot.db import connect
+from bot.errors import UserError
 from bot.settings import Settings
 
 REPEATS = 3
@@ -21,7 +22,7 @@ IDENTITY_SQL = TAG + ("SELECT current_database() AS db, inet_server_port() AS po
                       "pg_postmaster_start_time() AS started")
 
 
-class ScratchIsTarget(Exception):
+class ScratchIsTarget(UserError):
     """The scratch database is the target itself: hotdata never builds test indexes there."""
 
 

@@ -12,6 +12,7 @@ import psycopg
 from bot.analysis import sqltext
 from bot.analysis.catalog import TAG
 from bot.analysis.model import Statement
+from bot.errors import UserError
 
 MAX_TOP = 50
 OVERFETCH = 10  # rows read per wanted statement, to survive filtering and grouping
@@ -42,7 +43,7 @@ SETUP_HINT = ("add `shared_preload_libraries = 'pg_stat_statements'` to postgres
               "database (on Supabase: Database → Extensions → pg_stat_statements)")
 
 
-class WatchedQueriesError(Exception):
+class WatchedQueriesError(UserError):
     """The watched-queries file is missing or malformed; the message names the problem."""
 
 

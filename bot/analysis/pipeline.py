@@ -20,6 +20,7 @@ from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
 from bot.analysis.plan import AppIdentity, Planner
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn
+from bot.errors import UserError
 from bot.settings import Settings
 
 Progress = Callable[[str], Awaitable[None]]
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 PLANNERS = 3
 
 
-class BadRequest(ValueError):
+class BadRequest(UserError):
     """The request itself is wrong (e.g. `top 0`); nothing was run."""
 
 

@@ -31,6 +31,7 @@ from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
 from bot.drills.sources import NoBackup, directory, dump, pgbackrest
 from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import parse_dsn, redact_dsn, with_options
+from bot.errors import UserError
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ WHERE status = 'running'
 """
 
 
-class DrillRefused(Exception):
+class DrillRefused(UserError):
     """The drill must not run (one is running, no scratch server, the scratch is the source…)."""
 
 

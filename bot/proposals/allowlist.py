@@ -12,6 +12,8 @@ import pglast
 from pglast import ast
 from pglast.enums.parsenodes import A_Expr_Kind, ObjectType
 
+from bot.errors import UserError
+
 # Node names whose words do not say the statement (AlterTableStmt also alters indexes, views…).
 KINDS = {"CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS",
          "IndexStmt": "CREATE INDEX", "VacuumStmt": "VACUUM", "RenameStmt": "ALTER … RENAME"}
@@ -82,7 +84,7 @@ def _not_columns(stmt: ast.IndexStmt) -> str | None:
     return _not_plain(stmt.whereClause)
 
 
-class Refused(ValueError):
+class Refused(UserError):
     """The text is not one allowed statement; the message says what it is instead."""
 
 

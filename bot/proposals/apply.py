@@ -21,6 +21,7 @@ from bot.advisor.model import quote
 from bot.analysis.catalog import TAG
 from bot.analysis.plan import AppIdentity, Planner
 from bot.db import connect
+from bot.errors import UserError
 from bot.proposals import allowlist
 from bot.settings import Settings
 
@@ -45,7 +46,7 @@ WHERE application_name = 'hotdata-migrator' AND state = 'active' AND pid <> pg_b
 """
 
 
-class ApplyFailed(Exception):
+class ApplyFailed(UserError):
     """The migration could not be applied; the message says why and what was cleaned up."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 APPROVE = "hotdata_approve"
 REJECT = "hotdata_reject"
 PROPOSE = "hotdata_propose"
+REASON_CALLBACK = "hotdata_reject_reason"
 RUNBOOK = "runbooks/index-rollout.md"
 
 STATE_LINE = {
@@ -94,7 +95,7 @@ def headline(proposal: dict[str, Any]) -> str:
 
 def reject_modal(proposal_id: int) -> dict[str, Any]:
     return {
-        "type": "modal", "callback_id": "hotdata_reject_reason",
+        "type": "modal", "callback_id": REASON_CALLBACK,
         "private_metadata": str(proposal_id),
         "title": {"type": "plain_text", "text": f"Reject migration #{proposal_id}"[:24]},
         "submit": {"type": "plain_text", "text": "Reject"},

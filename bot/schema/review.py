@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 from pglast import ast, enums, parser
@@ -32,9 +30,9 @@ from bot.advisor.model import Candidate, quote
 from bot.analysis.model import Finding
 from bot.db import connect
 from bot.dsn import redact_dsn, scrub
+from bot.errors import UserError
 from bot.proposals import migration
 from bot.schema import document, sandbox
-from bot.services import Services
 from bot.settings import UNSAFE_EXTENSIONS, Settings
 
 # Lints a review reports on the plan's tables, in this order.
@@ -63,7 +61,7 @@ NAMES = {"DeleteStmt": "DELETE", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE",
          "CallStmt": "CALL"}
 
 
-class PlanError(Exception):
+class PlanError(UserError):
     """The plan cannot be reviewed; the message says where (line) and why."""
 
 
@@ -94,6 +92,7 @@ class Review:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     erd: str = ""  # Mermaid source of the plan's tables
+    statements: list[PlanStatement] = field(default_factory=list)  # when it parsed
 
 
 # --- reading the plan ---------------------------------------------------------------------------
@@ -337,8 +336,7 @@ async def _apply(conn: psycopg.AsyncConnection[dict], box: sandbox.Sandbox,
 
 
 async def review(settings: Settings, plan_text: str, *, name: str = "plan",
-                 dsn: str | None = None, out: Path | None = None,
-                 at: datetime | None = None, requested_by: str | None = None) -> Review:
+                 dsn: str | None = None, requested_by: str | None = None) -> Review:
     """`hotdata schema review PLAN.sql`: never runs anything on the target but catalog reads
     and pg_dump; the plan runs in a sandbox as a throwaway role."""
     target = dsn or settings.database_url
@@ -368,9 +366,7 @@ async def review(settings: Settings, plan_text: str, *, name: str = "plan",
     role = settings.app_role or "authenticated"
     result.proposals = {t.qualified: p for t in result.new_tables if (p := proposals(t, role))}
     result.erd = document.mermaid("public", result.new_tables)
-    if out is not None:
-        result.files = [str(p) for p in write(out, result, statements,
-                                              at or datetime.now(UTC))]
+    result.statements = statements
     return result
 
 
@@ -399,9 +395,10 @@ def _per_table(statement: PlanStatement, tables: set[str | None]) -> list[PlanSt
     return parts
 
 
-def stubs(review: Review, statements: list[PlanStatement]) -> list[tuple[str, str]]:
+def stubs(review: Review) -> list[tuple[str, str]]:
     """(table, SQL) per new table in plan order: the plan's statements for it, then the
     proposed indexes and policies; statements tied to no table open the first stub."""
+    statements = review.statements
     tables = {_bare(t.qualified): t for t in review.new_tables}
     order = [_bare(s.table) for s in statements
              if isinstance(s.node, ast.CreateStmt) and _bare(s.table) in tables]
@@ -423,42 +420,3 @@ def stubs(review: Review, statements: list[PlanStatement]) -> list[tuple[str, st
             lines += proposed
         out.append((name, "\n".join(lines) + "\n"))
     return out
-
-
-def spec(review: Review) -> str:
-    from bot.render import schema as render
-
-    return render.spec(review)
-
-
-def write(directory: Path, review: Review, statements: list[PlanStatement],
-          at: datetime) -> list[Path]:
-    """Supabase-named migration stubs, one per new table a second apart, and the spec."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for n, (name, text) in enumerate(stubs(review, statements)):
-        stamp = (at.astimezone(UTC) + timedelta(seconds=n)).strftime("%Y%m%d%H%M%S")
-        path = directory / f"{stamp}_{name}.sql"
-        path.write_text(text)
-        written.append(path)
-    path = directory / f"database-schema-{review.plan}.md"
-    path.write_text(spec(review))
-    written.append(path)
-    return written
-
-
-async def review_in_channel(services: Services, channel: str, user: str,
-                            plan_text: str) -> Review:
-    """`/hotdata schema review`: review a pasted plan, post the verdict and the spec."""
-    from bot.render import schema as render  # it renders this module's Review: import late
-
-    result = await review(services.settings, plan_text, name="slack-plan", requested_by=user)
-    verdict = {"ok": "reviewed", "refused": "refused", "failed": "failed to apply"}.get(
-        result.status, result.status)
-    text = (f"<@{user}>'s schema plan {verdict}: {len(result.findings)} finding(s)"
-            + (f" — {result.error}" if result.error else ""))
-    posted = await services.client.chat_postMessage(channel=channel, text=text[:3000])
-    await services.client.files_upload_v2(
-        channel=channel, thread_ts=posted["ts"], filename="database-schema-slack-plan.md",
-        title="Schema plan review", content=render.review_markdown(result))
-    return result

@@ -38,6 +38,7 @@ from bot.analysis.catalog import TAG
 from bot.db import DatabaseUnavailable, connect
 from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import redact_dsn, scrub, with_options
+from bot.errors import UserError
 from bot.settings import UNSAFE_EXTENSIONS, Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ LEFTOVERS_SQL = ("SELECT id, name FROM hotdata.review_databases WHERE dropped_at
                  "ORDER BY id")
 
 
-class SandboxError(Exception):
+class SandboxError(UserError):
     """The sandbox could not be prepared; the message is safe to show."""
 
 

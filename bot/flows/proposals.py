@@ -1,4 +1,6 @@
-"""The proposal flow shared by Slack and the CLI: propose, approve, reject, reconcile."""
+"""Index migrations from proposal to outcome, shared by Slack and the CLI: propose (posted for
+approval), approve (decided, applied, measured), reject, reconcile after a restart. The state
+lives in PostgreSQL (`bot.proposals.store`); the approval message shows it."""
 
 from __future__ import annotations
 
@@ -7,16 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from bot import locks
+from bot.container import Container
 from bot.db import connect
+from bot.errors import UserError
 from bot.proposals import apply as applying
 from bot.proposals import migration, store
 from bot.render import proposals as render
-from bot.services import Services
+from bot.slack import Reply
 
 log = logging.getLogger(__name__)
 
 
-class NothingToPropose(Exception):
+class NothingToPropose(UserError):
     """There is no analysis with index recommendations to propose from."""
 
 
@@ -27,12 +31,12 @@ ORDER BY id DESC LIMIT 1
 """
 
 
-async def propose(services: Services, user: str, analysis_id: int | None = None,
+async def propose(container: Container, user: str, analysis_id: int | None = None,
                   out: Path | None = None, post: bool = True) -> list[dict[str, Any]]:
     """Turn an analysis' recommendations (the latest, or `analysis_id`) into pending
     proposals, each linted and, when `post`, posted for approval. Recommendations already
     proposed and undecided are not proposed twice."""
-    settings = services.settings
+    settings = container.settings
     async with connect(settings, "state") as conn:
         cur = await conn.execute(LATEST_SQL, {"id": analysis_id})
         row = await cur.fetchone()
@@ -56,56 +60,56 @@ async def propose(services: Services, user: str, analysis_id: int | None = None,
             created.append(proposal)
     if post:
         for proposal in created:
-            await _post(services, proposal)
+            await _post(container, proposal)
     return created
 
 
-async def _post(services: Services, proposal: dict[str, Any]) -> None:
-    channel = services.settings.channel or proposal.get("channel")
+async def _post(container: Container, proposal: dict[str, Any]) -> None:
+    channel = container.settings.channel or proposal.get("channel")
     if not channel:
         raise NothingToPropose("HOTDATA_CHANNEL is not set: hotdata does not know where to "
                                "post proposals for approval")
-    posted = await services.client.chat_postMessage(
+    posted = await container.client.chat_postMessage(
         channel=channel, text=render.headline(proposal), blocks=render.blocks(proposal))
-    async with connect(services.settings, "state") as conn:
+    async with connect(container.settings, "state") as conn:
         await store.set_message(conn, proposal["id"], str(posted["channel"]),
                                 str(posted["ts"]))
     proposal.update(channel=posted["channel"], message_ts=posted["ts"])
 
 
-async def _refresh(services: Services, proposal: dict[str, Any]) -> None:
+async def _refresh(container: Container, proposal: dict[str, Any]) -> None:
     """Show the proposal's current state on its approval message. Best effort: Postgres owns
     the state, so a Slack error must not stop a decision half-way (stuck in `applying`)."""
     if proposal.get("channel") and proposal.get("message_ts"):
         try:
-            await services.client.chat_update(channel=proposal["channel"],
+            await container.client.chat_update(channel=proposal["channel"],
                                               ts=proposal["message_ts"],
                                               text=render.headline(proposal),
                                               blocks=render.blocks(proposal))
         except Exception as error:  # Slack refused or is unreachable: the state is saved
             log.warning("could not update the message of proposal #%s: %s", proposal["id"],
-                        services.safe(str(error)))
+                        container.settings.scrub(str(error)))
 
 
-async def _thread(services: Services, proposal: dict[str, Any], text: str) -> None:
+async def _thread(container: Container, proposal: dict[str, Any], text: str) -> None:
     if proposal.get("channel") and proposal.get("message_ts"):
         try:
-            await services.client.chat_postMessage(channel=proposal["channel"],
+            await container.client.chat_postMessage(channel=proposal["channel"],
                                                    thread_ts=proposal["message_ts"], text=text)
         except Exception as error:  # Slack refused or is unreachable: the state is saved
             log.warning("could not reply in the thread of proposal #%s: %s", proposal["id"],
-                        services.safe(str(error)))
+                        container.settings.scrub(str(error)))
 
 
-async def decision_refused(services: Services, proposal_id: int, user: str,
+async def decision_refused(container: Container, proposal_id: int, user: str,
                            action: str) -> str | None:
     """The refusal to show `user`, audited, or None when they may decide (checked again by
     every service call: fail closed)."""
-    async with connect(services.settings, "state") as conn:
+    async with connect(container.settings, "state") as conn:
         proposal = await store.get(conn, proposal_id)
         if proposal is None:
             return f"There is no index migration #{proposal_id}."
-        refusal = await services.managers.refusal(user, proposal["proposed_by"])
+        refusal = await container.managers.refusal(user, proposal["proposed_by"])
         if refusal is not None:
             await store.audit(conn, user, "refused", proposal_id, proposal["sql"], action,
                               {"reason": refusal})
@@ -128,14 +132,14 @@ async def _already(conn: Any, proposal_id: int) -> str:
     return f"Index migration #{proposal_id} was already {status}{who}."
 
 
-async def approve(services: Services, proposal_id: int, user: str) -> str:
+async def approve(container: Container, proposal_id: int, user: str) -> str:
     """Decide, then apply. Returns what to tell the clicking user."""
-    refusal = await decision_refused(services, proposal_id, user, "approve")
+    refusal = await decision_refused(container, proposal_id, user, "approve")
     if refusal is not None:
         return refusal
-    settings = services.settings
+    settings = container.settings
     async with connect(settings, "state") as conn:
-        await _expire(services, conn)
+        await _expire(container, conn)
         proposal = await store.decide(conn, proposal_id, "approved", user)
         if proposal is None:
             return await _already(conn, proposal_id)
@@ -144,13 +148,13 @@ async def approve(services: Services, proposal_id: int, user: str) -> str:
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
         proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
         assert proposal is not None
-        await _refresh(services, proposal)
-        await _apply(services, proposal)
+        await _refresh(container, proposal)
+        await _apply(container, proposal)
     return f"Approved index migration #{proposal_id}; the result is in the channel."
 
 
-async def _apply(services: Services, proposal: dict[str, Any]) -> None:
-    settings, rec = services.settings, proposal["evidence"]
+async def _apply(container: Container, proposal: dict[str, Any]) -> None:
+    settings, rec = container.settings, proposal["evidence"]
     try:
         if rec.get("sql") != proposal["sql"]:
             raise applying.ApplyFailed("refused: the stored statement differs from the one in "
@@ -161,13 +165,13 @@ async def _apply(services: Services, proposal: dict[str, Any]) -> None:
             raise applying.ApplyFailed(blocked)
         figures = await applying.apply(settings, rec)
     except Exception as error:  # every failure is recorded and shown, never lost
-        message = services.safe(" ".join(str(error).split()) or type(error).__name__)
+        message = container.settings.scrub(" ".join(str(error).split()) or type(error).__name__)
         async with connect(settings, "state") as conn:
             final = await store.mark(conn, proposal["id"], "failed", {"error": message})
             await store.audit(conn, "hotdata", "failed", proposal["id"], proposal["sql"],
                               "failed", {"error": message})
-        await _refresh(services, final or proposal)
-        await _thread(services, final or proposal, f":x: Not applied: {message}")
+        await _refresh(container, final or proposal)
+        await _thread(container, final or proposal, f":x: Not applied: {message}")
         return
     async with connect(settings, "state") as conn:
         final = await store.mark(conn, proposal["id"], "applied", figures)
@@ -176,49 +180,49 @@ async def _apply(services: Services, proposal: dict[str, Any]) -> None:
     if settings.migrations_dir is not None:
         migration.write(settings.migrations_dir, proposal["id"], rec, settings.lock_timeout_ms,
                         settings.migration_layout)
-    await _refresh(services, final or proposal)
-    await _thread(services, final or proposal, (
+    await _refresh(container, final or proposal)
+    await _thread(container, final or proposal, (
         f":white_check_mark: `{rec['index']}` is built and valid: the statements it serves "
         f"took {figures['before_ms']} ms before and {figures['after_ms']} ms after "
         f"(median of {applying.REPEATS} runs each); build {figures['build_seconds']} s."))
 
 
-async def reject(services: Services, proposal_id: int, user: str, reason: str) -> str:
-    refusal = await decision_refused(services, proposal_id, user, "reject")
+async def reject(container: Container, proposal_id: int, user: str, reason: str) -> str:
+    refusal = await decision_refused(container, proposal_id, user, "reject")
     if refusal is not None:
         return refusal
-    async with connect(services.settings, "state") as conn:
-        await _expire(services, conn)
+    async with connect(container.settings, "state") as conn:
+        await _expire(container, conn)
         proposal = await store.decide(conn, proposal_id, "rejected", user, reason)
         if proposal is None:
             return await _already(conn, proposal_id)
         await store.audit(conn, user, "rejected", proposal_id, proposal["sql"], "rejected",
                           {"reason": reason})
-    await _refresh(services, proposal)
+    await _refresh(container, proposal)
     return f"Rejected index migration #{proposal_id}."
 
 
-async def reconcile(services: Services) -> list[dict[str, Any]]:
+async def reconcile(container: Container) -> list[dict[str, Any]]:
     """After a restart: settle proposals left `applying` from what the catalog says, expire
     old ones, and show the outcome on their messages."""
-    settings = services.settings
+    settings = container.settings
     settled = []
     async with connect(settings, "state") as conn:
         expired = await store.expire(conn, settings.proposal_ttl_hours)
         left = await store.stuck(conn)
     for proposal in expired:
-        await _refresh(services, proposal)
+        await _refresh(container, proposal)
     for proposal in left:
-        final = await _reconcile_one(services, proposal)
+        final = await _reconcile_one(container, proposal)
         if final is not None:
             settled.append(final)
     return settled
 
 
-async def _reconcile_one(services: Services, proposal: dict[str, Any]
+async def _reconcile_one(container: Container, proposal: dict[str, Any]
                          ) -> dict[str, Any] | None:
     """Settle one proposal left `applying`, unless a live process is still applying it."""
-    settings, rec = services.settings, proposal["evidence"]
+    settings, rec = container.settings, proposal["evidence"]
     async with connect(settings, "state") as lock:
         cur = await lock.execute("SELECT pg_try_advisory_lock(%s, %s) AS free",
                                  locks.applying(proposal["id"]))
@@ -243,19 +247,67 @@ async def _reconcile_one(services: Services, proposal: dict[str, Any]
         await store.audit(lock, "hotdata", "reconciled", proposal["id"], proposal["sql"],
                           status, result)
     if final is not None:
-        await _refresh(services, final)
-        await _thread(services, final, f"After a restart, index migration "
+        await _refresh(container, final)
+        await _thread(container, final, f"After a restart, index migration "
                       f"#{final['id']} is {status}: {result.get('note') or result['error']}")
     return final
 
 
-async def recent(services: Services) -> list[dict[str, Any]]:
-    async with connect(services.settings, "state") as conn:
-        await _expire(services, conn)
+async def recent(container: Container) -> list[dict[str, Any]]:
+    async with connect(container.settings, "state") as conn:
+        await _expire(container, conn)
         return await store.recent(conn)
 
 
-async def _expire(services: Services, conn: Any) -> None:
+async def _expire(container: Container, conn: Any) -> None:
     """Expire stale pending proposals and take their buttons off their messages."""
-    for proposal in await store.expire(conn, services.settings.proposal_ttl_hours):
-        await _refresh(services, proposal)
+    for proposal in await store.expire(conn, container.settings.proposal_ttl_hours):
+        await _refresh(container, proposal)
+
+
+# --- what a person asked for, answered to them -------------------------------------------------
+
+NO_ID = "This button does not carry a proposal id."
+
+
+async def propose_for(container: Container, reply: Reply, user: str,
+                      analysis_id: int | None = None) -> list[dict[str, Any]]:
+    """`/hotdata propose` and the Propose button: the proposals posted, and a word to `user`."""
+    created = await propose(container, user, analysis_id)
+    await reply(f"Proposed {len(created)} index migration(s) in <#{container.settings.channel}> "
+                "for a manager's approval." if created
+                else "Every recommendation of the latest analysis is already proposed.")
+    return created
+
+
+async def list_for(container: Container, reply: Reply) -> None:
+    """`/hotdata proposals`: pending and recent index migrations."""
+    await reply(render.listing(await recent(container)))
+
+
+async def approve_clicked(container: Container, reply: Reply, proposal_id: int | None,
+                          user: str) -> None:
+    await reply(NO_ID if proposal_id is None else await approve(container, proposal_id, user))
+
+
+async def reject_clicked(container: Container, reply: Reply, proposal_id: int | None,
+                         user: str, trigger_id: str) -> None:
+    """A manager gets the modal that asks why; anyone else is told why not (and audited)."""
+    if proposal_id is None:
+        await reply(NO_ID)
+        return
+    refusal = await decision_refused(container, proposal_id, user, "reject")
+    if refusal is not None:
+        await reply(refusal)
+        return
+    await container.client.views_open(trigger_id=trigger_id,
+                                      view=render.reject_modal(proposal_id))
+
+
+async def reject_submitted(container: Container, proposal_id: int, user: str,
+                           reason: str) -> None:
+    """The reason modal was sent: decide (authorised again); a refusal goes to `user` alone."""
+    outcome = await reject(container, proposal_id, user, reason)
+    if not outcome.startswith("Rejected") and container.settings.channel:
+        await container.client.chat_postEphemeral(channel=container.settings.channel,
+                                                  user=user, text=outcome)

@@ -1,0 +1,68 @@
+"""An analysis requested in a channel: one at a time per channel, progress shown in place, the
+summary posted, the full report uploaded and stored in the state schema."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot.analysis import runs
+from bot.analysis.model import Analysis
+from bot.analysis.pipeline import analyze
+from bot.container import Container
+from bot.render import analysis as render
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+async def record(settings: Settings, analysis: Analysis, requested_by: str) -> int:
+    """Store an analysis run outside Slack (the CLI) as done; its id, also set on it."""
+    analysis.id = await runs.record(settings, render.as_json(analysis),
+                                    render.markdown(analysis), requested_by)
+    return analysis.id
+
+
+async def run_in_channel(container: Container, channel: str, user: str,
+                         top: int) -> Analysis | None:
+    """The whole Slack flow; raises AnalysisBusy before posting anything."""
+    settings, client = container.settings, container.client
+    analysis_id = await runs.claim(settings, channel, user)
+    ts: str | None = None
+    try:
+        posted = await client.chat_postMessage(
+            channel=channel,
+            text=f"<@{user}> asked for a query analysis: collecting the workload…")
+        ts = message_ts = str(posted["ts"])
+        last = 0.0
+
+        async def progress(step: str) -> None:
+            nonlocal last
+            if time.monotonic() - last >= PROGRESS_INTERVAL_S:
+                last = time.monotonic()
+                await client.chat_update(channel=channel, ts=message_ts,
+                                         text=f"Query analysis: {step}")
+
+        analysis = await analyze(settings, top=top, progress=progress)
+        analysis.id = analysis_id
+        headline = (f"Query analysis: {len(analysis.results)} statements, "
+                    f"{sum(len(r.findings) for r in analysis.results)} findings")
+        await client.chat_update(channel=channel, ts=ts, text=headline,
+                                 blocks=render.blocks(analysis))
+        await runs.finish(settings, analysis_id, render.as_json(analysis),
+                          render.markdown(analysis))
+        await client.files_upload_v2(
+            channel=channel, thread_ts=ts, filename=render.filename(analysis),
+            title=f"Query performance analysis {analysis.collected_at[:10]}",
+            content=render.markdown(analysis))
+        return analysis
+    except Exception as error:
+        message = container.settings.scrub(f"Query analysis failed: {error}")
+        await runs.fail(settings, analysis_id, message)
+        if ts is None:
+            raise  # nothing in the channel yet: the requester is told instead
+        log.warning("%s", message)
+        await client.chat_update(channel=channel, ts=ts, text=f":x: {message}")
+        return None

@@ -1,0 +1,56 @@
+"""Drills from Slack and the CLI: progress in the channel, the result with its trend, and the
+recovery runbook's last-measured section."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bot.container import Container
+from bot.drills import runner, store
+from bot.drills.model import DrillResult
+from bot.render import drill as render
+from bot.settings import Settings
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+async def run_in_channel(container: Container, channel: str, user: str) -> DrillResult:
+    """Raises runner.DrillRefused before posting anything."""
+    client = container.client
+    posted = await client.chat_postMessage(
+        channel=channel, text=f"<@{user}> started a restore drill: preparing…")
+    ts = str(posted["ts"])
+    last = 0.0
+
+    async def progress(step: str) -> None:
+        nonlocal last
+        if time.monotonic() - last >= PROGRESS_INTERVAL_S:
+            last = time.monotonic()
+            await client.chat_update(channel=channel, ts=ts, text=f"Restore drill: {step}")
+
+    try:
+        result = await runner.run(container.settings, requested_by=user, progress=progress)
+    except runner.DrillRefused as refused:
+        await client.chat_update(channel=channel, ts=ts, text=f":no_entry: {refused}")
+        raise
+    await client.chat_update(channel=channel, ts=ts, text=render.headline(result),
+                             blocks=render.blocks(result, await store.trend(container.settings)))
+    return result
+
+
+async def update_runbook(settings: Settings, path: Path) -> str:
+    """Rewrite the runbook's "last measured" section from the latest passing drill."""
+    row, version = await store.latest_passed(settings)
+    if row is None:
+        raise runner.DrillRefused("no passing drill yet: run `hotdata drill` first")
+    text = path.read_text()
+    if render.RUNBOOK_START not in text or render.RUNBOOK_END not in text:
+        raise runner.DrillRefused(f"{path} has no '{render.RUNBOOK_START}' section")
+    section = render.runbook_section(
+        row["result"], f"{row['finished_at']:%Y-%m-%d %H:%M} UTC",
+        f"PostgreSQL {version}")
+    head, rest = text.split(render.RUNBOOK_START, 1)
+    tail = rest.split(render.RUNBOOK_END, 1)[1]
+    path.write_text(head + section + tail)
+    return section
