@@ -104,9 +104,8 @@ from common import logger
 from pglast import ast
 from psycopg import sql
 
-from bot import pgcluster
+from bot import pgcluster, sqltext
 from bot.advisor.model import Candidate
-from bot.analysis import sqltext
 from bot.analysis.model import Analysis, QueryResult
 from bot.analysis.pipeline import analyze
 from bot.analysis.plan import Planner

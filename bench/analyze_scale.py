@@ -65,8 +65,7 @@ from psycopg import sql
 from psycopg.types.numeric import Int4, Int8
 
 import bot
-from bot import pgcluster, tools
-from bot.analysis import sqltext
+from bot import pgcluster, sqltext, tools
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
 

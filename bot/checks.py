@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from bot import migrate
-from bot.analysis.catalog import TAG
 from bot.analysis.collect import SETUP_HINT, pgss_problem
+from bot.catalog import TAG
 from bot.cron import cron_trigger, next_fire
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn

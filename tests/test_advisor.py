@@ -15,17 +15,16 @@ import pytest
 from pglast import ast
 from psycopg.rows import dict_row
 
-from bot import pgcluster
+from bot import catalog, pgcluster, sqltext
 from bot.advisor import candidates as cands
 from bot.advisor import recommend, whatif
 from bot.advisor.model import Candidate
 from bot.advisor.select import Relative, Selection, Workload, select
-from bot.analysis import catalog, sqltext
-from bot.analysis.catalog import Index, Policy, Table
 from bot.analysis.model import Analysis
 from bot.analysis.params import ColumnStats
 from bot.analysis.pipeline import analyze
 from bot.analysis.plan import AppIdentity, Planner
+from bot.catalog import Index, Policy, Table
 from bot.sample import hotdash as sample
 from tests.harness import clone, drop, settings_for, watched_file
 
@@ -43,13 +42,19 @@ INDEXES_SQL = ("SELECT schemaname, tablename, indexname, indexdef FROM pg_indexe
 
 def table(name: str, columns: list[str], rows: int = 20_000, indexes: list[Index] | None = None,
           policies: list[Policy] | None = None, schema: str = "public") -> Table:
-    return Table(1, schema, name, rows, rows * 100, bool(policies), False, columns,
-                 indexes or [], policies or [])
+    return Table(1, schema, name, rows, rows * 100, rls=bool(policies), columns=columns,
+                 indexes=indexes or [], policies=policies or [])
 
 
 def index(name: str, columns: list[str], predicate: str | None = None,
           valid: bool = True) -> Index:
-    return Index(name, columns, valid, False, False, predicate, 8192, f"CREATE INDEX {name} …")
+    return Index(name, columns, predicate=predicate, valid=valid, size_bytes=8192)
+
+
+def served_by(candidate: Candidate, table: Table) -> str | None:
+    """The name of the existing index that serves `candidate`, as the advisor asks it."""
+    found = table.served_by(candidate.columns, candidate.include, candidate.where)
+    return found.name if found else None
 
 
 NOTIFICATIONS = table("notifications", ["id", "user_id", "read", "kind", "body", "created_at"])
@@ -304,39 +309,37 @@ def test_served_by_existing_indexes() -> None:
     unread = Candidate("public", "notifications", ("user_id",), "NOT read")
 
     same = table("notifications", columns, indexes=[index("n_user", ["user_id"])])
-    assert cands.served_by(user, same) == "n_user"
+    assert served_by(user, same) == "n_user"
     wider = table("notifications", columns,
                   indexes=[index("n_user_created", ["user_id", "created_at"])])
-    assert cands.served_by(user, wider) == "n_user_created"
+    assert served_by(user, wider) == "n_user_created"
     # pg_get_expr's spelling of a partial predicate
     partial = table("notifications", columns,
                     indexes=[index("n_unread", ["user_id"], predicate="(NOT read)")])
-    assert cands.served_by(unread, partial) == "n_unread"
-    assert cands.served_by(user, partial) is None  # a partial index does not serve every row
+    assert served_by(unread, partial) == "n_unread"
+    assert served_by(user, partial) is None  # a partial index does not serve every row
 
     for existing in (index("n_kind", ["kind"]),
                      index("n_created_user", ["created_at", "user_id"]),
                      index("n_read", ["user_id"], predicate="read"),
                      index("n_user_bad", ["user_id"], valid=False)):
         facts = table("notifications", columns, indexes=[existing])
-        assert cands.served_by(unread, facts) is None, existing.name
+        assert served_by(unread, facts) is None, existing.name
         if existing.name != "n_read":
-            assert cands.served_by(user, facts) is None, existing.name
+            assert served_by(user, facts) is None, existing.name
     # a shorter index does not serve a longer key
-    assert cands.served_by(Candidate("public", "notifications", ("user_id", "created_at")),
+    assert served_by(Candidate("public", "notifications", ("user_id", "created_at")),
                            same) is None
 
     # a covering candidate is served only by an index holding its INCLUDE columns
     covering = Candidate("public", "notifications", ("user_id",), include=("kind", "read"))
-    assert cands.served_by(covering, same) is None
-    holding = Index("n_user_incl", ["user_id"], True, False, False, None, 8192,
-                    "CREATE INDEX n_user_incl ON public.notifications USING btree (user_id) "
-                    "INCLUDE (kind, read, body)")
-    assert cands.served_by(covering, table("notifications", columns,
+    assert served_by(covering, same) is None
+    holding = Index("n_user_incl", ["user_id"], include=["kind", "read", "body"])
+    assert served_by(covering, table("notifications", columns,
                                            indexes=[holding])) == "n_user_incl"
     keyed = table("notifications", columns, indexes=[index("n_user_read_kind",
                                                            ["user_id", "read", "kind"])])
-    assert cands.served_by(covering, keyed) == "n_user_read_kind"  # keys hold them too
+    assert served_by(covering, keyed) == "n_user_read_kind"  # keys hold them too
 
 
 async def test_served_by_indexes_as_the_catalog_reports_them(database: str) -> None:
@@ -351,13 +354,13 @@ async def test_served_by_indexes_as_the_catalog_reports_them(database: str) -> N
                                                      row_factory=dict_row) as aconn:
         facts = await catalog.tables(aconn, [sqltext.Relation(None, "notes", None)])
     notes = facts["notes"]
-    assert cands.served_by(Candidate("public", "notes", ("user_id",), "NOT read"),
+    assert served_by(Candidate("public", "notes", ("user_id",), "NOT read"),
                            notes) == "idx_notes_user_id_not_read"
-    assert cands.served_by(Candidate("public", "notes", ("kind",)),
+    assert served_by(Candidate("public", "notes", ("kind",)),
                            notes) == "notes_kind_created"
-    assert cands.served_by(Candidate("public", "notes", ("id",)), notes) == "notes_pkey"
-    assert cands.served_by(Candidate("public", "notes", ("user_id",)), notes) is None
-    assert cands.served_by(Candidate("public", "notes", ("created_at",)), notes) is None
+    assert served_by(Candidate("public", "notes", ("id",)), notes) == "notes_pkey"
+    assert served_by(Candidate("public", "notes", ("user_id",)), notes) is None
+    assert served_by(Candidate("public", "notes", ("created_at",)), notes) is None
 
     # a DESC key and a text constant in the predicate, as the catalog spells them
     with psycopg.connect(database, autocommit=True) as conn:
@@ -368,9 +371,9 @@ async def test_served_by_indexes_as_the_catalog_reports_them(database: str) -> N
     async with await psycopg.AsyncConnection.connect(database, autocommit=True,
                                                      row_factory=dict_row) as aconn:
         facts = await catalog.tables(aconn, [sqltext.Relation(None, "notes", None)])
-    assert cands.served_by(latest, facts["notes"]) == latest.name
+    assert served_by(latest, facts["notes"]) == latest.name
     ascending = Candidate("public", "notes", ("user_id", "created_at"), "status = 'pending'")
-    assert cands.served_by(ascending, facts["notes"]) is None
+    assert served_by(ascending, facts["notes"]) is None
 
 
 # --- names and DDL ----------------------------------------------------------------------------

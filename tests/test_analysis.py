@@ -22,8 +22,8 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bot import pgcluster
-from bot.analysis import collect, pipeline, sqltext
+from bot import pgcluster, sqltext
+from bot.analysis import collect, pipeline
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.model import Analysis, Finding, PlanRun, QueryResult, Statement
 from bot.analysis.pipeline import BadRequest, analyze

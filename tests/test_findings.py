@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from bot import pgcluster
-from bot.analysis import catalog, findings, params, sqltext
+from bot import pgcluster, sqltext
+from bot.analysis import findings, params, session
 from bot.analysis.model import Finding, PlanRun, QueryResult
 from bot.analysis.pipeline import analyze
 from bot.settings import Settings
@@ -364,11 +364,11 @@ async def test_plan_cache_mode_of_the_application_most_specific_first(dataset: s
     try:
         async with await psycopg.AsyncConnection.connect(
                 dataset, autocommit=True, row_factory=dict_row) as conn:
-            assert await catalog.plan_cache_mode(conn, role) == "auto"
+            assert await session.plan_cache_mode(conn, role) == "auto"
             for statement, for_role, for_anyone in statements:
                 await conn.execute(statement)
-                assert await catalog.plan_cache_mode(conn, role) == for_role, statement
-                assert await catalog.plan_cache_mode(conn, None) == for_anyone, statement
+                assert await session.plan_cache_mode(conn, role) == for_role, statement
+                assert await session.plan_cache_mode(conn, None) == for_anyone, statement
     finally:
         with psycopg.connect(dataset, autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE {name} RESET plan_cache_mode")

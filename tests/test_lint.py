@@ -18,8 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bot.advisor import cleanup, lint
-from bot.analysis.catalog import TAG
 from bot.analysis.model import Finding
+from bot.catalog import TAG
 from bot.pgcluster import Cluster
 from bot.render import lint as render_lint
 from bot.settings import Settings

@@ -488,7 +488,7 @@ def test_cli_report_json(database: str, tmp_path: Path) -> None:
 
 
 def test_hotdatas_own_state_queries_are_not_the_applications() -> None:
-    from bot.analysis import sqltext
+    from bot import sqltext
 
     assert sqltext.hotdata_only("UPDATE hotdata.job_runs SET status = $1 WHERE job = $2")
     assert sqltext.hotdata_only("INSERT INTO hotdata.heartbeat (id, at) VALUES ($1, $2)")

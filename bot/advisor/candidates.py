@@ -17,10 +17,10 @@ from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
 from pglast.enums.primnodes import BoolExprType
 from pglast.stream import RawStream
 
+from bot import sqltext
 from bot.advisor.model import Candidate, quote
-from bot.analysis import sqltext
-from bot.analysis.catalog import Table
 from bot.analysis.params import ColumnStats
+from bot.catalog import Table
 
 RARE = 0.25  # a value held by at most this share of rows earns a partial index
 # INCLUDE columns, together, at most this many bytes in the worst case: a covering index copies
@@ -297,59 +297,3 @@ def for_table(preds: Predicates, table: Table, stats: dict[tuple[str, str], Colu
     for column in [*equal, *preds.ranges, *preds.joins, *preds.order[:1]]:
         add([column], None)
     return list(dict.fromkeys(found))
-
-
-def served_by(candidate: Candidate, table: Table) -> str | None:
-    """The existing valid index that already serves `candidate` (same leading keys, a wider
-    composite, or a matching partial index, holding its INCLUDE columns too), or None."""
-    for index in table.indexes:
-        if not index.valid:
-            continue
-        keys = tuple(c.replace(" ASC", "") for c in index.columns)
-        if keys[:len(candidate.columns)] != candidate.columns:
-            continue
-        if candidate.include and not set(candidate.include) <= {
-                c.removesuffix(" DESC") for c in keys} | _included(index.definition):
-            continue
-        if index.predicate is None or _same_predicate(index.predicate, candidate.where):
-            return index.name
-    return None
-
-
-def _included(definition: str) -> set[str]:
-    """The INCLUDE columns of an index, from its `pg_get_indexdef` text."""
-    try:
-        stmt = sqltext.parse_one(definition).stmt
-    except sqltext.Unparseable:
-        return set()
-    if not isinstance(stmt, ast.IndexStmt):
-        return set()
-    return {e.name for e in stmt.indexIncludingParams or () if isinstance(e, ast.IndexElem)}
-
-
-def _same_predicate(existing: str, wanted: str | None) -> bool:
-    """Compared as pglast deparses them, so spacing and parentheses do not matter."""
-    if wanted is None:
-        return False
-    try:
-        return normal_predicate(existing) == normal_predicate(wanted)
-    except sqltext.Unparseable:
-        return False
-
-
-def normal_predicate(expression: str) -> str:
-    """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
-    `'pending'::text` where the query said `'pending'`)."""
-    stmt = sqltext.parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # _uncast modifies it
-    return _deparse(_uncast(stmt.whereClause))
-
-
-def _uncast(node: Any) -> Any:
-    if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
-        return node.arg
-    if isinstance(node, ast.Node):
-        for name in node:
-            setattr(node, name, _uncast(getattr(node, name)))
-    elif isinstance(node, tuple):
-        return tuple(_uncast(item) for item in node)
-    return node

@@ -9,18 +9,18 @@ from typing import Any
 
 import psycopg
 
+from bot import sqltext
 from bot.advisor import candidates as cands
 from bot.advisor import whatif
 from bot.advisor.model import Candidate
 from bot.advisor.select import Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, verify
-from bot.analysis import sqltext
-from bot.analysis.catalog import TAG, Table
 from bot.analysis.collect import pgss_problem
 from bot.analysis.findings import Thresholds
 from bot.analysis.model import QueryResult
 from bot.analysis.params import column_stats
 from bot.analysis.plan import AppIdentity, Planner
+from bot.catalog import TAG, Table
 from bot.db import DatabaseUnavailable
 from bot.settings import Settings
 
@@ -128,7 +128,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
                     app: AppIdentity | None, notes: list[str],
                     plan_cache_mode: str = "auto") -> list[dict[str, Any]]:
     """The recommended indexes; `plan_cache_mode` is how the application's prepared
-    statements are planned (`catalog.plan_cache_mode`)."""
+    statements are planned (`session.plan_cache_mode`)."""
     cur = await conn.execute(HYPOPG_SQL)
     if await cur.fetchone() is None:
         notes.append(HYPOPG_HINT)
@@ -152,8 +152,8 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     pool = list(dict.fromkeys(pool))
     fresh = []
     for candidate in pool:
-        existing = cands.served_by(candidate, by_qualified[candidate.qualified])
-        if existing is None:
+        table = by_qualified[candidate.qualified]
+        if table.served_by(candidate.columns, candidate.include, candidate.where) is None:
             fresh.append(candidate)
     skipped = len(pool) - len(fresh)
     if skipped:

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 
 from bot.advisor.model import Candidate, quote
-from bot.analysis.catalog import TAG
 from bot.analysis.plan import Planner
+from bot.catalog import TAG
 from bot.db import connect
 from bot.errors import UserError
 from bot.settings import Settings

@@ -17,7 +17,6 @@ from typing import Any
 
 from psycopg import sql
 
-from bot.analysis.catalog import TAG
 from bot.analysis.plan import (
     AppIdentity,
     Planner,
@@ -26,6 +25,7 @@ from bot.analysis.plan import (
     total_cost,
     walk,
 )
+from bot.catalog import TAG
 
 # planner switch → the node kinds it disables (enable_indexscan disables index-only scans too)
 SWITCHES: dict[str, frozenset[str]] = {

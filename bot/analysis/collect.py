@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
-from bot.analysis import sqltext
-from bot.analysis.catalog import TAG
+from bot import sqltext
 from bot.analysis.model import Statement
+from bot.catalog import TAG
 from bot.errors import UserError
 
 MAX_TOP = 50

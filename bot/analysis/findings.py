@@ -8,10 +8,10 @@ from typing import Any
 
 from pglast import ast
 
-from bot.analysis import sqltext
-from bot.analysis.catalog import Policy, Table
+from bot import sqltext
 from bot.analysis.model import Finding, PlanRun
 from bot.analysis.plan import average_custom_cost, generic_chosen, total_cost
+from bot.catalog import Policy, Table
 
 PER_ROW_FUNCTIONS = {("auth", "uid"), ("auth", "jwt"), ("auth", "role"),
                      (None, "current_setting"), ("pg_catalog", "current_setting")}
@@ -199,17 +199,17 @@ def _seq_scan(node: dict[str, Any], table: Table, limits: Thresholds,
     columns = filter_columns(node.get("Filter"))
     wrapped = set(wrapped_columns(node.get("Filter")))
     for index in table.indexes:
-        lead = index.columns[0] if index.columns else ""
+        lead = index.keys[0] if index.keys else ""
         if lead in columns and not index.valid:
             findings.append(Finding(
                 "unusable_index", table.qualified,
-                f"index {index.name} on ({', '.join(index.columns)}) is invalid (a failed "
+                f"index {index.name} on ({', '.join(index.sort_keys)}) is invalid (a failed "
                 "concurrent build), so the planner cannot use it",
                 f"DROP INDEX CONCURRENTLY {index.name}; then recreate it CONCURRENTLY"))
         elif lead in wrapped:
             findings.append(Finding(
                 "unusable_index", table.qualified,
-                f"index {index.name} on ({', '.join(index.columns)}) cannot serve the filter "
+                f"index {index.name} on ({', '.join(index.sort_keys)}) cannot serve the filter "
                 f"{node.get('Filter')}: the column is wrapped in a function or cast",
                 f"compare the bare column {lead} (cast the parameter instead), or index the "
                 "expression itself"))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bot.analysis.catalog import TAG, Table
-from bot.analysis.sqltext import ParamUse
+from bot.catalog import TAG, Table
+from bot.sqltext import ParamUse
 
 LABELS = ("common", "median", "rare")
 

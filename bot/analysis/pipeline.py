@@ -12,12 +12,13 @@ from typing import Any
 
 import psycopg
 
+from bot import catalog, sqltext
 from bot.advisor.cleanup import cleanup
 from bot.advisor.recommend import recommend
-from bot.analysis import catalog, collect, findings, params, sqltext
-from bot.analysis.catalog import Table
+from bot.analysis import collect, findings, params, session
 from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
 from bot.analysis.plan import AppIdentity, Planner
+from bot.catalog import Table
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn
 from bot.errors import UserError
@@ -134,11 +135,11 @@ async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top:
     relations = [r for text in texts.values() if text for r in sqltext.relations_in(text)]
     tables = await catalog.tables(conn, relations)
     uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
-    volatile = await catalog.volatile_functions(
+    volatile = await session.volatile_functions(
         conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
     stats = await params.column_stats(conn, params.used_columns(
         [u for per_statement in uses.values() for u in per_statement.values()], tables))
-    mode = await catalog.plan_cache_mode(conn, settings.app_role)
+    mode = await session.plan_cache_mode(conn, settings.app_role)
     return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings),
                      mode)
 

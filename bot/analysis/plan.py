@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot.analysis.catalog import TAG
 from bot.analysis.model import PlanRun
+from bot.catalog import TAG
 
 TYPES_SQL = TAG + """
 SELECT array(SELECT format_type(t, NULL) FROM unnest(parameter_types::oid[]) AS t)

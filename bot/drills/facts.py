@@ -8,7 +8,7 @@ import json
 import psycopg
 from psycopg import sql
 
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.drills.model import Facts
 
 SKIP_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "hotdata")

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from bot import locks, tools
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.db import connect
 from bot.drills import facts as drill_facts
 from bot.drills import verify

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.drills.model import Check, DrillResult, Facts
 from bot.settings import Settings
 

@@ -18,8 +18,8 @@ from pglast import ast
 from psycopg import sql
 
 from bot.advisor.model import quote
-from bot.analysis.catalog import TAG
 from bot.analysis.plan import AppIdentity, Planner
+from bot.catalog import TAG
 from bot.db import connect
 from bot.errors import UserError
 from bot.proposals import allowlist

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.drills.model import DrillResult
-from bot.render.units import duration
+from bot.units import duration
 
 RUNBOOK = "runbooks/database-recovery.md"
 

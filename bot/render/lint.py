@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bot.advisor.lint import KINDS, LintReport, size_text
+from bot.advisor.lint import KINDS, LintReport
 from bot.analysis.model import Finding
+from bot.units import size_text
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.render.units import duration
 from bot.reports.report import Report
+from bot.units import duration
 
 ICON = {"new": ":new:", "slower": ":small_red_triangle:", "faster": ":small_red_triangle_down:",
         "": ""}

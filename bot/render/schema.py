@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.advisor.lint import size_text
 from bot.analysis.model import Finding
 from bot.render.lint import TITLES as LINT_TITLES
 from bot.schema.document import SchemaDoc, TableDoc, describe_policy, mermaid, rls_summary
 from bot.schema.review import Review
+from bot.units import size_text
 
 MAX_TEXT = 3000
 TITLES = {**LINT_TITLES,

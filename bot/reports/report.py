@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
-from bot.analysis import sqltext
-from bot.analysis.catalog import TAG
+from bot import sqltext
+from bot.catalog import TAG
 from bot.db import connect
 from bot.reports import snapshots
 from bot.reports.snapshots import Delta

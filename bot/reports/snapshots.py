@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.db import connect
 from bot.settings import Settings
 

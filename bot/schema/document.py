@@ -2,7 +2,7 @@
 with each policy in plain words, grants to the application roles, the lints that apply, and an
 ERD as Mermaid source and as a PNG drawn by Graphviz `dot`.
 
-The catalog is read by the advisor's `lint.facts` plus two batched queries (columns and keys,
+The catalog is read by `bot.catalog.snapshot` plus two batched queries (columns and keys,
 grants); everything after that is a pure function of the result.
 """
 
@@ -18,12 +18,11 @@ from pathlib import Path
 import psycopg
 from pglast.stream import RawStream
 
-from bot import tools
+from bot import catalog, sqltext, tools
 from bot.advisor import lint
-from bot.analysis import sqltext
-from bot.analysis.catalog import TAG, Policy
 from bot.analysis.findings import per_row_calls
 from bot.analysis.model import Finding
+from bot.catalog import TAG, Policy
 from bot.db import connect
 from bot.dsn import redact_dsn
 from bot.settings import Settings
@@ -83,7 +82,7 @@ class Column:
 
 @dataclass
 class TableDoc:
-    facts: lint.TableFacts
+    facts: catalog.Table
     force_rls: bool = False
     columns: list[Column] = field(default_factory=list)
     keys: list[dict] = field(default_factory=list)  # {"name", "type": primary key|unique, …}
@@ -123,9 +122,9 @@ def grant_roles(app_role: str | None) -> list[str]:
 
 
 async def read(conn: psycopg.AsyncConnection[dict], schemas: list[str] | None,
-               app_role: str | None) -> tuple[lint.Snapshot, list[TableDoc]]:
+               app_role: str | None) -> tuple[catalog.Snapshot, list[TableDoc]]:
     """The snapshot lint reads and one TableDoc per table, with its lints."""
-    snapshot = await lint.facts(conn, schemas, lint.app_roles(app_role))
+    snapshot = await catalog.snapshot(conn, schemas, lint.app_roles(app_role))
     docs = {t.oid: TableDoc(t) for t in snapshot.tables}
     if docs:
         cur = await conn.execute(COLUMNS_SQL, (list(docs),))
@@ -235,7 +234,7 @@ def _key_marks(table: TableDoc, column: Column) -> list[str]:
     return marks
 
 
-def edges(tables: list[TableDoc]) -> list[tuple[TableDoc, lint.ForeignKey]]:
+def edges(tables: list[TableDoc]) -> list[tuple[TableDoc, catalog.ForeignKey]]:
     return [(t, fk) for t in tables for fk in t.facts.foreign_keys]
 
 

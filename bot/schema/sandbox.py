@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from bot import locks, tools
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.db import DatabaseUnavailable, connect
 from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import redact_dsn, scrub, with_options

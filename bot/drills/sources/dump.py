@@ -10,7 +10,7 @@ from pathlib import Path
 from psycopg import sql
 
 from bot import tools
-from bot.analysis.catalog import TAG
+from bot.catalog import TAG
 from bot.db import connect
 from bot.drills import facts as drill_facts
 from bot.drills.model import Backup

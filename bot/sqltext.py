@@ -234,3 +234,32 @@ def param_uses(text: str) -> dict[int, ParamUse]:
                 for number in params:
                     uses.setdefault(number, ParamUse(number, "column", table, column))
     return uses
+
+
+def normal_predicate(expression: str) -> str:
+    """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
+    `'pending'::text` where the query said `'pending'`)."""
+    stmt = parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # _uncast modifies it
+    return str(RawStream()(_uncast(stmt.whereClause)))
+
+
+def _uncast(node: Any) -> Any:
+    if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+        return node.arg
+    if isinstance(node, ast.Node):
+        for name in node:
+            setattr(node, name, _uncast(getattr(node, name)))
+    elif isinstance(node, tuple):
+        return tuple(_uncast(item) for item in node)
+    return node
+
+
+def same_predicate(existing: str | None, wanted: str | None) -> bool:
+    """Two predicates compared as pglast deparses them (spacing, parentheses and casts of
+    constants do not matter); None is no predicate."""
+    if existing is None or wanted is None:
+        return existing is wanted
+    try:
+        return normal_predicate(existing) == normal_predicate(wanted)
+    except Unparseable:
+        return False

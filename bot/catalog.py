@@ -1,0 +1,343 @@
+"""What the catalog says about tables: one model (`Table`, `Index`, `ForeignKey`, `Policy`), two
+loaders (the relations a workload names; whole schemas with their statistics), and one rule
+for "an existing index already serves this" (`Index.serves`). The analysis, the advisor, lint,
+cleanup and schema documentation all read tables through here.
+
+Each loader sends a handful of batched queries, whatever the number of tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from bot import sqltext
+from bot.units import span
+
+TAG = "/* hotdata */ "  # marks hotdata's own statements so pg_stat_statements readers skip them
+
+
+
+@dataclass
+class Policy:
+    name: str
+    command: str
+    roles: list[str]
+    permissive: bool
+    qual: str | None
+    with_check: str | None
+
+
+@dataclass
+class ForeignKey:
+    name: str
+    attnums: list[int]
+    columns: list[str]
+    referenced: str
+    referenced_columns: list[str]
+    referenced_rows: int
+
+
+@dataclass
+class Index:
+    """An index as the catalog holds it. `keys` are its key columns (or expressions) as
+    `pg_get_indexdef` prints them, bare; `descending` says which keys sort DESC."""
+
+    name: str
+    keys: list[str]
+    descending: list[bool] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    predicate: str | None = None
+    valid: bool = True
+    unique: bool = False
+    primary: bool = False
+    method: str = "btree"
+    plain: list[bool] = field(default_factory=list)  # per key: default opclass and collation
+    size_bytes: int = 0
+    scans: int | None = None
+    oid: int = 0
+    attnums: list[int] = field(default_factory=list)  # 0 for an expression key
+    opclasses: list[int] = field(default_factory=list)
+    collations: list[int] = field(default_factory=list)
+    options: list[int] = field(default_factory=list)  # per key: DESC, NULLS FIRST bits
+    replica_identity: bool = False
+    constraints: list[str] = field(default_factory=list)  # constraints that use it
+    keys_not_null: bool = False
+
+    def __post_init__(self) -> None:
+        self.descending = self.descending or [False] * len(self.keys)
+        self.plain = self.plain or [True] * len(self.keys)
+
+    @property
+    def columns(self) -> list[str]:
+        """Key columns then INCLUDE columns."""
+        return [*self.keys, *self.include]
+
+    @property
+    def sort_keys(self) -> list[str]:
+        """The keys as an index definition writes them: `created_at DESC`."""
+        return [k + (" DESC" if d else "") for k, d in zip(self.keys, self.descending,
+                                                           strict=True)]
+
+    @property
+    def identity(self) -> list[tuple[str, int, int, int]]:
+        """What makes two keys the same key: column or expression, opclass, collation, order."""
+        return list(zip(self.keys, self.opclasses, self.collations, self.options, strict=True))
+
+    def serves(self, keys: tuple[str, ...], include: tuple[str, ...] = (),
+               where: str | None = None) -> bool:
+        """Whether this index already serves a B-tree on `keys` (written `col DESC` for a
+        descending key) with `include` and predicate `where`: valid, a B-tree, the same
+        leading keys in the same order with default operator classes and collations, every
+        INCLUDE column held, and every row the other would hold (no predicate, or the same)."""
+        width = len(keys)
+        return (self.valid and self.method == "btree" and width <= len(self.keys)
+                and tuple(self.sort_keys[:width]) == keys and all(self.plain[:width])
+                and set(include) <= set(self.columns)
+                and (self.predicate is None or sqltext.same_predicate(self.predicate, where)))
+
+    def serves_foreign_key(self, fk: ForeignKey) -> bool:
+        """Its leading keys are the foreign key's columns, in any order, on every row."""
+        width = len(fk.attnums)
+        leading = self.attnums[:min(width, len(self.keys))]
+        return (self.valid and self.predicate is None and self.method in ("btree", "hash")
+                and len(leading) == width and sorted(leading) == sorted(fk.attnums))
+
+    @property
+    def protected(self) -> str | None:
+        """Why dropping this index is never proposed, or None."""
+        if self.primary:
+            return "it is the primary key"
+        if self.constraints:
+            return f"constraint {', '.join(self.constraints)} uses it"
+        if self.replica_identity:
+            return "it is the table's replica identity"
+        return None
+
+
+@dataclass
+class Table:
+    oid: int
+    schema: str
+    name: str
+    rows: int = 0
+    size_bytes: int = 0
+    rls: bool = False
+    force_rls: bool = False
+    partitioned: bool = False
+    inserts: int = 0  # writes since statistics began (pg_stat_user_tables)
+    updates: int = 0
+    hot_updates: int = 0
+    deletes: int = 0
+    readable_by: list[str] = field(default_factory=list)  # of the roles the loader was given
+    columns: list[str] = field(default_factory=list)
+    indexes: list[Index] = field(default_factory=list)
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    policies: list[Policy] = field(default_factory=list)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def index_writes(self) -> int:
+        """Writes that touched every index since statistics began (HOT updates touch none)."""
+        return self.inserts + max(self.updates - self.hot_updates, 0) + self.deletes
+
+    def served_by(self, keys: tuple[str, ...], include: tuple[str, ...] = (),
+                  where: str | None = None) -> Index | None:
+        """The first index that already serves such an index (`Index.serves`), or None."""
+        return next((i for i in self.indexes if i.serves(keys, include, where)), None)
+
+
+@dataclass
+class Snapshot:
+    """Whole schemas read at one moment, with how long their statistics have run."""
+
+    tables: list[Table]
+    now: datetime
+    stats_since: datetime
+    stats_were_reset: bool
+    roles: list[str]  # of the roles asked about, those that exist
+
+    @property
+    def stats_days(self) -> float:
+        return max((self.now - self.stats_since).total_seconds(), 0.0) / 86400
+
+    @property
+    def stats_window(self) -> str:
+        origin = "the last statistics reset" if self.stats_were_reset else "the server start"
+        since = self.stats_since.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"{span(self.stats_days)} of statistics (since {origin}, {since})"
+
+
+# --- the queries --------------------------------------------------------------------------------
+
+RESOLVE_SQL = TAG + """
+SELECT r.key, c.oid::bigint AS oid
+FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
+JOIN pg_class c ON c.oid = to_regclass(
+       CASE WHEN r.s IS NULL THEN quote_ident(r.n)
+            ELSE quote_ident(r.s) || '.' || quote_ident(r.n) END)
+WHERE c.relkind IN ('r', 'p', 'm')
+"""
+
+CONTEXT_SQL = TAG + """
+SELECT now() AS now,
+       coalesce((SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
+                pg_postmaster_start_time()) AS stats_since,
+       (SELECT stats_reset FROM pg_stat_database
+        WHERE datname = current_database()) IS NOT NULL AS stats_were_reset,
+       array(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(roles)s::text[])
+             ORDER BY rolname) AS roles
+"""
+
+TABLES_SQL = TAG + """
+SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
+       greatest(c.reltuples, 0)::bigint AS rows, pg_total_relation_size(c.oid) AS size_bytes,
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls,
+       c.relkind = 'p' AS partitioned,
+       coalesce(s.n_tup_ins, 0) AS inserts, coalesce(s.n_tup_upd, 0) AS updates,
+       coalesce(s.n_tup_hot_upd, 0) AS hot_updates, coalesce(s.n_tup_del, 0) AS deletes,
+       array(SELECT r.rolname::text FROM pg_roles r
+             WHERE r.rolname = ANY(%(roles)s::text[])
+               AND has_schema_privilege(r.oid, n.oid, 'USAGE')
+               AND has_any_column_privilege(r.oid, c.oid, 'SELECT')
+             ORDER BY r.rolname) AS readable_by,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS columns
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE CASE WHEN %(oids)s::bigint[] IS NOT NULL THEN c.oid = ANY(%(oids)s::bigint[]::oid[])
+      ELSE c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND n.nspname <> ALL(%(excluded)s::text[]) AND n.nspname !~ '^pg_'
+           AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
+           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                           AND d.objid = c.oid AND d.deptype = 'e') END
+ORDER BY n.nspname, c.relname
+"""
+
+INDEXES_SQL = TAG + """
+SELECT i.indrelid::bigint AS table_oid, i.indexrelid::bigint AS oid, ic.relname AS name,
+       am.amname AS method,
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+             FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k) AS keys,
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true)
+             FROM generate_series(i.indnkeyatts + 1, i.indnatts) AS k ORDER BY k) AS include,
+       array(SELECT i.indoption[k - 1] & 1 = 1
+             FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k) AS descending,
+       array(SELECT coalesce(opc.opcdefault, false)
+                    AND i.indcollation[k - 1] IN (0, coalesce(a.attcollation, 0))
+             FROM generate_series(1, i.indnkeyatts) AS k
+             LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[k - 1]
+             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid
+                                     AND a.attnum = i.indkey[k - 1]
+             ORDER BY k) AS plain,
+       i.indkey::int2[] AS attnums, i.indclass::oid[]::bigint[] AS opclasses,
+       i.indcollation::oid[]::bigint[] AS collations, i.indoption::int2[] AS options,
+       pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
+       i.indisvalid AS valid, i.indisunique AS unique, i.indisprimary AS primary,
+       i.indisreplident AS replica_identity,
+       array(SELECT co.conname::text FROM pg_constraint co WHERE co.conindid = i.indexrelid
+             ORDER BY co.conname) AS constraints,
+       s.idx_scan AS scans, pg_relation_size(i.indexrelid) AS size_bytes,
+       NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = i.indrelid
+                   AND a.attnum = ANY(i.indkey::int2[]) AND NOT a.attnotnull) AS keys_not_null
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
+WHERE i.indrelid = ANY(%s::bigint[]::oid[])
+ORDER BY i.indrelid, ic.relname
+"""
+
+FOREIGN_KEYS_SQL = TAG + """
+SELECT co.conrelid::bigint AS table_oid, co.conname AS name, co.conkey::int2[] AS attnums,
+       array(SELECT a.attname::text FROM unnest(co.conkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.attnum
+             ORDER BY k.ord) AS columns,
+       rn.nspname || '.' || rc.relname AS referenced,
+       array(SELECT a.attname::text FROM unnest(co.confkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = co.confrelid AND a.attnum = k.attnum
+             ORDER BY k.ord) AS referenced_columns,
+       greatest(rc.reltuples, 0)::bigint AS referenced_rows
+FROM pg_constraint co
+JOIN pg_class rc ON rc.oid = co.confrelid
+JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE co.contype = 'f' AND co.conparentid = 0 AND co.conrelid = ANY(%s::bigint[]::oid[])
+ORDER BY co.conrelid, co.conname
+"""
+
+POLICIES_SQL = TAG + """
+SELECT p.polrelid::bigint AS table_oid, p.polname AS name,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
+       CASE WHEN p.polroles = '{0}' THEN ARRAY['public']
+            ELSE array(SELECT r.rolname::text FROM pg_roles r WHERE r.oid = ANY(p.polroles)
+                       ORDER BY r.rolname) END AS roles,
+       p.polpermissive AS permissive, pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+FROM pg_policy p
+WHERE p.polrelid = ANY(%s::bigint[]::oid[])
+ORDER BY p.polname
+"""
+
+
+# --- the loaders --------------------------------------------------------------------------------
+
+
+async def load(conn: psycopg.AsyncConnection[dict], oids: list[int] | None,
+               schemas: list[str] | None = None,
+               roles: list[str] | tuple[str, ...] = ()) -> dict[int, Table]:
+    """oid → Table with its columns, indexes (with usage), foreign keys and policies, and which
+    of `roles` may read it: the tables `oids` names, or (None) the application's tables in
+    `schemas` (every schema but the system's and hotdata's; no extension's or partition's)."""
+    if oids is not None and not oids:
+        return {}
+    cur = await conn.execute(TABLES_SQL, {"oids": oids, "schemas": schemas, "roles": list(roles),
+                                          "excluded": sorted(sqltext.CATALOG_SCHEMAS)})
+    tables = {row["oid"]: Table(**row) for row in await cur.fetchall()}
+    if not tables:
+        return {}
+    cur = await conn.execute(INDEXES_SQL, (list(tables),))
+    for row in await cur.fetchall():
+        tables[row.pop("table_oid")].indexes.append(Index(**{
+            key: list(value) if isinstance(value, list) else value
+            for key, value in row.items()}))
+    cur = await conn.execute(FOREIGN_KEYS_SQL, (list(tables),))
+    for row in await cur.fetchall():
+        tables[row.pop("table_oid")].foreign_keys.append(ForeignKey(**row))
+    cur = await conn.execute(POLICIES_SQL, (list(tables),))
+    for row in await cur.fetchall():
+        tables[row.pop("table_oid")].policies.append(Policy(**row))
+    return tables
+
+
+async def tables(conn: psycopg.AsyncConnection[dict],
+                 relations: list[sqltext.Relation]) -> dict[str, Table]:
+    """The relations a workload names: key as written (`name` or `schema.name`) → Table."""
+    unique = {r.key: r for r in relations}
+    if not unique:
+        return {}
+    cur = await conn.execute(RESOLVE_SQL, {
+        "keys": list(unique), "schemas": [r.schema for r in unique.values()],
+        "names": [r.name for r in unique.values()]})
+    keys = {row["key"]: row["oid"] for row in await cur.fetchall()}
+    loaded = await load(conn, sorted(set(keys.values())))
+    return {key: loaded[oid] for key, oid in keys.items() if oid in loaded}
+
+
+async def snapshot(conn: psycopg.AsyncConnection[dict], schemas: list[str] | None = None,
+                   roles: list[str] | tuple[str, ...] = ()) -> Snapshot:
+    """The tables of `schemas` (default: every schema but the system's and hotdata's, and no
+    extension's or partition's), read at one moment; which of `roles` exist and may read each."""
+    cur = await conn.execute(CONTEXT_SQL, {"roles": list(roles)})
+    context = await cur.fetchone()
+    assert context is not None
+    loaded = await load(conn, None, schemas, roles)
+    return Snapshot(list(loaded.values()), context["now"], context["stats_since"],
+                    context["stats_were_reset"], list(context["roles"]))
