@@ -106,8 +106,8 @@ from psycopg import sql
 
 from bot import pgcluster, sqltext
 from bot.advisor.model import Candidate
+from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis, QueryResult
-from bot.analysis.pipeline import analyze
 from bot.analysis.plan import Planner
 from bot.db import connect
 from bot.sample import hotdash

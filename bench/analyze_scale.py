@@ -10,7 +10,7 @@ extended protocol after `pg_stat_statements_reset()`, the heavy ones several tim
   subprocess (interpreter start-up, imports, collection, planning, rendering), with hotdata
   byte-compiled first as `pip install` and the Docker image leave it: an editable checkout run
   under PYTHONDONTWRITEBYTECODE would otherwise compile every module at every start;
-- `in_process_s`: `asyncio.run(bot.analysis.pipeline.analyze(settings, top=20))` in this
+- `in_process_s`: `asyncio.run(bot.advisor.pipeline.analyze(settings, top=20))` in this
   process, imports already done — the analysis work without interpreter start-up;
 - `explain_only_s`: "the time spent in EXPLAIN calls alone": for exactly the statements and
   value sets the CLI reported, the same `PREPARE` / `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
@@ -66,7 +66,7 @@ from psycopg.types.numeric import Int4, Int8
 
 import bot
 from bot import pgcluster, sqltext, tools
-from bot.analysis.pipeline import analyze
+from bot.advisor.pipeline import analyze
 from bot.settings import Settings
 
 DATABASE = "bench"

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from bot import migrate
+from bot.advisor.pipeline import BadRequest, analyze
 from bot.analysis.collect import WatchedQueriesError
-from bot.analysis.pipeline import BadRequest, analyze
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import scrub
 from bot.migrate import MigrationError

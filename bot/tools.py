@@ -13,6 +13,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
+from bot.dsn import parse_dsn
+
 
 class ToolMissing(Exception):
     """The tool is not installed where hotdata looks for it."""
@@ -79,3 +83,14 @@ async def run(name: str, *args: str, timeout: float = 60.0, stdin: str | None = 
         raise
     return Result(process.returncode or 0, out.decode(errors="replace"),
                   err.decode(errors="replace"))
+
+
+def conninfo_and_env(dsn: str, **override: str) -> tuple[str, dict[str, str]]:
+    """Connection arguments for PostgreSQL's command-line tools: the password goes through the
+    environment (PGPASSWORD), never the command line where `ps` would show it."""
+    parts = {**parse_dsn(dsn), **override}
+    password = parts.pop("password", None)
+    env = clean_env()
+    if password:
+        env["PGPASSWORD"] = password
+    return make_conninfo(**parts), env

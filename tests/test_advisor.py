@@ -19,10 +19,10 @@ from bot import catalog, pgcluster, sqltext
 from bot.advisor import candidates as cands
 from bot.advisor import recommend, whatif
 from bot.advisor.model import Candidate
+from bot.advisor.pipeline import analyze
 from bot.advisor.select import Relative, Selection, Workload, select
 from bot.analysis.model import Analysis
 from bot.analysis.params import ColumnStats
-from bot.analysis.pipeline import analyze
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import Index, Policy, Table
 from bot.sample import hotdash as sample

@@ -23,10 +23,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bot import pgcluster, sqltext
-from bot.analysis import collect, pipeline
+from bot.advisor import pipeline
+from bot.advisor.pipeline import BadRequest, analyze
+from bot.analysis import collect
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.model import Analysis, Finding, PlanRun, QueryResult, Statement
-from bot.analysis.pipeline import BadRequest, analyze
 from bot.analysis.plan import Planner
 from bot.db import DatabaseUnavailable
 from bot.dsn import redact_dsn
@@ -398,7 +399,7 @@ async def test_statements_planned_at_once_keep_their_order_and_their_own_errors(
 async def test_a_role_allowed_one_connection_gets_the_whole_analysis(
         pg: pgcluster.Cluster, hotdash: str, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="bot.analysis.pipeline")
+    caplog.set_level(logging.INFO, logger="bot.advisor.pipeline")
     role = f"single_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'one-at-a-time' CONNECTION LIMIT 1 "

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bot.analysis.pipeline import analyze
+from bot.advisor.pipeline import analyze
 from bot.pgcluster import Cluster
 from bot.render import analysis as render
 from bot.settings import Settings

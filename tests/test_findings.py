@@ -13,9 +13,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from bot import pgcluster, sqltext
+from bot.advisor.pipeline import analyze
 from bot.analysis import findings, params, session
 from bot.analysis.model import Finding, PlanRun, QueryResult
-from bot.analysis.pipeline import analyze
 from bot.settings import Settings
 from tests.harness import TEMPLATE, clone, drop, watched_file
 

@@ -24,13 +24,13 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from bot import pgcluster, tools
+from bot import pgcluster, squawk, tools
+from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis
-from bot.analysis.pipeline import analyze
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.flows import proposals as service
 from bot.flows.analysis import record
-from bot.proposals import allowlist, migration
+from bot.proposals import allowlist
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
@@ -619,7 +619,7 @@ def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: P
         assert rec["lint"] == []  # squawk's findings on the file, stored with the evidence
 
     # squawk does find what is wrong with a careless migration
-    findings = flow.bot.run(migration.lint("CREATE INDEX i ON public.notifications (kind);\n"))
+    findings = flow.bot.run(squawk.lint("CREATE INDEX i ON public.notifications (kind);\n"))
     assert {"require-concurrent-index-creation", "require-lock-timeout"} <= {
         f["rule"] for f in findings}
     assert all(f["message"] for f in findings)

@@ -15,13 +15,13 @@ import pytest
 from psycopg import sql
 
 from bot.analysis.model import Finding
-from bot.drills.sources.tooling import conninfo_and_env
 from bot.flows.schema import review_plan
 from bot.pgcluster import Cluster
 from bot.render import schema as render
 from bot.schema import document
 from bot.server import upgrade_state
 from bot.settings import Settings
+from bot.tools import conninfo_and_env
 from tests.harness import BotUnderTest, drop
 from tests.test_cli import hotdata
 

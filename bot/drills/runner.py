@@ -29,10 +29,10 @@ from bot.drills import facts as drill_facts
 from bot.drills import verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
 from bot.drills.sources import NoBackup, directory, dump, pgbackrest
-from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import parse_dsn, redact_dsn, with_options
 from bot.errors import UserError
 from bot.settings import Settings
+from bot.tools import conninfo_and_env
 
 log = logging.getLogger(__name__)
 

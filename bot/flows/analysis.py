@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import time
 
+from bot.advisor.pipeline import analyze
 from bot.analysis import runs
 from bot.analysis.model import Analysis
-from bot.analysis.pipeline import analyze
 from bot.container import Container
 from bot.render import analysis as render
 from bot.settings import Settings

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot import locks
+from bot import locks, squawk
 from bot.container import Container
 from bot.db import connect
 from bot.errors import UserError
@@ -50,7 +50,7 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
         for rec in recs:
             if await store.pending_for(conn, rec["index"]) is not None:
                 continue
-            rec = {**rec, "lint": await migration.lint(migration.content(
+            rec = {**rec, "lint": await squawk.lint(migration.content(
                 0, rec, settings.lock_timeout_ms))}
             proposal = await store.create(conn, rec, row["id"], user, settings.channel)
             if out is not None:

@@ -1,15 +1,11 @@
 """Migration files for proposals: Supabase's naming (or Prisma's layout), a header with the
-evidence, the session settings that keep the build from blocking, and squawk's lint."""
+evidence, and the session settings that keep the build from blocking."""
 
 from __future__ import annotations
 
-import json
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from bot import tools
 
 
 def filename(index: str, at: datetime, layout: str) -> Path:
@@ -53,22 +49,3 @@ def write(directory: Path, proposal_id: int, rec: dict[str, Any], lock_timeout_m
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content(proposal_id, rec, lock_timeout_ms))
     return path
-
-
-async def lint(text: str) -> list[dict[str, str]]:
-    """squawk's findings on a migration: [{rule, level, message, help}]."""
-    with tempfile.TemporaryDirectory(prefix="hotdata-squawk-") as directory:
-        path = Path(directory) / "migration.sql"
-        path.write_text(text)
-        try:
-            result = await tools.run("squawk", "--reporter", "json", str(path), timeout=30)
-        except tools.ToolMissing as missing:
-            return [{"rule": "squawk-missing", "level": "Warning", "message": str(missing),
-                     "help": "pip install squawk-cli"}]
-    try:
-        found = json.loads(result.stdout or "[]")
-    except ValueError:
-        return [{"rule": "squawk-error", "level": "Warning",
-                 "message": (result.stderr or result.stdout).strip()[:300], "help": ""}]
-    return [{"rule": f.get("rule_name", ""), "level": f.get("level", ""),
-             "message": f.get("message", ""), "help": f.get("help", "")} for f in found]

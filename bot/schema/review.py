@@ -26,12 +26,12 @@ from pglast import ast, enums, parser
 from pglast.stream import RawStream
 from psycopg import sql
 
+from bot import squawk
 from bot.advisor.model import Candidate, quote
 from bot.analysis.model import Finding
 from bot.db import connect
 from bot.dsn import redact_dsn, scrub
 from bot.errors import UserError
-from bot.proposals import migration
 from bot.schema import document, sandbox
 from bot.settings import UNSAFE_EXTENSIONS, Settings
 
@@ -360,7 +360,7 @@ async def review(settings: Settings, plan_text: str, *, name: str = "plan",
         result.status, result.error = "failed", str(error)
     result.findings += vectors
     result.findings.sort(key=lambda f: KINDS.index(f.kind))
-    result.squawk = await migration.lint(plan_text)
+    result.squawk = await squawk.lint(plan_text)
     if result.status != "ok":
         return result
     role = settings.app_role or "authenticated"

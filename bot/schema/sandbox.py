@@ -36,10 +36,10 @@ from psycopg import sql
 from bot import locks, tools
 from bot.catalog import TAG
 from bot.db import DatabaseUnavailable, connect
-from bot.drills.sources.tooling import conninfo_and_env
 from bot.dsn import redact_dsn, scrub, with_options
 from bot.errors import UserError
 from bot.settings import UNSAFE_EXTENSIONS, Settings
+from bot.tools import conninfo_and_env
 
 log = logging.getLogger(__name__)
 

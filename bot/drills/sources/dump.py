@@ -14,8 +14,8 @@ from bot.catalog import TAG
 from bot.db import connect
 from bot.drills import facts as drill_facts
 from bot.drills.model import Backup
-from bot.drills.sources.tooling import conninfo_and_env
 from bot.settings import Settings
+from bot.tools import conninfo_and_env
 
 DUMP_TIMEOUT_S = 6 * 3600
 

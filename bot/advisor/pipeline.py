@@ -1,4 +1,6 @@
-"""`analyze`: collect the workload, plan each statement as owner and as the app, find problems."""
+"""`analyze`, the whole pipeline: collect the workload, plan each statement as owner and as the
+app, find problems (`bot.analysis`), then propose, cost, select and verify indexes and find
+the ones to drop (this package)."""
 
 from __future__ import annotations
 
