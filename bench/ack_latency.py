@@ -8,7 +8,7 @@ PostgreSQL (`bot.pgcluster`) and to the fake Slack Web API (`bot.fake_slack`) on
 aiohttp, signature verification, Bolt's dispatch and the listener.
 
 Target: p99 under 100 ms at concurrency 20 on a 2-core machine (Slack gives an app 3 s to
-ack; hotdata promises 100 ms, see DESIGN.md).
+ack; hotdata acks within 100 ms: listeners hand every piece of work off, see ARCHITECTURE.md).
 
 Usage:
 

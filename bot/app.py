@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -34,7 +35,7 @@ def build_app(settings: Settings, container: Container | None = None,
     )
 
     @app.error
-    async def on_error(error: Exception, body: dict) -> None:
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
         log.error("unhandled error in a Slack listener (%s): %s",
                   body.get("command") or body.get("type"), container.settings.scrub(str(error)))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
@@ -290,7 +291,7 @@ ORDER BY p.polname
 # --- the loaders --------------------------------------------------------------------------------
 
 
-async def load(conn: psycopg.AsyncConnection[dict], oids: list[int] | None,
+async def load(conn: psycopg.AsyncConnection[dict[str, Any]], oids: list[int] | None,
                schemas: list[str] | None = None,
                roles: list[str] | tuple[str, ...] = ()) -> dict[int, Table]:
     """oid → Table with its columns, indexes (with usage), foreign keys and policies, and which
@@ -305,9 +306,10 @@ async def load(conn: psycopg.AsyncConnection[dict], oids: list[int] | None,
         return {}
     cur = await conn.execute(INDEXES_SQL, (list(tables),))
     for row in await cur.fetchall():
-        tables[row.pop("table_oid")].indexes.append(Index(**{
-            key: list(value) if isinstance(value, list) else value
-            for key, value in row.items()}))
+        table = tables[row.pop("table_oid")]
+        fields: dict[str, Any] = {key: list(value) if isinstance(value, list) else value
+                                  for key, value in row.items()}
+        table.indexes.append(Index(**fields))
     cur = await conn.execute(FOREIGN_KEYS_SQL, (list(tables),))
     for row in await cur.fetchall():
         tables[row.pop("table_oid")].foreign_keys.append(ForeignKey(**row))
@@ -317,7 +319,7 @@ async def load(conn: psycopg.AsyncConnection[dict], oids: list[int] | None,
     return tables
 
 
-async def tables(conn: psycopg.AsyncConnection[dict],
+async def tables(conn: psycopg.AsyncConnection[dict[str, Any]],
                  relations: list[sqltext.Relation]) -> dict[str, Table]:
     """The relations a workload names: key as written (`name` or `schema.name`) → Table."""
     unique = {r.key: r for r in relations}
@@ -331,7 +333,7 @@ async def tables(conn: psycopg.AsyncConnection[dict],
     return {key: loaded[oid] for key, oid in keys.items() if oid in loaded}
 
 
-async def snapshot(conn: psycopg.AsyncConnection[dict], schemas: list[str] | None = None,
+async def snapshot(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str] | None = None,
                    roles: list[str] | tuple[str, ...] = ()) -> Snapshot:
     """The tables of `schemas` (default: every schema but the system's and hotdata's, and no
     extension's or partition's), read at one moment; which of `roles` exist and may read each."""

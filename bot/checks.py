@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot import migrate
 from bot.analysis.collect import SETUP_HINT, pgss_problem
@@ -55,6 +55,7 @@ async def target_checks(settings: Settings, dsn: str | None = None) -> list[Chec
                 "SELECT current_setting('server_version') AS version, current_user AS usr, "
                 "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser")
             server = await cur.fetchone()
+            assert server is not None  # a SELECT without FROM returns its one row
             cur = await conn.execute(EXTENSIONS_SQL, (list(EXTENSIONS),))
             found = {row["name"]: row for row in await cur.fetchall()}
             pgss = await pgss_problem(conn)
@@ -81,7 +82,8 @@ def _role_check(user: str, superuser: bool) -> Check:
     return Check("analysis role", "ok", f"{user} is not a superuser")
 
 
-def _extension_check(name: str, purpose: str, row: dict | None, problem: str | None) -> Check:
+def _extension_check(name: str, purpose: str, row: dict[str, Any] | None,
+                     problem: str | None) -> Check:
     if row is None:
         return Check(name, "warn", f"not available on the server: install it for {purpose}")
     if problem and problem.startswith("not preloaded"):

@@ -327,7 +327,8 @@ def _run(argv: list[str] | None) -> int:
         settings = load_settings(**overrides)
         if args.command == "serve":
             settings.require_for_serve()
-        return asyncio.run(args.run(args, settings))
+        code: int = asyncio.run(args.run(args, settings))
+        return code
     except ConfigError as error:
         print(f"hotdata: configuration error: {error}", file=sys.stderr)
         return 2

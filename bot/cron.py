@@ -42,8 +42,8 @@ def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
     stay cheap and weekly or monthly ones are still found."""
     for lookback in (timedelta(hours=1), timedelta(days=3), timedelta(days=35),
                      timedelta(days=400)):
-        moment = trigger.get_next_fire_time(None, now - lookback)
-        found = None
+        moment: datetime | None = trigger.get_next_fire_time(None, now - lookback)
+        found: datetime | None = None
         while moment is not None and moment <= now:
             found = moment
             moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
@@ -67,7 +67,8 @@ def passed_slots(trigger: CronTrigger, after: datetime, now: datetime) -> list[d
 
 
 def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    return trigger.get_next_fire_time(None, now)
+    moment: datetime | None = trigger.get_next_fire_time(None, now)
+    return moment
 
 
 def period(trigger: CronTrigger, now: datetime) -> timedelta:

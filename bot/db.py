@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
@@ -47,7 +47,8 @@ def dsn_for(role: Role, settings: Settings) -> str:
 
 @asynccontextmanager
 async def connect(settings: Settings, role: Role, *, dsn: str | None = None,
-                  connect_timeout: int = 5) -> AsyncIterator[psycopg.AsyncConnection[dict]]:
+                  connect_timeout: int = 5
+                  ) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
     """An autocommit connection for `role`, closed on exit.
 
     Connection failures become DatabaseUnavailable with the redacted address and libpq's

@@ -131,7 +131,7 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
         watched.write_text(hotdash.watched_queries_toml())
         secret = secrets.token_hex(16)
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             database_url=cluster.url(DATABASE), slack_bot_token="xoxb-demo",
             slack_signing_secret=secret, slack_api_url=fake.api_url, channel=CHANNEL,
             manager_ids=["U0MANAGER"], app_role="authenticated",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 TEAM = {"team": "HotDash", "team_id": "T0HOTDASH", "user": "hotdata", "user_id": "U0HOTDATA",
         "bot_id": "B0HOTDATA", "url": "https://hotdash.slack.com/"}
@@ -179,7 +179,8 @@ class FakeSlack:
         if request.content_type == "multipart/form-data":
             data = b""
             async for part in await request.multipart():
-                data += await part.read()  # type: ignore[union-attr]
+                assert isinstance(part, BodyPartReader)  # Slack's uploads are not nested
+                data += await part.read()
         else:
             data = await request.read()
         self.uploads[file_id] = data
@@ -221,7 +222,7 @@ class FakeSlackServer:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner, runner.addresses[0][1]  # the bound socket's (host, port)
 
     @property
     def api_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -47,7 +48,7 @@ def available(directory: Path | None = None) -> list[Migration]:
     return [Migration(path.name.split("_", 1)[0], path) for path in files]
 
 
-async def applied(conn: psycopg.AsyncConnection[dict]) -> dict[str, str]:
+async def applied(conn: psycopg.AsyncConnection[dict[str, Any]]) -> dict[str, str]:
     """version → checksum of what the state database has applied ({} before the first upgrade).
 
     `conn` must return dict rows, as every connection from `bot.db.connect` does.
@@ -76,7 +77,8 @@ def verify(done: dict[str, str], files: list[Migration]) -> None:
                 "the original file and put the change in a new migration")
 
 
-async def upgrade(conn: psycopg.AsyncConnection[dict], directory: Path | None = None) -> list[str]:
+async def upgrade(conn: psycopg.AsyncConnection[dict[str, Any]],
+                  directory: Path | None = None) -> list[str]:
     """Apply pending migrations under an advisory lock; return the file names applied.
 
     `conn` must be in autocommit mode. Concurrent upgrades wait for each other, so every
@@ -108,7 +110,7 @@ async def upgrade(conn: psycopg.AsyncConnection[dict], directory: Path | None = 
         await conn.execute("SELECT pg_advisory_unlock(%s, %s)", locks.MIGRATE)
 
 
-async def version(conn: psycopg.AsyncConnection[dict]) -> str | None:
+async def version(conn: psycopg.AsyncConnection[dict[str, Any]]) -> str | None:
     """The newest applied migration version, or None before the first upgrade."""
     done = await applied(conn)
     return max(done) if done else None

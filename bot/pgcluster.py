@@ -56,7 +56,7 @@ class ClusterError(Exception):
 def embedded_bindir() -> Path | None:
     """The binaries of the embedded PostgreSQL from PyPI (pgserver), when it is installed."""
     try:
-        import pgserver  # type: ignore[import-not-found]
+        import pgserver
     except ImportError:
         return None
     found = Path(pgserver.__file__).parent / "pginstall" / "bin"
@@ -198,7 +198,7 @@ class Cluster:
     def _run(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(a) for a in args], capture_output=True, text=True,
                                 cwd=self.root, check=False, env=tools.clean_env(),
-                                **tools.as_user(self.run_as))  # type: ignore[call-overload]
+                                **tools.as_user(self.run_as))
         if check and result.returncode != 0:
             raise ClusterError(f"{Path(str(args[0])).name} failed: "
                                f"{(result.stderr or result.stdout).strip()[-2000:]}")

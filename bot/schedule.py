@@ -14,6 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -65,7 +66,7 @@ class Scheduler:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.jobs = jobs(container.settings)
         self.leader = False
-        self._lock: psycopg.AsyncConnection[dict] | None = None
+        self._lock: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._runs: set[asyncio.Task[bool]] = set()
         self.aps = AsyncIOScheduler(timezone=UTC)
 

@@ -55,8 +55,8 @@ async def start_http(web_app: web.Application, host: str, port: int) -> tuple[we
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-    return runner, sockets[0].getsockname()[1] if sockets else port
+    addresses = runner.addresses  # the bound sockets' names: (host, port, …)
+    return runner, addresses[0][1] if addresses else port
 
 
 async def upgrade_state(settings: Settings) -> list[str]:
@@ -95,7 +95,8 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         assert settings.slack_app_token is not None
         socket_handler = AsyncSocketModeHandler(
             app, settings.slack_app_token.get_secret_value(), web_client=container.client)
-        await socket_handler.connect_async()
+        # slack_bolt's Socket Mode handler has no annotations
+        await socket_handler.connect_async()  # type: ignore[no-untyped-call]
         runner, port = await start_http(http_app(None, container), host, settings.port)
         log.info("hotdata connected in Socket Mode; health on port %s", port)
     else:
@@ -107,5 +108,5 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         log.info("shutting down")
         await scheduler.stop()
         if socket_handler is not None:
-            await socket_handler.close_async()
+            await socket_handler.close_async()  # type: ignore[no-untyped-call]  # unannotated
         await runner.cleanup()

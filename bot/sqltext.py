@@ -55,7 +55,8 @@ def identity(text: str) -> str:
     return f"{fingerprint(text)}:{','.join(names)}"
 
 
-def walk(node: Any, parents: tuple[ast.Node, ...] = ()) -> Iterator[tuple[ast.Node, tuple]]:
+def walk(node: Any, parents: tuple[ast.Node, ...] = ()
+         ) -> Iterator[tuple[ast.Node, tuple[ast.Node, ...]]]:
     """Every AST node under `node` with its ancestors, depth first."""
     if isinstance(node, ast.Node):
         yield node, parents
@@ -89,8 +90,20 @@ def functions(text: str) -> set[str]:
         stmt = parse_one(text).stmt
     except Unparseable:
         return set()
-    return {node.funcname[-1].sval for node, _ in walk(stmt)
-            if isinstance(node, ast.FuncCall) and isinstance(node.funcname[-1], ast.String)}
+    return {name for node, _ in walk(stmt)
+            if isinstance(node, ast.FuncCall) and node.funcname
+            and (name := _string(node.funcname[-1])) is not None}
+
+
+def _string(node: Any) -> str | None:
+    """The text of a String node (a name part), else None."""
+    return node.sval if isinstance(node, ast.String) else None
+
+
+def names(parts: tuple[Any, ...] | None) -> list[str]:
+    """The String parts of a parsed name (a column reference's fields, a function's or an
+    operator's name): `t.col` → [t, col]; `*` is left out."""
+    return [name for part in parts or () if (name := _string(part)) is not None]
 
 
 def plain_select_problem(text: str) -> str | None:
@@ -141,10 +154,11 @@ class Relation:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 
 
-def relations(stmt: ast.Node) -> list[Relation]:
+def relations(stmt: ast.Node | None) -> list[Relation]:
     found = []
     for node, _ in walk(stmt):
         if isinstance(node, ast.RangeVar):
+            assert node.relname is not None  # the grammar always names the relation
             alias = node.alias.aliasname if node.alias else None
             found.append(Relation(node.schemaname, node.relname, alias))
     return found
@@ -199,11 +213,11 @@ def _column(node: Any) -> tuple[str | None, str] | None:
     while isinstance(node, ast.TypeCast):
         node = node.arg
     if isinstance(node, ast.ColumnRef):
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
-        if len(names) == 1:
-            return None, names[0]
-        if len(names) >= 2:
-            return names[-2], names[-1]
+        parts = names(node.fields)
+        if len(parts) == 1:
+            return None, parts[0]
+        if len(parts) >= 2:
+            return parts[-2], parts[-1]
     return None
 
 
@@ -240,6 +254,7 @@ def normal_predicate(expression: str) -> str:
     """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
     `'pending'::text` where the query said `'pending'`)."""
     stmt = parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # _uncast modifies it
+    assert isinstance(stmt, ast.SelectStmt)
     return str(RawStream()(_uncast(stmt.whereClause)))
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from psycopg.conninfo import make_conninfo
 
@@ -52,7 +53,15 @@ def clean_env() -> dict[str, str]:
             if not key.upper().startswith(("HOTDATA_", "SLACK_"))}
 
 
-def as_user(user: str | None) -> dict[str, object]:
+class RunAs(TypedDict, total=False):
+    """subprocess arguments that run a child as another user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def as_user(user: str | None) -> RunAs:
     """subprocess arguments that run a child as `user` with that user's groups only (not
     root's); nothing when `user` is None."""
     if user is None:
@@ -71,7 +80,7 @@ async def run(name: str, *args: str, timeout: float = 60.0, stdin: str | None = 
         find(name), *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=env if env is not None else clean_env(), start_new_session=True,
-        **as_user(user))  # type: ignore[arg-type]
+        **as_user(user))
     try:
         out, err = await asyncio.wait_for(
             process.communicate(stdin.encode() if stdin is not None else None), timeout)

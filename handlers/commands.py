@@ -3,7 +3,7 @@ what the ack says and the flow it hands off to."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class Asked:
     trigger_id: str
 
 
-Flow = Callable[[Container, Reply, Asked, Any], Awaitable[object]]
+Flow = Callable[[Container, Reply, Asked, Any], Coroutine[Any, Any, object]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def parse_schema(name: str, words: list[str]) -> str:
 
 async def _schema(container: Container, reply: Reply, asked: Asked, name: str) -> object:
     if name == REVIEW:
-        return await schema.open_review(container, asked.trigger_id, asked.channel)
+        await schema.open_review(container, asked.trigger_id, asked.channel)
+        return None
     return await schema.document_in_channel(container, reply, asked.channel, name)
 
 

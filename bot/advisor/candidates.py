@@ -62,10 +62,10 @@ class _Resolver:
 
     def read(self, node: ast.ColumnRef) -> list[tuple[str, str]]:
         """The (table key, column) pairs a reference reads; `*` and `t.*` every column."""
-        if not isinstance(node.fields[-1], ast.A_Star):
+        if not isinstance((node.fields or ())[-1], ast.A_Star):
             ref = self.column(node)
             return [ref] if ref else []
-        qualifier = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        qualifier = sqltext.names(node.fields)
         keys = [self.aliases[qualifier[-1]]] if qualifier and qualifier[-1] in self.aliases \
             else [] if qualifier else self.keys
         return [(k, c) for k in keys for c in self.tables[k].columns]
@@ -75,7 +75,7 @@ class _Resolver:
             node = node.arg
         if not isinstance(node, ast.ColumnRef):
             return None
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        names = sqltext.names(node.fields)
         if not names:
             return None
         if len(names) >= 2:
@@ -106,7 +106,7 @@ def _bare(node: Any) -> Any:
 
 def _conjuncts(node: Any) -> list[Any]:
     if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR:
-        return [c for arg in node.args for c in _conjuncts(arg)]
+        return [c for arg in node.args or () for c in _conjuncts(arg)]
     return [node] if node is not None else []
 
 
@@ -118,7 +118,7 @@ def _collect(node: Any, resolve: _Resolver, found: dict[str, Predicates]) -> Non
     """Add one conjunct's predicates to `found` (table key → Predicates)."""
     if isinstance(node, ast.ColumnRef) or (
             isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.NOT_EXPR):
-        inner = node.args[0] if isinstance(node, ast.BoolExpr) else node
+        inner = (node.args or ())[0] if isinstance(node, ast.BoolExpr) else node
         ref = resolve.column(inner)
         if ref:
             found.setdefault(ref[0], Predicates()).booleans[ref[1]] = isinstance(node,
@@ -159,7 +159,8 @@ def _collect(node: Any, resolve: _Resolver, found: dict[str, Predicates]) -> Non
         preds.booleans[ref[1]] = bool(value.boolval)
         return
     preds.add(preds.equal, ref[1])
-    if isinstance(value, ast.String):  # unqualified: an index predicate names no alias
+    if isinstance(value, ast.String) and value.sval is not None:
+        # unqualified: an index predicate names no alias
         preds.constants[ref[1]] = (value.sval, f"{quote(ref[1])} = {_deparse(_bare(other))}")
 
 
@@ -167,6 +168,7 @@ def predicates(text: str, tables: dict[str, Table],
                policy_quals: dict[str, list[str]] | None = None) -> dict[str, Predicates]:
     """table key → what the statement (plus the RLS policies PostgreSQL adds) asks of it."""
     stmt = sqltext.parse_one(text).stmt
+    assert stmt is not None  # a parsed statement always holds its node
     resolve = _Resolver(stmt, tables)
     found: dict[str, Predicates] = {}
     for node, _ in sqltext.walk(stmt):
@@ -204,13 +206,14 @@ def _reads(stmt: ast.Node, resolve: _Resolver, found: dict[str, Predicates]) -> 
 
 
 def _order(stmt: ast.SelectStmt, resolve: _Resolver, found: dict[str, Predicates]) -> None:
-    refs = [(resolve.column(s.node), s.sortby_dir) for s in stmt.sortClause]
-    if not refs or any(r is None for r, _ in refs) or len({r[0] for r, _ in refs if r}) != 1:
+    sorts = [(resolve.column(s.node), s.sortby_dir) for s in stmt.sortClause or ()]
+    refs = [(r, direction) for r, direction in sorts if r is not None]
+    if not refs or len(refs) != len(sorts) or len({r[0] for r, _ in refs}) != 1:
         return
-    key = refs[0][0][0]  # type: ignore[index]
+    key = refs[0][0][0]
     preds = found.setdefault(key, Predicates())
     preds.order = [f"{r[1]} DESC" if direction == SortByDir.SORTBY_DESC else r[1]
-                   for r, direction in refs if r]
+                   for r, direction in refs]
 
 
 def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Predicates]) -> None:
@@ -219,6 +222,7 @@ def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Pred
                                  f"{quote(tables[key].name)} WHERE {qual}").stmt
     except sqltext.Unparseable:
         return
+    assert isinstance(stmt, ast.SelectStmt)
     resolve = _Resolver(stmt, {key: tables[key]})
     resolve.aliases = {tables[key].name: key}
     resolve.keys = [key]

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from bot import catalog
+from bot.advisor.model import Drop
 from bot.catalog import Index, Snapshot, Table
 
 UNUSED_MIN_AGE_DAYS = 7
@@ -129,7 +130,7 @@ def _write_cost(table: Table, snapshot: Snapshot) -> str:
 
 
 def _proposal(table: Table, index: Index, reasons: list[str],
-              snapshot: Snapshot) -> dict[str, Any]:
+              snapshot: Snapshot) -> Drop:
     return {"action": "drop", "table": table.qualified, "index": index.name,
             "sql": drop_sql(table.schema, index.name), "size_bytes": index.size_bytes,
             "reason": "; ".join(reasons), "write_cost": _write_cost(table, snapshot),
@@ -139,7 +140,7 @@ def _proposal(table: Table, index: Index, reasons: list[str],
 
 
 def proposals(snapshot: Snapshot,
-              unused_min_age_days: int = UNUSED_MIN_AGE_DAYS) -> list[dict[str, Any]]:
+              unused_min_age_days: int = UNUSED_MIN_AGE_DAYS) -> list[Drop]:
     """One drop per redundant or unused index, largest first."""
     found = []
     for table in snapshot.tables:
@@ -153,9 +154,9 @@ def proposals(snapshot: Snapshot,
     return sorted(found, key=lambda p: (-p["size_bytes"], p["table"], p["index"]))
 
 
-async def cleanup(conn: psycopg.AsyncConnection[dict],
+async def cleanup(conn: psycopg.AsyncConnection[dict[str, Any]],
                   unused_min_age_days: int = UNUSED_MIN_AGE_DAYS,
-                  schemas: list[str] | None = None) -> list[dict[str, Any]]:
+                  schemas: list[str] | None = None) -> list[Drop]:
     """Drop proposals for the connected database: `{"action": "drop", "table", "index", "sql",
     "size_bytes", "reason", "write_cost", …}`, `sql` always DROP INDEX CONCURRENTLY IF EXISTS."""
     return proposals(await catalog.snapshot(conn, schemas), unused_min_age_days)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Any
 
 import psycopg
 from pglast import ast, enums, visitors
@@ -18,7 +19,7 @@ from psycopg import sql
 
 from bot import catalog, sqltext
 from bot.advisor import cleanup
-from bot.advisor.model import Candidate, quote
+from bot.advisor.model import Candidate, Drop, quote
 from bot.analysis.findings import PER_ROW_FUNCTIONS, per_row_calls
 from bot.analysis.model import Finding
 from bot.catalog import Policy, Snapshot, Table
@@ -133,7 +134,7 @@ class _WrapPerRowCalls(visitors.Visitor):
     """Puts every per-row call that is not already in a sub-select into `(SELECT …)`."""
 
     def visit_FuncCall(self, ancestors: visitors.Ancestor, node: ast.FuncCall) -> ast.Node | None:
-        names = tuple(n.sval for n in node.funcname if isinstance(n, ast.String))
+        names = tuple(sqltext.names(node.funcname))
         key = (names[0], names[1]) if len(names) == 2 else (None, names[-1])
         if key not in PER_ROW_FUNCTIONS or ast.SubLink in ancestors:
             return None
@@ -145,6 +146,7 @@ class _WrapPerRowCalls(visitors.Visitor):
 def wrap_per_row_calls(expression: str) -> str:
     """The policy expression with its per-row calls wrapped: `user_id = (SELECT auth.uid())`."""
     stmt = sqltext.parse_fresh(f"SELECT 1 WHERE {expression}").stmt  # rewritten in place
+    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
     _WrapPerRowCalls()(stmt)
     return str(RawStream()(stmt.whereClause))
 
@@ -155,6 +157,7 @@ def _normal(expression: str) -> str:
         stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
     except sqltext.Unparseable:
         return expression
+    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
     return str(RawStream()(stmt.whereClause))
 
 
@@ -231,7 +234,7 @@ def check(snapshot: Snapshot, unused_min_age_days: int = cleanup.UNUSED_MIN_AGE_
     return sorted(found, key=lambda f: KINDS.index(f.kind))
 
 
-async def lint(conn: psycopg.AsyncConnection[dict], app_role: str | None,
+async def lint(conn: psycopg.AsyncConnection[dict[str, Any]], app_role: str | None,
                schemas: list[str] | None = None, *,
                unused_min_age_days: int = cleanup.UNUSED_MIN_AGE_DAYS,
                notes: list[str] | None = None) -> list[Finding]:
@@ -261,7 +264,7 @@ class LintReport:
     database: str
     checked_at: str
     findings: list[Finding] = field(default_factory=list)
-    cleanup: list[dict] = field(default_factory=list)
+    cleanup: list[Drop] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Literal, NotRequired, TypedDict
 
 from pglast import parser
 from pglast.stream import maybe_double_quote_name
@@ -106,3 +107,55 @@ class Choice:
     measured_after_ms: float | None = None
     build_seconds: float | None = None
     verified: bool = False
+
+
+class ServedStatement(TypedDict):
+    """A statement a recommended index serves, as costed: measured again after applying."""
+
+    label: str
+    text: str
+    values: list[str | None]  # the first (heaviest) value set
+    app_role: str | None  # the application's role it was costed as, None for the owner
+
+
+class Recommendation(TypedDict):
+    """An index to create, with its evidence: what `recommend` returns, an analysis report
+    stores and a proposal keeps as its `evidence`."""
+
+    action: Literal["create"]
+    table: str  # schema.table
+    index: str
+    columns: list[str]  # keys in order, `col DESC` for a descending one
+    where: str | None
+    include: list[str]
+    sql: str  # CREATE INDEX CONCURRENTLY IF NOT EXISTS …;
+    queries: list[str]  # labels of the statements it serves
+    cost_before: float
+    cost_after: float
+    measured_before_ms: float | None  # filled in on a scratch copy
+    measured_after_ms: float | None
+    size_bytes: int | None  # a HypoPG estimate until built on a scratch copy
+    size_estimated: bool
+    benefit_ms: float
+    write_penalty_ms: float
+    costed_as: list[str]  # roles: "owner", or the application's
+    statements: list[ServedStatement]
+    build_seconds: NotRequired[float]  # when built on a scratch copy
+    lint: NotRequired[list[dict[str, str]]]  # squawk's findings, added when proposed
+
+
+class Drop(TypedDict):
+    """An index cleanup can drop, with its evidence (`bot.advisor.cleanup`)."""
+
+    action: Literal["drop"]
+    table: str  # schema.table
+    index: str
+    sql: str  # DROP INDEX CONCURRENTLY IF EXISTS …
+    size_bytes: int
+    reason: str
+    write_cost: str
+    writes: int
+    scans: int | None
+    columns: list[str]
+    include: list[str]
+    where: str | None

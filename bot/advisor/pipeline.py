@@ -126,7 +126,7 @@ class _Workload:
                                 self.volatile, self.plan_cache_mode)
 
 
-async def _collect(conn: psycopg.AsyncConnection[dict], settings: Settings, top: int,
+async def _collect(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings, top: int,
                    watched: list[collect.Watched], notes: list[str]) -> _Workload:
     statements = await collect.pg_stat_statements(conn, top, notes)
     statements = collect.merge_watched(statements, watched)

@@ -12,7 +12,7 @@ import psycopg
 from bot import sqltext
 from bot.advisor import candidates as cands
 from bot.advisor import whatif
-from bot.advisor.model import Candidate
+from bot.advisor.model import Candidate, Recommendation
 from bot.advisor.select import Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, verify
 from bot.analysis.collect import pgss_problem
@@ -123,10 +123,10 @@ def _policy_quals(statement: Statement) -> dict[str, list[str]]:
     return quals
 
 
-async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
+async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, Any]],
                     planner: Planner, results: list[QueryResult], tables: dict[str, Table],
                     app: AppIdentity | None, notes: list[str],
-                    plan_cache_mode: str = "auto") -> list[dict[str, Any]]:
+                    plan_cache_mode: str = "auto") -> list[Recommendation]:
     """The recommended indexes; `plan_cache_mode` is how the application's prepared
     statements are planned (`session.plan_cache_mode`)."""
     cur = await conn.execute(HYPOPG_SQL)
@@ -187,7 +187,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict],
     return recommendations
 
 
-async def column_widths(conn: psycopg.AsyncConnection[dict],
+async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
                         tables: list[Table]) -> dict[str, dict[str, int]]:
     """schema.table → column → the most bytes it can hold, for covering (INCLUDE) variants;
     columns without a bound are absent."""
@@ -201,7 +201,7 @@ async def column_widths(conn: psycopg.AsyncConnection[dict],
     return widths
 
 
-async def _sizes(conn: psycopg.AsyncConnection[dict],
+async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]],
                  candidates: list[Candidate]) -> dict[Candidate, int]:
     sizes = {}
     try:
@@ -214,7 +214,7 @@ async def _sizes(conn: psycopg.AsyncConnection[dict],
     return sizes
 
 
-async def _penalties(conn: psycopg.AsyncConnection[dict],
+async def _penalties(conn: psycopg.AsyncConnection[dict[str, Any]],
                      candidates: list[Candidate]) -> dict[Candidate, float]:
     """Milliseconds the workload's writes would spend maintaining each index.
 
@@ -315,9 +315,9 @@ async def _still_slow_when_prepared(selection: Selection, costs: WhatIfCosts) ->
 
 
 async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
-                           costs: WhatIfCosts) -> list[dict[str, Any]]:
+                           costs: WhatIfCosts) -> list[Recommendation]:
     chosen = tuple(selection.chosen)
-    out = []
+    out: list[Recommendation] = []
     for candidate in sorted(chosen, key=lambda c: -selection.benefit_ms[c]):
         served = selection.served[candidate]
         before = after = 0.0

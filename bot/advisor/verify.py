@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from bot.advisor.model import Candidate, quote
+from bot.advisor.model import Candidate, Recommendation, quote
 from bot.analysis.plan import Planner
 from bot.catalog import TAG
 from bot.db import connect
@@ -26,7 +26,7 @@ class ScratchIsTarget(UserError):
     """The scratch database is the target itself: hotdata never builds test indexes there."""
 
 
-async def _identity(conn: psycopg.AsyncConnection[dict]) -> tuple[Any, ...]:
+async def _identity(conn: psycopg.AsyncConnection[dict[str, Any]]) -> tuple[Any, ...]:
     cur = await conn.execute(IDENTITY_SQL)
     row = await cur.fetchone()
     assert row is not None
@@ -45,8 +45,8 @@ async def _median_ms(planner: Planner, statement: Any) -> float | None:
     return statistics.median(timings)
 
 
-async def verify(settings: Settings, target: psycopg.AsyncConnection[dict],
-                 chosen: list[tuple[dict[str, Any], Candidate, list[Any]]]) -> str:
+async def verify(settings: Settings, target: psycopg.AsyncConnection[dict[str, Any]],
+                 chosen: list[tuple[Recommendation, Candidate, list[Any]]]) -> str:
     """Fill measured_before_ms/measured_after_ms, real size and build time into each
     recommendation; returns a note saying what was done. `chosen` holds (recommendation,
     candidate, statements it serves)."""
@@ -80,8 +80,9 @@ async def verify(settings: Settings, target: psycopg.AsyncConnection[dict],
                     f"{TAG}DROP INDEX IF EXISTS {quote(candidate.schema)}.{quote(candidate.name)}")
         for recommendation, _, served in chosen:
             pairs = [(before[id(s)], after[id(s)]) for s in served]
-            if pairs and all(b is not None and a is not None for b, a in pairs):
-                recommendation["measured_before_ms"] = round(sum(b for b, _ in pairs), 3)
-                recommendation["measured_after_ms"] = round(sum(a for _, a in pairs), 3)
+            measured = [(b, a) for b, a in pairs if b is not None and a is not None]
+            if pairs and len(measured) == len(pairs):
+                recommendation["measured_before_ms"] = round(sum(b for b, _ in measured), 3)
+                recommendation["measured_after_ms"] = round(sum(a for _, a in measured), 3)
     return (f"indexes built and measured on the scratch copy (median of {REPEATS} runs each, "
             "then dropped there)")

@@ -51,7 +51,7 @@ class WatchedQueriesError(UserError):
 class Watched:
     name: str
     sql: str
-    params: list[str] | None
+    params: list[str | None] | None
     calls: int
 
 
@@ -91,7 +91,7 @@ def load_watched(path: Path) -> list[Watched]:
     return watched
 
 
-async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
+async def pgss_problem(conn: psycopg.AsyncConnection[dict[str, Any]]) -> str | None:
     """None when pg_stat_statements can be read here; otherwise what is missing.
 
     Probing the view's function works for any role, where reading `shared_preload_libraries`
@@ -109,7 +109,7 @@ async def pgss_problem(conn: psycopg.AsyncConnection[dict]) -> str | None:
     return None
 
 
-async def pg_stat_statements(conn: psycopg.AsyncConnection[dict], top: int,
+async def pg_stat_statements(conn: psycopg.AsyncConnection[dict[str, Any]], top: int,
                              notes: list[str]) -> list[Statement]:
     """The `top` heaviest application statements by total time, grouped by identity."""
     problem = await pgss_problem(conn)
@@ -183,7 +183,8 @@ def _fingerprint_batches(rows: list[dict[str, Any]]) -> list[Batch]:
 
 
 def _total(batch: Batch) -> float:
-    return sum(row["total_ms"] for _, row in batch)
+    total: float = sum(row["total_ms"] for _, row in batch)
+    return total
 
 
 def _nth_total(grouped: dict[str, Statement], n: int) -> float:

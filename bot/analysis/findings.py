@@ -74,7 +74,7 @@ def filter_columns(expression: str | None) -> list[str]:
     found: list[str] = []
     for node, _ in sqltext.walk(stmt):
         if isinstance(node, ast.ColumnRef):
-            names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+            names = sqltext.names(node.fields)
             if names and names[-1] not in found:
                 found.append(names[-1])
     return found
@@ -90,7 +90,7 @@ def wrapped_columns(expression: str | None) -> list[str]:
         if isinstance(node, ast.ColumnRef) and any(
                 isinstance(p, ast.FuncCall) or (isinstance(p, ast.TypeCast)
                                                 and not _cast_of_constant(p)) for p in parents):
-            names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+            names = sqltext.names(node.fields)
             if names:
                 found.append(names[-1])
     return found
@@ -235,7 +235,7 @@ def per_row_calls(expression: str | None) -> list[str]:
     for node, parents in sqltext.walk(stmt):
         if isinstance(node, ast.FuncCall) and not any(isinstance(p, ast.SubLink)
                                                       for p in parents):
-            names = tuple(n.sval for n in node.funcname if isinstance(n, ast.String))
+            names = tuple(sqltext.names(node.funcname))
             key = (names[0], names[1]) if len(names) == 2 else (None, names[-1])
             if key in PER_ROW_FUNCTIONS:
                 calls.append(".".join(names) + "()")
@@ -345,7 +345,7 @@ def summarize(plan: dict[str, Any] | None, tables: dict[str, Table]) -> str:
     """One line: the plan's main path, top down, with the numbers that matter."""
     if plan is None:
         return "no plan"
-    parts = []
+    parts: list[str] = []
     node: dict[str, Any] | None = plan["Plan"]
     while node is not None and len(parts) < 5:
         kind = node.get("Node Type", "?")

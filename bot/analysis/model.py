@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ class Statement:
     shared_blks_hit: int = 0
     shared_blks_read: int = 0
     temp_blks_written: int = 0
-    params: list[str] | None = None  # sample values given for a watched query
+    params: list[str | None] | None = None  # sample values given for a watched query
     bypass_calls: int = 0  # calls made by roles that bypass RLS (superusers, BYPASSRLS)
 
     @property
@@ -74,8 +75,10 @@ class Analysis:
     database: str
     collected_at: str
     results: list[QueryResult] = field(default_factory=list)
-    recommendations: list[dict[str, Any]] = field(default_factory=list)
-    cleanup: list[dict[str, Any]] = field(default_factory=list)  # DROP INDEX proposals
+    # The advisor's records (bot.advisor.model.Recommendation and Drop, a layer above this
+    # one), read here as plain mappings.
+    recommendations: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    cleanup: Sequence[Mapping[str, Any]] = field(default_factory=list)  # DROP INDEX proposals
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # total_s, explain_s
     id: int | None = None

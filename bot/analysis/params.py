@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -43,7 +44,8 @@ class ColumnValues:
     rare: str | None
 
     def get(self, label: str) -> str | None:
-        return getattr(self, label)
+        value: str | None = getattr(self, label)
+        return value
 
 
 def pick(mcv: list[str] | None, freqs: list[float] | None,
@@ -90,7 +92,7 @@ class ColumnStats:
         return self.n_distinct if self.n_distinct >= 0 else -self.n_distinct * rows
 
 
-async def column_stats(conn: psycopg.AsyncConnection[dict],
+async def column_stats(conn: psycopg.AsyncConnection[dict[str, Any]],
                        columns: set[tuple[str, str, str]]
                        ) -> dict[tuple[str, str], ColumnStats]:
     """(schema.table, column) → statistics for (schema, table, column) triples, one query."""

@@ -48,11 +48,12 @@ class AppIdentity:
 PLANNING_COST_PER_RELATION = 2.5
 
 
-def plan_document(row: dict | None) -> dict[str, Any]:
+def plan_document(row: dict[str, Any] | None) -> dict[str, Any]:
     """The plan of an `EXPLAIN (FORMAT JSON)` row: its document's first element."""
     assert row is not None
     document = row["QUERY PLAN"]
-    return (json.loads(document) if isinstance(document, str) else document)[0]
+    plan: dict[str, Any] = (json.loads(document) if isinstance(document, str) else document)[0]
+    return plan
 
 
 def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -90,7 +91,7 @@ def generic_chosen(generic: dict[str, Any], custom: list[dict[str, Any]],
 class Planner:
     """Plans statements on one analysis connection (read-only, statement timeout)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[dict], timeout_ms: int) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], timeout_ms: int) -> None:
         self.conn = conn
         # No automatic prepared statements from psycopg on this connection: once it has some,
         # a new statement that rolls back, drops or alters makes it send DEALLOCATE ALL, which
@@ -166,7 +167,8 @@ class Planner:
                         *([sql.SQL(RESET_SQL)] if hypothetical else []),
                         sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
 
-    async def _explain(self, name: str, values: list[str | None], options: str) -> dict | None:
+    async def _explain(self, name: str, values: list[str | None], options: str
+                       ) -> dict[str, Any] | None:
         execute = sql.SQL(TAG + "EXPLAIN ({}) EXECUTE {}").format(sql.SQL(options),
                                                                   sql.Identifier(name))
         if values:

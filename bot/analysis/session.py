@@ -3,6 +3,8 @@ application's prepared statements are planned, and which functions may have side
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 from bot.catalog import TAG
@@ -27,7 +29,8 @@ SELECT lower(coalesce(
 """
 
 
-async def plan_cache_mode(conn: psycopg.AsyncConnection[dict], app_role: str | None) -> str:
+async def plan_cache_mode(conn: psycopg.AsyncConnection[dict[str, Any]],
+                          app_role: str | None) -> str:
     """How the application's prepared statements are planned: `auto` (PostgreSQL may switch
     to a generic plan), `force_custom_plan` or `force_generic_plan`."""
     cur = await conn.execute(PLAN_CACHE_MODE_SQL, (app_role,))
@@ -45,7 +48,8 @@ WHERE p.proname = ANY(%s::text[]) AND p.provolatile = 'v'
 """
 
 
-async def volatile_functions(conn: psycopg.AsyncConnection[dict], names: set[str]) -> set[str]:
+async def volatile_functions(conn: psycopg.AsyncConnection[dict[str, Any]],
+                             names: set[str]) -> set[str]:
     """Which of `names` may have side effects (any overload VOLATILE, e.g. advisory locks,
     nextval, pg_terminate_backend): a statement calling one is never executed."""
     if not names:

@@ -4,6 +4,7 @@ policies, grants and what RLS probes see — the same queries on the source and 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -44,7 +45,7 @@ def _table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
-async def read(conn: psycopg.AsyncConnection[dict], *, fingerprint_max_bytes: int,
+async def read(conn: psycopg.AsyncConnection[dict[str, Any]], *, fingerprint_max_bytes: int,
                app_role: str | None, claims: str | None) -> Facts:
     """Facts of the connected database. Run it inside one REPEATABLE READ transaction to get
     them from one snapshot (the dump's)."""
@@ -79,7 +80,7 @@ async def read(conn: psycopg.AsyncConnection[dict], *, fingerprint_max_bytes: in
     return facts
 
 
-async def probes(conn: psycopg.AsyncConnection[dict], tables: list[str],
+async def probes(conn: psycopg.AsyncConnection[dict[str, Any]], tables: list[str],
                  app_role: str | None, claims: str | None) -> dict[str, str]:
     """What each role sees of each RLS table: `rows:N` or the error. Runs in savepoints, so
     it works inside the caller's snapshot transaction."""

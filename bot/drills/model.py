@@ -1,4 +1,5 @@
-"""The plain data of a drill, and its JSON shape (DESIGN.md)."""
+"""The plain data of a drill, and its JSON shape (`DrillResult.as_dict`, listed in
+ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -24,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from bot import locks, tools
 from bot.catalog import TAG
-from bot.db import connect
+from bot.db import Role, connect
 from bot.drills import facts as drill_facts
 from bot.drills import verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
@@ -52,8 +53,8 @@ class DrillRefused(UserError):
     """The drill must not run (one is running, no scratch server, the scratch is the source…)."""
 
 
-async def _server(settings: Settings, role: str, dsn: str) -> tuple[object, ...]:
-    async with connect(settings, role, dsn=dsn) as conn:  # type: ignore[arg-type]
+async def _server(settings: Settings, role: Role, dsn: str) -> tuple[object, ...]:
+    async with connect(settings, role, dsn=dsn) as conn:
         cur = await conn.execute(IDENTITY_SQL)
         row = await cur.fetchone()
     assert row is not None
@@ -200,7 +201,7 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
     return result
 
 
-async def _finish(state: psycopg.AsyncConnection[dict], result: DrillResult) -> None:
+async def _finish(state: psycopg.AsyncConnection[dict[str, Any]], result: DrillResult) -> None:
     await state.execute(
         "UPDATE hotdata.drills SET status = %s, finished_at = now(), rto_seconds = %s, "
         "rpo_seconds = %s, scratch_database = %s, result = %s WHERE id = %s",

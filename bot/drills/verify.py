@@ -3,6 +3,8 @@ named, with pass/fail and the evidence."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import sql
 
@@ -29,7 +31,7 @@ def failure(error: BaseException) -> Check:
     return Check(name, False, " ".join(str(error).split())[:600])
 
 
-async def indexes(conn: psycopg.AsyncConnection[dict]) -> list[Check]:
+async def indexes(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[Check]:
     """Every index valid, every B-tree checked with amcheck's bt_index_check (when the scratch
     server has amcheck; otherwise the check says it was skipped)."""
     cur = await conn.execute(TAG + "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'")

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from bot import locks, squawk
+from bot.advisor.model import Recommendation
 from bot.container import Container
 from bot.db import connect
 from bot.errors import UserError
 from bot.proposals import apply as applying
 from bot.proposals import migration, store
+from bot.proposals.model import Proposal
 from bot.render import proposals as render
 from bot.slack import Reply
 
@@ -32,7 +34,7 @@ ORDER BY id DESC LIMIT 1
 
 
 async def propose(container: Container, user: str, analysis_id: int | None = None,
-                  out: Path | None = None, post: bool = True) -> list[dict[str, Any]]:
+                  out: Path | None = None, post: bool = True) -> list[Proposal]:
     """Turn an analysis' recommendations (the latest, or `analysis_id`) into pending
     proposals, each linted and, when `post`, posted for approval. Recommendations already
     proposed and undecided are not proposed twice."""
@@ -40,9 +42,11 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
     async with connect(settings, "state") as conn:
         cur = await conn.execute(LATEST_SQL, {"id": analysis_id})
         row = await cur.fetchone()
-        recs = [r for r in (row["report"].get("recommendations") or [])
-                if r.get("action") == "create"] if row else []
-        if not recs:
+        # the report holds `recommend`'s records as JSON
+        found = (cast(list[Recommendation], row["report"].get("recommendations") or [])
+                 if row else [])
+        recs = [r for r in found if r.get("action") == "create"]
+        if row is None or not recs:
             raise NothingToPropose("No index recommendations to propose: run "
                                    "`/hotdata analyze` first (its recommendations are used).")
         await store.expire(conn, settings.proposal_ttl_hours)  # stale ones may be proposed anew
@@ -64,7 +68,7 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
     return created
 
 
-async def _post(container: Container, proposal: dict[str, Any]) -> None:
+async def _post(container: Container, proposal: Proposal) -> None:
     channel = container.settings.channel or proposal.get("channel")
     if not channel:
         raise NothingToPropose("HOTDATA_CHANNEL is not set: hotdata does not know where to "
@@ -74,16 +78,16 @@ async def _post(container: Container, proposal: dict[str, Any]) -> None:
     async with connect(container.settings, "state") as conn:
         await store.set_message(conn, proposal["id"], str(posted["channel"]),
                                 str(posted["ts"]))
-    proposal.update(channel=posted["channel"], message_ts=posted["ts"])
+    proposal.update({"channel": posted["channel"], "message_ts": posted["ts"]})
 
 
-async def _refresh(container: Container, proposal: dict[str, Any]) -> None:
+async def _refresh(container: Container, proposal: Proposal) -> None:
     """Show the proposal's current state on its approval message. Best effort: Postgres owns
     the state, so a Slack error must not stop a decision half-way (stuck in `applying`)."""
-    if proposal.get("channel") and proposal.get("message_ts"):
+    channel, ts = proposal.get("channel"), proposal.get("message_ts")
+    if channel and ts:
         try:
-            await container.client.chat_update(channel=proposal["channel"],
-                                              ts=proposal["message_ts"],
+            await container.client.chat_update(channel=channel, ts=ts,
                                               text=render.headline(proposal),
                                               blocks=render.blocks(proposal))
         except Exception as error:  # Slack refused or is unreachable: the state is saved
@@ -91,11 +95,11 @@ async def _refresh(container: Container, proposal: dict[str, Any]) -> None:
                         container.settings.scrub(str(error)))
 
 
-async def _thread(container: Container, proposal: dict[str, Any], text: str) -> None:
-    if proposal.get("channel") and proposal.get("message_ts"):
+async def _thread(container: Container, proposal: Proposal, text: str) -> None:
+    channel, ts = proposal.get("channel"), proposal.get("message_ts")
+    if channel and ts:
         try:
-            await container.client.chat_postMessage(channel=proposal["channel"],
-                                                   thread_ts=proposal["message_ts"], text=text)
+            await container.client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
         except Exception as error:  # Slack refused or is unreachable: the state is saved
             log.warning("could not reply in the thread of proposal #%s: %s", proposal["id"],
                         container.settings.scrub(str(error)))
@@ -121,7 +125,7 @@ ALREADY = {"approved": "", "applying": " (being applied now)", "applied": " and 
            "failed": " but could not be applied"}
 
 
-async def _already(conn: Any, proposal_id: int) -> str:
+async def _already(conn: store.Conn, proposal_id: int) -> str:
     proposal = await store.get(conn, proposal_id)
     if proposal is None:
         return f"There is no index migration #{proposal_id}."
@@ -153,7 +157,7 @@ async def approve(container: Container, proposal_id: int, user: str) -> str:
     return f"Approved index migration #{proposal_id}; the result is in the channel."
 
 
-async def _apply(container: Container, proposal: dict[str, Any]) -> None:
+async def _apply(container: Container, proposal: Proposal) -> None:
     settings, rec = container.settings, proposal["evidence"]
     try:
         if rec.get("sql") != proposal["sql"]:
@@ -202,7 +206,7 @@ async def reject(container: Container, proposal_id: int, user: str, reason: str)
     return f"Rejected index migration #{proposal_id}."
 
 
-async def reconcile(container: Container) -> list[dict[str, Any]]:
+async def reconcile(container: Container) -> list[Proposal]:
     """After a restart: settle proposals left `applying` from what the catalog says, expire
     old ones, and show the outcome on their messages."""
     settings = container.settings
@@ -219,8 +223,7 @@ async def reconcile(container: Container) -> list[dict[str, Any]]:
     return settled
 
 
-async def _reconcile_one(container: Container, proposal: dict[str, Any]
-                         ) -> dict[str, Any] | None:
+async def _reconcile_one(container: Container, proposal: Proposal) -> Proposal | None:
     """Settle one proposal left `applying`, unless a live process is still applying it."""
     settings, rec = container.settings, proposal["evidence"]
     async with connect(settings, "state") as lock:
@@ -253,13 +256,13 @@ async def _reconcile_one(container: Container, proposal: dict[str, Any]
     return final
 
 
-async def recent(container: Container) -> list[dict[str, Any]]:
+async def recent(container: Container) -> list[Proposal]:
     async with connect(container.settings, "state") as conn:
         await _expire(container, conn)
         return await store.recent(conn)
 
 
-async def _expire(container: Container, conn: Any) -> None:
+async def _expire(container: Container, conn: store.Conn) -> None:
     """Expire stale pending proposals and take their buttons off their messages."""
     for proposal in await store.expire(conn, container.settings.proposal_ttl_hours):
         await _refresh(container, proposal)
@@ -271,7 +274,7 @@ NO_ID = "This button does not carry a proposal id."
 
 
 async def propose_for(container: Container, reply: Reply, user: str,
-                      analysis_id: int | None = None) -> list[dict[str, Any]]:
+                      analysis_id: int | None = None) -> list[Proposal]:
     """`/hotdata propose` and the Propose button: the proposals posted, and a word to `user`."""
     created = await propose(container, user, analysis_id)
     await reply(f"Proposed {len(created)} index migration(s) in <#{container.settings.channel}> "

@@ -21,9 +21,9 @@ KINDS = {"CreateStmt": "CREATE TABLE", "CreateTableAsStmt": "CREATE TABLE AS",
 
 def _kind(stmt: ast.Node) -> str:
     """The statement as a reader names it: DROP TABLE, ALTER TABLE, DELETE, …"""
-    if isinstance(stmt, ast.DropStmt):
+    if isinstance(stmt, ast.DropStmt) and stmt.removeType is not None:
         return "DROP " + ObjectType(stmt.removeType).name.removeprefix("OBJECT_")
-    if isinstance(stmt, ast.AlterTableStmt):
+    if isinstance(stmt, ast.AlterTableStmt) and stmt.objtype is not None:
         return "ALTER " + ObjectType(stmt.objtype).name.removeprefix("OBJECT_")
     name = type(stmt).__name__
     if name in KINDS:
@@ -48,11 +48,11 @@ def _not_plain(node: object, depth: int = 0) -> str | None:
     if isinstance(node, tuple):
         return next((why for item in node if (why := _not_plain(item, depth + 1))), None)
     if isinstance(node, ast.FuncCall):
-        return "calls " + ".".join(part.sval for part in node.funcname)
+        return "calls " + ".".join(part.sval for part in node.funcname or ())
     if isinstance(node, ast.BoolExpr):
         return _not_plain(node.args, depth + 1)
     if isinstance(node, ast.A_Expr):
-        names = [part.sval for part in node.name]
+        names = [part.sval for part in node.name or ()]
         if node.kind not in (A_Expr_Kind.AEXPR_OP, A_Expr_Kind.AEXPR_IN) or len(names) != 1 \
                 or names[0] not in OPERATORS:
             return f"uses the operator {'.'.join(names)}"
@@ -60,7 +60,8 @@ def _not_plain(node: object, depth: int = 0) -> str | None:
     if isinstance(node, ast.NullTest | ast.BooleanTest):
         return _not_plain(node.arg, depth + 1)
     if isinstance(node, ast.ColumnRef):
-        return None if all(isinstance(f, ast.String) for f in node.fields) else "reads *"
+        plain = node.fields is not None and all(isinstance(f, ast.String) for f in node.fields)
+        return None if plain else "reads *"
     if isinstance(node, ast.A_Const) or node is None:
         return None
     return f"holds a {type(node).__name__}"
@@ -76,7 +77,7 @@ def _not_columns(stmt: ast.IndexStmt) -> str | None:
         return "sets storage parameters"
     if stmt.accessMethod not in ACCESS_METHODS:
         return f"uses the access method {stmt.accessMethod}"
-    for elem in (*stmt.indexParams, *(stmt.indexIncludingParams or ())):
+    for elem in (*(stmt.indexParams or ()), *(stmt.indexIncludingParams or ())):
         if elem.expr is not None:
             return _not_plain(elem.expr) or "indexes an expression"
         if elem.opclass or elem.collation:
@@ -99,6 +100,8 @@ def check(text: str) -> ast.Node:
     if len(statements) != 1:
         raise Refused(f"refused: expected exactly one statement, found {len(statements)}")
     stmt = statements[0].stmt
+    if stmt is None:  # a parsed statement always has its node; fail closed all the same
+        raise Refused("refused: the statement does not parse")
     if isinstance(stmt, ast.IndexStmt):
         if not stmt.concurrent:
             raise Refused("refused: CREATE INDEX without CONCURRENTLY would block writes to "
@@ -113,7 +116,7 @@ def check(text: str) -> ast.Node:
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_INDEX:
         if not stmt.concurrent or not stmt.missing_ok:
             raise Refused("refused: only DROP INDEX CONCURRENTLY IF EXISTS is allowed")
-        if len(stmt.objects) != 1:
+        if len(stmt.objects or ()) != 1:
             raise Refused("refused: drop one index per statement")
         return stmt
     if isinstance(stmt, ast.VacuumStmt) and not stmt.is_vacuumcmd:

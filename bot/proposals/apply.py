@@ -17,7 +17,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from bot.advisor.model import quote
+from bot.advisor.model import Recommendation, quote
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import TAG
 from bot.db import connect
@@ -50,18 +50,19 @@ class ApplyFailed(UserError):
     """The migration could not be applied; the message says why and what was cleaned up."""
 
 
-def _index_regclass(rec: dict[str, Any]) -> str:
+def _index_regclass(rec: Recommendation) -> str:
     schema = rec["table"].split(".", 1)[0]
     return f"{quote(schema)}.{quote(rec['index'])}"
 
 
-async def index_state(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
+async def index_state(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation
                       ) -> dict[str, bool] | None:
     cur = await conn.execute(INDEX_STATE_SQL, (_index_regclass(rec),))
     return await cur.fetchone()
 
 
-async def preflight(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]) -> str | None:
+async def preflight(conn: psycopg.AsyncConnection[dict[str, Any]],
+                    rec: Recommendation) -> str | None:
     """Why this proposal must not be applied now (index exists, table changed), or None."""
     state = await index_state(conn, rec)
     if state is not None and state["valid"]:
@@ -78,7 +79,7 @@ async def preflight(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]) ->
     return None
 
 
-async def drop_leftover(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]) -> bool:
+async def drop_leftover(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation) -> bool:
     """Drop an invalid index left by a failed concurrent build; True when one was dropped."""
     state = await index_state(conn, rec)
     if state is None or state["valid"]:
@@ -88,7 +89,7 @@ async def drop_leftover(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
     return True
 
 
-async def _clean_up(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
+async def _clean_up(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation
                    ) -> tuple[bool, str]:
     """Drop the invalid leftover of a failed build: (nothing is left behind, what happened)."""
     try:
@@ -102,7 +103,7 @@ async def _clean_up(conn: psycopg.AsyncConnection[dict], rec: dict[str, Any]
                   else "no invalid index was left behind")
 
 
-def _check(rec: dict[str, Any]) -> None:
+def _check(rec: Recommendation) -> None:
     """The statement must be allow-listed and create exactly the index the proposal names."""
     try:
         stmt = allowlist.check(rec["sql"])
@@ -110,20 +111,20 @@ def _check(rec: dict[str, Any]) -> None:
         raise ApplyFailed(str(refused)) from None
     schema, table = rec["table"].split(".", 1)
     if not (isinstance(stmt, ast.IndexStmt) and stmt.idxname == rec["index"]
-            and (stmt.relation.schemaname or schema) == schema
+            and stmt.relation is not None and (stmt.relation.schemaname or schema) == schema
             and stmt.relation.relname == table):
         raise ApplyFailed(f"refused: the statement does not create the proposed index "
                           f"{rec['index']} on {rec['table']}")
 
 
-async def _measure(settings: Settings, rec: dict[str, Any]) -> float | None:
+async def _measure(settings: Settings, rec: Recommendation) -> float | None:
     """Summed median time of the statements the index serves, as recorded in the proposal."""
     total = 0.0
     async with connect(settings, "analysis") as conn:
         planner = Planner(conn, settings.statement_timeout_ms)
         for statement in rec.get("statements", []):
-            app = (AppIdentity(statement["app_role"], settings.app_jwt_claims or "{}")
-                   if statement.get("app_role") else None)
+            role = statement.get("app_role")
+            app = AppIdentity(role, settings.app_jwt_claims or "{}") if role else None
             timings = []
             for _ in range(REPEATS):
                 run = await planner.run(statement["text"], statement["values"], role="measure",
@@ -135,7 +136,7 @@ async def _measure(settings: Settings, rec: dict[str, Any]) -> float | None:
     return round(total, 3) if rec.get("statements") else None
 
 
-async def apply(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
+async def apply(settings: Settings, rec: Recommendation) -> dict[str, Any]:
     """Build the index online; returns the figures. Raises ApplyFailed (nothing left behind)."""
     _check(rec)
     before = await _measure(settings, rec)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from bot.advisor.model import Recommendation
 
 
 def filename(index: str, at: datetime, layout: str) -> Path:
@@ -15,7 +16,7 @@ def filename(index: str, at: datetime, layout: str) -> Path:
     return Path(f"{stamp}_hotdata_{index}.sql")
 
 
-def _evidence(rec: dict[str, Any]) -> list[str]:
+def _evidence(rec: Recommendation) -> list[str]:
     lines = [f"-- Serves: {', '.join(rec.get('queries') or ['(no statement recorded)'])}",
              f"-- Planner cost of those statements: {rec.get('cost_before')} -> "
              f"{rec.get('cost_after')} (HypoPG)"]
@@ -29,7 +30,7 @@ def _evidence(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-def content(proposal_id: int, rec: dict[str, Any], lock_timeout_ms: int) -> str:
+def content(proposal_id: int, rec: Recommendation, lock_timeout_ms: int) -> str:
     return "\n".join([
         f"-- hotdata proposal #{proposal_id}: {rec['index']} on {rec['table']}",
         *_evidence(rec),
@@ -42,7 +43,7 @@ def content(proposal_id: int, rec: dict[str, Any], lock_timeout_ms: int) -> str:
     ])
 
 
-def write(directory: Path, proposal_id: int, rec: dict[str, Any], lock_timeout_ms: int,
+def write(directory: Path, proposal_id: int, rec: Recommendation, lock_timeout_ms: int,
           layout: str, at: datetime | None = None) -> Path:
     """Write the migration file under `directory`; its path."""
     path = directory / filename(rec["index"], at or datetime.now(UTC), layout)

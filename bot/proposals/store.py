@@ -3,13 +3,25 @@ one `UPDATE … WHERE status = 'pending' RETURNING`, so only one click ever wins
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-Row = dict[str, Any]
-Conn = psycopg.AsyncConnection[dict]
+from bot.advisor.model import Recommendation
+from bot.proposals.model import Proposal
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+Cursor = psycopg.AsyncCursor[dict[str, Any]]
+
+
+async def _one(cur: Cursor) -> Proposal | None:
+    """The proposal a `RETURNING *` or `SELECT *` of hotdata.proposals returned, if any."""
+    return cast(Proposal | None, await cur.fetchone())
+
+
+async def _all(cur: Cursor) -> list[Proposal]:
+    return cast(list[Proposal], await cur.fetchall())
 
 
 async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
@@ -22,42 +34,42 @@ async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
         (actor, action, proposal_id, sql, outcome, Jsonb(detail or {})))
 
 
-async def create(conn: Conn, rec: dict[str, Any], analysis_id: int | None, proposed_by: str,
-                 channel: str | None) -> Row:
+async def create(conn: Conn, rec: Recommendation, analysis_id: int | None, proposed_by: str,
+                 channel: str | None) -> Proposal:
     cur = await conn.execute(
         "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, proposed_by, "
         "evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
         (analysis_id, rec["table"], rec["index"], rec["sql"], proposed_by, Jsonb(rec), channel))
-    row = await cur.fetchone()
+    row = await _one(cur)
     assert row is not None
     await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending")
     return row
 
 
-async def get(conn: Conn, proposal_id: int) -> Row | None:
+async def get(conn: Conn, proposal_id: int) -> Proposal | None:
     cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE id = %s", (proposal_id,))
-    return await cur.fetchone()
+    return await _one(cur)
 
 
-async def pending_for(conn: Conn, index_name: str) -> Row | None:
+async def pending_for(conn: Conn, index_name: str) -> Proposal | None:
     cur = await conn.execute(
         "SELECT * FROM hotdata.proposals WHERE index_name = %s "
         "AND status IN ('pending', 'approved', 'applying') ORDER BY id LIMIT 1", (index_name,))
-    return await cur.fetchone()
+    return await _one(cur)
 
 
 async def decide(conn: Conn, proposal_id: int, status: str, user: str,
-                 reason: str | None = None) -> Row | None:
+                 reason: str | None = None) -> Proposal | None:
     """Move a pending proposal to `status`; None when someone decided first (or it expired)."""
     cur = await conn.execute(
         "UPDATE hotdata.proposals SET status = %s, decided_by = %s, decided_at = now(), "
         "reason = %s, updated_at = now() WHERE id = %s AND status = 'pending' RETURNING *",
         (status, user, reason, proposal_id))
-    return await cur.fetchone()
+    return await _one(cur)
 
 
 async def mark(conn: Conn, proposal_id: int, status: str, result: dict[str, Any],
-               expect: str | None = None) -> Row | None:
+               expect: str | None = None) -> Proposal | None:
     """Set a proposal's status and result (only from `expect` when given)."""
     query = ("UPDATE hotdata.proposals SET status = %s, result = %s, updated_at = now() "
              "WHERE id = %s")
@@ -66,7 +78,7 @@ async def mark(conn: Conn, proposal_id: int, status: str, result: dict[str, Any]
         query += " AND status = %s"
         params.append(expect)
     cur = await conn.execute(query + " RETURNING *", params)
-    return await cur.fetchone()
+    return await _one(cur)
 
 
 async def set_message(conn: Conn, proposal_id: int, channel: str, ts: str) -> None:
@@ -74,25 +86,25 @@ async def set_message(conn: Conn, proposal_id: int, channel: str, ts: str) -> No
                        "WHERE id = %s", (channel, ts, proposal_id))
 
 
-async def expire(conn: Conn, ttl_hours: float) -> list[Row]:
+async def expire(conn: Conn, ttl_hours: float) -> list[Proposal]:
     """Pending proposals older than the time-to-live become `expired`."""
     cur = await conn.execute(
         "UPDATE hotdata.proposals SET status = 'expired', updated_at = now() "
         "WHERE status = 'pending' AND created_at < now() - make_interval(secs => %s) "
         "RETURNING *", (ttl_hours * 3600,))
-    rows = await cur.fetchall()
+    rows = await _all(cur)
     for row in rows:
         await audit(conn, "hotdata", "expired", row["id"], row["sql"], "expired")
     return rows
 
 
-async def stuck(conn: Conn) -> list[Row]:
+async def stuck(conn: Conn) -> list[Proposal]:
     cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE status = 'applying'")
-    return await cur.fetchall()
+    return await _all(cur)
 
 
-async def recent(conn: Conn, limit: int = 15) -> list[Row]:
+async def recent(conn: Conn, limit: int = 15) -> list[Proposal]:
     cur = await conn.execute(
         "SELECT * FROM hotdata.proposals ORDER BY (status = 'pending') DESC, id DESC LIMIT %s",
         (limit,))
-    return await cur.fetchall()
+    return await _all(cur)

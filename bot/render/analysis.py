@@ -1,8 +1,10 @@
-"""An analysis as JSON (DESIGN.md's shape), markdown (the uploaded report), Block Kit and text."""
+"""An analysis as JSON (the `analyze` shape: `as_dict`, listed in ARCHITECTURE.md), markdown
+(the uploaded report), Block Kit and text."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.analysis.model import Analysis, PlanRun, QueryResult
@@ -76,11 +78,11 @@ def _values_used(result: QueryResult) -> str:
         values = ", ".join("NULL" if v is None else v for v in run.values) or "no parameters"
         timing = f"{run.ms:.1f} ms" if run.ms is not None else (run.error or "estimated")
         shown.append(f"{run.label}: ({values}) → {timing}")
-    run = result.generic_run
-    if run is not None:
-        timing = (f"{run.ms:.1f} ms" if run.ms is not None else run.error
+    generic = result.generic_run
+    if generic is not None:
+        timing = (f"{generic.ms:.1f} ms" if generic.ms is not None else generic.error
                   or "planned only: not chosen, or the values' own plan")
-        shown.append(f"generic plan ({run.role}) with the {run.label} values → {timing}")
+        shown.append(f"generic plan ({generic.role}) with the {generic.label} values → {timing}")
     return "; ".join(shown)
 
 
@@ -140,7 +142,7 @@ def markdown(analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _measured(rec: dict[str, Any]) -> str:
+def _measured(rec: Mapping[str, Any]) -> str:
     if rec.get("measured_before_ms") is not None:
         return (f"measured on a scratch copy: {rec['measured_before_ms']} ms → "
                 f"{rec.get('measured_after_ms')} ms (built in {rec.get('build_seconds')} s)")
@@ -148,7 +150,7 @@ def _measured(rec: dict[str, Any]) -> str:
             "(HypoPG estimate)")
 
 
-def _size(rec: dict[str, Any]) -> str:
+def _size(rec: Mapping[str, Any]) -> str:
     size = f"{(rec.get('size_bytes') or 0) / 1024 / 1024:.1f} MB"
     return size + (" (estimated)" if rec.get("size_estimated") else " (built)")
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.advisor.lint import KINDS, LintReport
+from bot.advisor.model import Drop
 from bot.analysis.model import Finding
 from bot.units import size_text
 
@@ -135,7 +136,7 @@ def _finding_item(finding: Finding) -> str:
     return f"• {table}{_esc(_clip(finding.detail, MAX_PART))}\n   _Fix:_ {fix}"
 
 
-def _cleanup_item(proposal: dict[str, Any]) -> str:
+def _cleanup_item(proposal: Drop) -> str:
     return (f"• `{_esc(proposal['sql'])}` — {size_text(proposal['size_bytes'])}; "
             f"{_esc(_clip(proposal['reason'], MAX_PART))}; {_esc(proposal['write_cost'])}")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.advisor.model import Recommendation
+from bot.proposals.model import Proposal
+
 APPROVE = "hotdata_approve"
 REJECT = "hotdata_reject"
 PROPOSE = "hotdata_propose"
@@ -25,7 +28,7 @@ def _mb(size: Any) -> str:
     return f"{(size or 0) / 1024 / 1024:.1f} MB"
 
 
-def _why(rec: dict[str, Any]) -> str:
+def _why(rec: Recommendation) -> str:
     lines = [f"*Serves:* {', '.join(rec.get('queries') or []) or '—'}",
              f"*Planner cost:* {rec.get('cost_before')} → {rec.get('cost_after')}"]
     if rec.get("measured_before_ms") is not None:
@@ -46,7 +49,7 @@ def _why(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def blocks(proposal: dict[str, Any]) -> list[dict[str, Any]]:
+def blocks(proposal: Proposal) -> list[dict[str, Any]]:
     rec = proposal["evidence"]
     status = proposal["status"]
     result = proposal.get("result") or {}
@@ -88,7 +91,7 @@ def blocks(proposal: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def headline(proposal: dict[str, Any]) -> str:
+def headline(proposal: Proposal) -> str:
     rec = proposal["evidence"]
     return f"Index migration #{proposal['id']} ({proposal['status']}): {rec['sql']}"[:3000]
 
@@ -107,7 +110,7 @@ def reject_modal(proposal_id: int) -> dict[str, Any]:
     }
 
 
-def listing(rows: list[dict[str, Any]]) -> str:
+def listing(rows: list[Proposal]) -> str:
     if not rows:
         return "No index migrations have been proposed yet."
     lines = ["*Index migrations* (pending first)"]

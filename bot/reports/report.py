@@ -108,7 +108,7 @@ async def build(settings: Settings, window: timedelta) -> Report:
     return report
 
 
-async def _statements(state: psycopg.AsyncConnection[dict], report: Report,
+async def _statements(state: psycopg.AsyncConnection[dict[str, Any]], report: Report,
                       window: timedelta) -> None:
     end = await snapshots.latest(state)
     assert end is not None
@@ -127,7 +127,7 @@ async def _statements(state: psycopg.AsyncConnection[dict], report: Report,
         await _regressions(state, report, current, start["taken_at"])
 
 
-async def _regressions(state: psycopg.AsyncConnection[dict], report: Report,
+async def _regressions(state: psycopg.AsyncConnection[dict[str, Any]], report: Report,
                        current: list[Delta], window_start: datetime) -> None:
     """Statements an index applied before this window served, now much slower than measured
     right after the apply."""
@@ -138,7 +138,9 @@ async def _regressions(state: psycopg.AsyncConnection[dict], report: Report,
     for row in await cur.fetchall():
         served = row["evidence"].get("statements", [])
         after = (row["result"] or {}).get("after_ms")
-        for statement in served if after else []:
+        if not after:
+            continue
+        for statement in served:
             try:  # measured right after the apply, per statement
                 watched[sqltext.identity(statement["text"])] = (row["index_name"],
                                                                 after / len(served))
@@ -157,7 +159,7 @@ async def _regressions(state: psycopg.AsyncConnection[dict], report: Report,
                                        "mean_ms": delta.mean_ms, "after_ms": found[1]})
 
 
-async def _series(state: psycopg.AsyncConnection[dict], queryids: list[str]
+async def _series(state: psycopg.AsyncConnection[dict[str, Any]], queryids: list[str]
                   ) -> dict[str, list[tuple[datetime, float, float]]]:
     """Per statement, per snapshot interval of the last 24 hours: (time, total ms, mean ms)."""
     if not queryids:
@@ -184,7 +186,7 @@ async def _series(state: psycopg.AsyncConnection[dict], queryids: list[str]
     return series
 
 
-async def _proposals(state: psycopg.AsyncConnection[dict], report: Report,
+async def _proposals(state: psycopg.AsyncConnection[dict[str, Any]], report: Report,
                      window: timedelta) -> None:
     cur = await state.execute(
         "SELECT id, index_name, table_name, extract(epoch FROM now() - created_at) AS waited_s "
@@ -197,7 +199,7 @@ async def _proposals(state: psycopg.AsyncConnection[dict], report: Report,
     report.applied = await cur.fetchall()
 
 
-async def _drill_and_missed(state: psycopg.AsyncConnection[dict], report: Report) -> None:
+async def _drill_and_missed(state: psycopg.AsyncConnection[dict[str, Any]], report: Report) -> None:
     cur = await state.execute(
         "SELECT id, status, rto_seconds, rpo_seconds, "
         "extract(epoch FROM now() - finished_at) AS age_s FROM hotdata.drills "

@@ -81,14 +81,14 @@ async def take(settings: Settings) -> int | None:
     return snapshot
 
 
-async def _statements(conn: psycopg.AsyncConnection[dict], snapshot: int
+async def _statements(conn: psycopg.AsyncConnection[dict[str, Any]], snapshot: int
                       ) -> dict[str, dict[str, Any]]:
     cur = await conn.execute("SELECT queryid, query, calls, total_ms FROM "
                              "hotdata.snapshot_statements WHERE snapshot_id = %s", (snapshot,))
     return {r["queryid"]: r for r in await cur.fetchall()}
 
 
-async def deltas(conn: psycopg.AsyncConnection[dict], start: dict[str, Any] | None,
+async def deltas(conn: psycopg.AsyncConnection[dict[str, Any]], start: dict[str, Any] | None,
                  end: dict[str, Any]) -> list[Delta]:
     """What ran between two snapshots (rows of hotdata.snapshots), heaviest first.
 
@@ -99,7 +99,9 @@ async def deltas(conn: psycopg.AsyncConnection[dict], start: dict[str, Any] | No
     after = await _statements(conn, end["id"])
     restarted = start is None or (start["statements_reset"], start["server_started"]) != (
         end["statements_reset"], end["server_started"])
-    before = {} if restarted else await _statements(conn, start["id"])  # type: ignore[index]
+    before: dict[str, dict[str, Any]] = {}
+    if start is not None and not restarted:
+        before = await _statements(conn, start["id"])
     found = []
     for queryid, row in after.items():
         old = before.get(queryid)
@@ -112,13 +114,13 @@ async def deltas(conn: psycopg.AsyncConnection[dict], start: dict[str, Any] | No
     return sorted(found, key=lambda d: d.total_ms, reverse=True)
 
 
-async def at_or_before(conn: psycopg.AsyncConnection[dict], moment: Any
+async def at_or_before(conn: psycopg.AsyncConnection[dict[str, Any]], moment: Any
                        ) -> dict[str, Any] | None:
     cur = await conn.execute("SELECT * FROM hotdata.snapshots WHERE taken_at <= %s "
                              "ORDER BY taken_at DESC LIMIT 1", (moment,))
     return await cur.fetchone()
 
 
-async def latest(conn: psycopg.AsyncConnection[dict]) -> dict[str, Any] | None:
+async def latest(conn: psycopg.AsyncConnection[dict[str, Any]]) -> dict[str, Any] | None:
     cur = await conn.execute("SELECT * FROM hotdata.snapshots ORDER BY taken_at DESC LIMIT 1")
     return await cur.fetchone()

@@ -14,8 +14,10 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from pglast import ast
 from pglast.stream import RawStream
 
 from bot import catalog, sqltext, tools
@@ -74,7 +76,7 @@ class Column:
     default: str | None
     keys: list[str]  # "p" primary key, "u" unique
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "not_null": self.not_null,
                 "default": self.default, "primary_key": "p" in self.keys,
                 "unique": "u" in self.keys}
@@ -85,7 +87,8 @@ class TableDoc:
     facts: catalog.Table
     force_rls: bool = False
     columns: list[Column] = field(default_factory=list)
-    keys: list[dict] = field(default_factory=list)  # {"name", "type": primary key|unique, …}
+    # {"name", "type": primary key|unique, …}
+    keys: list[dict[str, Any]] = field(default_factory=list)
     grants: dict[str, list[str]] = field(default_factory=dict)
     lints: list[Finding] = field(default_factory=list)
 
@@ -121,7 +124,7 @@ def grant_roles(app_role: str | None) -> list[str]:
     return sorted({*lint.API_ROLES, *([app_role] if app_role else [])})
 
 
-async def read(conn: psycopg.AsyncConnection[dict], schemas: list[str] | None,
+async def read(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str] | None,
                app_role: str | None) -> tuple[catalog.Snapshot, list[TableDoc]]:
     """The snapshot lint reads and one TableDoc per table, with its lints."""
     snapshot = await catalog.snapshot(conn, schemas, lint.app_roles(app_role))
@@ -174,6 +177,7 @@ def expression(text: str | None) -> str:
         stmt = sqltext.parse_one(f"SELECT 1 WHERE {text}").stmt
     except sqltext.Unparseable:
         return text
+    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
     return str(RawStream()(stmt.whereClause))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from pglast import ast, enums, parser
@@ -85,7 +86,7 @@ class Review:
     status: str = "ok"  # ok | refused | failed
     error: str | None = None
     new_tables: list[document.TableDoc] = field(default_factory=list)
-    new_foreign_keys: list[dict] = field(default_factory=list)
+    new_foreign_keys: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     squawk: list[dict[str, str]] = field(default_factory=list)
     proposals: dict[str, list[str]] = field(default_factory=dict)  # table → SQL
@@ -124,7 +125,7 @@ def _target_table(node: ast.Node) -> str | None:
 def _refusal(node: ast.Node) -> str | None:
     """Why `node` is not a schema definition hotdata reviews, or None."""
     kind = type(node).__name__
-    if isinstance(node, ast.DropStmt):
+    if isinstance(node, ast.DropStmt) and node.removeType is not None:
         what = enums.ObjectType(node.removeType).name.removeprefix("OBJECT_").replace("_", " ")
         return f"DROP {what} removes objects"
     if not isinstance(node, DEFINITIONS):
@@ -136,7 +137,7 @@ def _refusal(node: ast.Node) -> str | None:
     if isinstance(node, ast.VariableSetStmt) and (node.name or "") not in SETTINGS_ALLOWED:
         return f"SET {node.name or ''} is not a schema definition"
     if isinstance(node, ast.CreateFunctionStmt):
-        language = next((str(o.arg.sval).lower() for o in node.options or ()
+        language = next((_word(o.arg).lower() for o in node.options or ()
                          if isinstance(o, ast.DefElem) and o.defname == "language"), "sql")
         if language not in LANGUAGES:
             return (f"a function in LANGUAGE {language}: hotdata reviews functions in SQL and "
@@ -150,6 +151,12 @@ def _refusal(node: ast.Node) -> str | None:
     return None
 
 
+def _word(arg: object) -> str:
+    """An option's word (LANGUAGE plpgsql, SCHEMA s): the grammar makes it a String."""
+    assert isinstance(arg, ast.String)
+    return str(arg.sval)
+
+
 def _runs(node: ast.Node) -> bool:
     if isinstance(node, ast.CreateExtensionStmt):
         return False
@@ -158,10 +165,10 @@ def _runs(node: ast.Node) -> bool:
 
 def extensions_of(statements: list[PlanStatement]) -> list[tuple[str, str | None]]:
     """The plan's CREATE EXTENSION statements as (name, schema): hotdata creates them."""
-    found = []
+    found: list[tuple[str, str | None]] = []
     for s in statements:
-        if isinstance(s.node, ast.CreateExtensionStmt):
-            schema = next((str(o.arg.sval) for o in s.node.options or ()
+        if isinstance(s.node, ast.CreateExtensionStmt) and s.node.extname is not None:
+            schema = next((_word(o.arg) for o in s.node.options or ()
                            if isinstance(o, ast.DefElem) and o.defname == "schema"), None)
             found.append((s.node.extname, schema))
     return found
@@ -191,6 +198,7 @@ def parse_plan(text: str) -> list[PlanStatement]:
         written = text[start:start + length]
         line = _line(text, start + len(written) - len(written.lstrip()))
         node = raw.stmt
+        assert node is not None  # a parsed statement always holds its node
         reason = _refusal(node)
         if reason:
             raise PlanRefused(f"line {line}: {reason}; hotdata reviews schema definitions only "
@@ -208,7 +216,8 @@ def parse_plan(text: str) -> list[PlanStatement]:
 def _type_name(type_name: ast.TypeName | None) -> str:
     if type_name is None or not type_name.names:
         return ""
-    return type_name.names[-1].sval
+    name: str = type_name.names[-1].sval
+    return name
 
 
 def vector_findings(statements: list[PlanStatement]) -> list[Finding]:
@@ -225,11 +234,14 @@ def vector_findings(statements: list[PlanStatement]) -> list[Finding]:
     for s in statements:
         if not isinstance(s.node, ast.CreateStmt):
             continue
-        table = _range_var_name(s.node.relation)
+        relation = s.node.relation
+        assert relation is not None  # CREATE TABLE always names its table
+        table = _range_var_name(relation)
         for col in s.node.tableElts or ():
-            if (isinstance(col, ast.ColumnDef) and _type_name(col.typeName) in VECTOR_TYPES
+            if (isinstance(col, ast.ColumnDef) and col.colname is not None
+                    and _type_name(col.typeName) in VECTOR_TYPES
                     and (table, col.colname) not in indexed):
-                name = s.node.relation.relname
+                name = relation.relname
                 found.append(Finding(
                     "vector_without_index", table,
                     f"line {s.line}: {table}.{col.colname} is a "
@@ -303,7 +315,7 @@ async def _apply_and_read(settings: Settings, box: sandbox.Sandbox,
                 raise
 
 
-async def _apply(conn: psycopg.AsyncConnection[dict], box: sandbox.Sandbox,
+async def _apply(conn: psycopg.AsyncConnection[dict[str, Any]], box: sandbox.Sandbox,
                  statements: list[PlanStatement], settings: Settings, review: Review) -> None:
     app_role = settings.app_role
     _, before = await document.read(conn, None, app_role)

@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -126,7 +127,7 @@ class Sandbox:
     notes: list[str] = field(default_factory=list)
 
 
-async def target_facts(conn: psycopg.AsyncConnection[dict]) -> TargetFacts:
+async def target_facts(conn: psycopg.AsyncConnection[dict[str, Any]]) -> TargetFacts:
     """Read (on the target, read-only) the extensions, roles and default privileges."""
     extensions = [(r["name"], r["schema"]) for r in await (await conn.execute(EXTENSIONS_SQL))
                   .fetchall()]
@@ -155,7 +156,7 @@ def _errors(stderr: str) -> list[str]:
     return [" ".join(line.split()) for line in stderr.splitlines() if "ERROR:" in line]
 
 
-async def _create(admin: psycopg.AsyncConnection[dict], name: str, password: str,
+async def _create(admin: psycopg.AsyncConnection[dict[str, Any]], name: str, password: str,
                   facts: TargetFacts, notes: list[str]) -> None:
     role = sql.Identifier(name)
     hashed = admin.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256")
@@ -247,7 +248,7 @@ async def _default_grants(settings: Settings, login: str, grants: list[DefaultGr
             kind = DEFAULT_ACL_KINDS.get(grant.kind)
             if kind is None or grant.privilege not in PRIVILEGES:
                 continue
-            statement = sql.SQL("ALTER DEFAULT PRIVILEGES ")
+            statement: sql.Composable = sql.SQL("ALTER DEFAULT PRIVILEGES ")
             if grant.schema is not None:
                 statement += sql.SQL("IN SCHEMA {} ").format(sql.Identifier(grant.schema))
             grantee = (sql.SQL("PUBLIC") if grant.grantee == "PUBLIC"

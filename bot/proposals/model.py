@@ -1,0 +1,31 @@
+"""A proposal as the state schema holds it: one row of `hotdata.proposals`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NotRequired, TypedDict
+
+from bot.advisor.model import Recommendation
+
+
+class Proposal(TypedDict):
+    """A row of hotdata.proposals (migrations/0001_init.sql), as `RETURNING *` gives it."""
+
+    id: int
+    analysis_id: int | None
+    table_name: str
+    index_name: str
+    sql: str
+    # pending | approved | applying | applied | rejected | failed | expired
+    status: str
+    proposed_by: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    evidence: Recommendation  # the recommendation it was proposed from, with squawk's lint
+    result: dict[str, Any] | None  # the figures once applied, or the error
+    channel: str | None
+    message_ts: str | None
+    created_at: datetime
+    updated_at: datetime
+    file: NotRequired[str]  # the migration file written for it (`hotdata propose --out`)
