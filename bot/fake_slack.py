@@ -124,15 +124,19 @@ class FakeSlack:
         with self._lock:
             self.calls.append(Call(method, params, status))
 
-    async def _api(self, request: web.Request) -> web.Response:
-        method = request.match_info["method"]
+    async def _served(self, method: str, request: web.Request) -> dict[str, Any] | web.Response:
+        """The call recorded; the request's parameters, or the planned failure to answer."""
         params = await self._params(request)
         failure = self._planned_failure(method)
-        if failure is not None:
-            self._record(method, params, failure.status)
-            return failure
-        self._record(method, params, 200)
-        return web.json_response(self._answer(method, params))
+        self._record(method, params, 200 if failure is None else failure.status)
+        return params if failure is None else failure
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        served = await self._served(method, request)
+        if isinstance(served, web.Response):
+            return served
+        return web.json_response(self._answer(method, served))
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel", "C0HOTDATA")
@@ -165,14 +169,8 @@ class FakeSlack:
         return {"ok": True}
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        key = f"response_url/{request.match_info['key']}"
-        params = await self._params(request)
-        failure = self._planned_failure(key)
-        if failure is not None:
-            self._record(key, params, failure.status)
-            return failure
-        self._record(key, params, 200)
-        return web.Response(text="ok")
+        served = await self._served(f"response_url/{request.match_info['key']}", request)
+        return served if isinstance(served, web.Response) else web.Response(text="ok")
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]

@@ -250,6 +250,17 @@ def param_uses(text: str) -> dict[int, ParamUse]:
     return uses
 
 
+def printed_expression(expression: str) -> str:
+    """A boolean expression as pglast prints it (no redundant outer parentheses); as written
+    when it does not parse."""
+    try:
+        stmt = parse_one(f"SELECT 1 WHERE {expression}").stmt
+    except Unparseable:
+        return expression
+    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
+    return str(RawStream()(stmt.whereClause))
+
+
 def normal_predicate(expression: str) -> str:
     """A predicate as pglast deparses it, without casts of constants (pg_get_expr writes
     `'pending'::text` where the query said `'pending'`)."""

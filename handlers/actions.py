@@ -1,16 +1,24 @@
-"""Buttons: Approve / Reject on proposals, Propose migration on an analysis."""
+"""Buttons: Approve / Reject on proposals, Propose migration on an analysis. Each acks, reads
+who clicked and the id the button carries, and hands its flow off."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.container import Container
 from bot.flows import proposals
 from bot.render.proposals import APPROVE, PROPOSE, REJECT
+from bot.slack import Reply
 from handlers.context import container_of, hand_off, respond_to
+
+Click = Callable[[AsyncAck, dict[str, Any], AsyncRespond, AsyncBoltContext], Awaitable[None]]
+# (container, reply, who clicked, the id the button carries, the request) → the flow to run
+Flow = Callable[[Container, Reply, str, int | None, dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 def clicked(body: dict[str, Any]) -> tuple[str, int | None]:
@@ -19,35 +27,25 @@ def clicked(body: dict[str, Any]) -> tuple[str, int | None]:
     return body["user"]["id"], int(value) if value.isascii() and value.isdigit() else None
 
 
-async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
-                  context: AsyncBoltContext) -> None:
-    await ack()
-    container = container_of(context)
-    user, proposal_id = clicked(body)
-    reply = respond_to(respond, container)
-    hand_off(container, f"approve #{proposal_id}",
-             proposals.approve_clicked(container, reply, proposal_id, user), reply)
+def button(what: str, flow: Flow) -> Click:
+    async def listener(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
+                       context: AsyncBoltContext) -> None:
+        await ack()
+        container = container_of(context)
+        user, carried = clicked(body)
+        reply = respond_to(respond, container)
+        hand_off(container, f"{what} #{carried}" if carried is not None else what,
+                 flow(container, reply, user, carried, body), reply)
+    return listener
 
 
-async def reject(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
-                 context: AsyncBoltContext) -> None:
-    await ack()
-    container = container_of(context)
-    user, proposal_id = clicked(body)
-    reply = respond_to(respond, container)
-    hand_off(container, f"reject #{proposal_id}",
-             proposals.reject_clicked(container, reply, proposal_id, user, body["trigger_id"]),
-             reply)
-
-
-async def propose(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
-                  context: AsyncBoltContext) -> None:
-    await ack()
-    container = container_of(context)
-    user, analysis_id = clicked(body)
-    reply = respond_to(respond, container)
-    hand_off(container, "propose", proposals.propose_for(container, reply, user, analysis_id),
-             reply)
+approve = button("approve", lambda container, reply, user, proposal_id, body:
+                 proposals.approve_clicked(container, reply, proposal_id, user))
+reject = button("reject", lambda container, reply, user, proposal_id, body:
+                proposals.reject_clicked(container, reply, proposal_id, user,
+                                         body["trigger_id"]))
+propose = button("propose", lambda container, reply, user, analysis_id, body:
+                 proposals.propose_for(container, reply, user, analysis_id))
 
 
 def register(app: AsyncApp) -> None:

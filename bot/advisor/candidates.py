@@ -127,17 +127,11 @@ def _collect(node: Any, resolve: _Resolver, found: dict[str, Predicates]) -> Non
     if not isinstance(node, ast.A_Expr):
         return
     operator = node.name[-1].sval if node.name else ""
-    if node.kind == A_Expr_Kind.AEXPR_IN:
+    if node.kind in (A_Expr_Kind.AEXPR_IN, A_Expr_Kind.AEXPR_BETWEEN):  # equality, range
         ref = resolve.column(node.lexpr)
         if ref:
             preds = found.setdefault(ref[0], Predicates())
-            preds.add(preds.equal, ref[1])
-        return
-    if node.kind == A_Expr_Kind.AEXPR_BETWEEN:
-        ref = resolve.column(node.lexpr)
-        if ref:
-            preds = found.setdefault(ref[0], Predicates())
-            preds.add(preds.ranges, ref[1])
+            preds.add(preds.equal if node.kind == A_Expr_Kind.AEXPR_IN else preds.ranges, ref[1])
         return
     if node.kind != A_Expr_Kind.AEXPR_OP or operator not in {"=", *RANGE_OPERATORS}:
         return

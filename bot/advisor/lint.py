@@ -151,16 +151,6 @@ def wrap_per_row_calls(expression: str) -> str:
     return str(RawStream()(stmt.whereClause))
 
 
-def _normal(expression: str) -> str:
-    """An expression as pglast prints it (no redundant outer parentheses); as is if unparseable."""
-    try:
-        stmt = sqltext.parse_one(f"SELECT 1 WHERE {expression}").stmt
-    except sqltext.Unparseable:
-        return expression
-    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
-    return str(RawStream()(stmt.whereClause))
-
-
 def _rls_per_row_calls(table: Table) -> list[Finding]:
     found = []
     for policy in table.policies:
@@ -197,7 +187,7 @@ def _multiple_permissive(table: Table) -> list[Finding]:
                 overlaps[names].append(f"{role} {command}")
     found = []
     for names, where in overlaps.items():
-        quals = [_normal(p.qual or p.with_check or "true")
+        quals = [sqltext.printed_expression(p.qual or p.with_check or "true")
                  for p in table.policies if p.name in names]
         found.append(Finding(
             "multiple_permissive_policies", table.qualified,

@@ -24,16 +24,24 @@ ESTIMATED_NODES = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Sca
 
 @dataclass(frozen=True)
 class Thresholds:
+    """When a plan node is worth a finding. Each ratio comes with a floor, so that a large
+    ratio of small numbers stays quiet."""
+
+    # seq_scan: a table at least this large read to return at most this fraction of its rows
     large_table_rows: int = 10_000
     selective_fraction: float = 0.1
+    # rows_removed: a filter discarding this many rows per row returned, and at least these
     removed_ratio: float = 10.0
     removed_min_rows: int = 1_000
+    # sort_limit: sorting this many rows per row returned (ORDER BY … LIMIT), and at least these
     sort_ratio: float = 10.0
     sort_min_rows: int = 1_000
+    # misestimate: actual rows this many times off the estimate, either way, and at least these
     misestimate_ratio: float = 10.0
     misestimate_min_rows: int = 100
-    generic_ratio: float = 5.0  # generic plan's ms / the value's own plan's ms
-    generic_min_ms: float = 0.5  # …and slower by at least this much
+    # generic_plan: the generic plan's ms over the value's own plan's ms, and slower by this
+    generic_ratio: float = 5.0
+    generic_min_ms: float = 0.5
 
 
 def nodes(plan: dict[str, Any], parents: tuple[dict[str, Any], ...] = ()

@@ -6,6 +6,7 @@ from typing import Any
 
 from bot.advisor.model import Recommendation
 from bot.proposals.model import Proposal
+from bot.render.modal import text_modal
 
 APPROVE = "hotdata_approve"
 REJECT = "hotdata_reject"
@@ -97,17 +98,8 @@ def headline(proposal: Proposal) -> str:
 
 
 def reject_modal(proposal_id: int) -> dict[str, Any]:
-    return {
-        "type": "modal", "callback_id": REASON_CALLBACK,
-        "private_metadata": str(proposal_id),
-        "title": {"type": "plain_text", "text": f"Reject migration #{proposal_id}"[:24]},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [{"type": "input", "block_id": "reason", "label": {
-            "type": "plain_text", "text": "Why? (shown in the channel)"},
-            "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True,
-                        "min_length": 3, "max_length": 500}}],
-    }
+    return text_modal(REASON_CALLBACK, str(proposal_id), f"Reject migration #{proposal_id}",
+                      "Reject", "reason", "Why? (shown in the channel)", 3, 500)
 
 
 def listing(rows: list[Proposal]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.analysis.model import Finding
 from bot.render.lint import TITLES as LINT_TITLES
+from bot.render.modal import text_modal
 from bot.schema.document import SchemaDoc, TableDoc, describe_policy, mermaid, rls_summary
 from bot.schema.review import Review
 from bot.units import size_text
@@ -217,13 +218,5 @@ REVIEW_CALLBACK = "hotdata_schema_review"
 
 def review_modal(channel: str) -> dict[str, Any]:
     """The modal where a planned migration is pasted for review."""
-    return {
-        "type": "modal", "callback_id": REVIEW_CALLBACK, "private_metadata": channel,
-        "title": {"type": "plain_text", "text": "Review a schema plan"},
-        "submit": {"type": "plain_text", "text": "Review"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [{"type": "input", "block_id": "plan", "label": {
-            "type": "plain_text", "text": "Planned DDL (CREATE TABLE, CREATE INDEX, policies…)"},
-            "element": {"type": "plain_text_input", "action_id": "plan", "multiline": True,
-                        "min_length": 10, "max_length": 3000}}],
-    }
+    return text_modal(REVIEW_CALLBACK, channel, "Review a schema plan", "Review", "plan",
+                      "Planned DDL (CREATE TABLE, CREATE INDEX, policies…)", 10, 3000)

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from pglast import ast
-from pglast.stream import RawStream
 
 from bot import catalog, sqltext, tools
 from bot.advisor import lint
@@ -171,14 +169,7 @@ async def run(settings: Settings, schema: str = "public", *, dsn: str | None = N
 
 def expression(text: str | None) -> str:
     """A policy expression as pglast prints it (no redundant outer parentheses)."""
-    if not text:
-        return "true"
-    try:
-        stmt = sqltext.parse_one(f"SELECT 1 WHERE {text}").stmt
-    except sqltext.Unparseable:
-        return text
-    assert isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None
-    return str(RawStream()(stmt.whereClause))
+    return sqltext.printed_expression(text) if text else "true"
 
 
 def describe_policy(policy: Policy) -> str:
