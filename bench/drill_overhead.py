@@ -83,7 +83,7 @@ def bare(source: pgcluster.Cluster, scratch: pgcluster.Cluster, work: Path) -> f
 async def drill(settings: Settings) -> tuple[float, runner.DrillResult]:
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
-    await heartbeat(settings)
+        await heartbeat(conn)
     started = time.perf_counter()
     result = await runner.run(settings, requested_by="bench")
     return time.perf_counter() - started, result

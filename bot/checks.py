@@ -47,10 +47,10 @@ WHERE a.name = ANY (%s)
 """
 
 
-async def target_checks(settings: Settings, dsn: str | None = None) -> list[Check]:
-    target = dsn or settings.database_url
+async def target_checks(settings: Settings) -> list[Check]:
+    target = settings.database_url
     try:
-        async with connect(settings, "analysis", dsn=target) as conn:
+        async with connect(settings, "analysis") as conn:
             cur = await conn.execute(
                 "SELECT current_setting('server_version') AS version, current_user AS usr, "
                 "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser")
@@ -161,7 +161,6 @@ async def scheduler_check(settings: Settings) -> Check:
     return Check("scheduler", "ok" if leader else "warn", "; ".join(parts))
 
 
-async def run_all(settings: Settings, client: AsyncWebClient | None,
-                  dsn: str | None = None) -> list[Check]:
-    return [*await target_checks(settings, dsn), await state_check(settings),
+async def run_all(settings: Settings, client: AsyncWebClient | None) -> list[Check]:
+    return [*await target_checks(settings), await state_check(settings),
             await scheduler_check(settings), await slack_check(settings, client)]

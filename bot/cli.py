@@ -158,7 +158,7 @@ async def _schema(args: argparse.Namespace, settings: Settings) -> int:
         async with connect(settings, "state") as conn:  # reviews record their sandboxes
             await migrate.upgrade(conn)
         await sandbox.drop_leftovers(settings)
-        result = await review_plan(settings, text, name=plan.stem, dsn=args.dsn,
+        result = await review_plan(settings, text, name=plan.stem,
                                    out=Path(args.out) if args.out else None)
         print(render.review_json(result) if args.format == "json"
               else render.review_markdown(result))
@@ -166,7 +166,7 @@ async def _schema(args: argparse.Namespace, settings: Settings) -> int:
     if len(args.words) > 1:
         print("hotdata: usage: hotdata schema [schema-name]", file=sys.stderr)
         return 2
-    doc = await document.run(settings, args.words[0] if args.words else "public", dsn=args.dsn)
+    doc = await document.run(settings, args.words[0] if args.words else "public")
     print(render.as_json(doc) if args.format == "json" else render.markdown(doc))
     return 0
 
@@ -200,6 +200,8 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
     except proposals.NothingToPropose:
         print("No index recommendations: nothing to propose.")
         return 0
+    finally:
+        await container.pools.close()
     for proposal in created:
         rec = proposal["evidence"]
         print(f"#{proposal['id']} {rec['sql']}")

@@ -1,5 +1,6 @@
-"""What the listeners, the flows and the scheduler share, held in one place. It holds; it
-does nothing itself (see ARCHITECTURE.md)."""
+"""What the listeners, the flows and the scheduler share, held in one place: settings, the Web
+API client, the task tracker, the pace of posts, who the managers are, and a connection pool
+per database role. It holds; it does nothing itself (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.db import Pools
 from bot.settings import Settings
 from bot.slack import Managers, Pacer
 from bot.tasks import TaskTracker
@@ -19,6 +21,8 @@ class Container:
     tasks: TaskTracker = field(default_factory=TaskTracker)
     pacer: Pacer = field(default_factory=Pacer)
     managers: Managers = field(init=False)
+    pools: Pools = field(init=False)
 
     def __post_init__(self) -> None:
         self.managers = Managers(self.settings, self.client)
+        self.pools = Pools(self.settings)

@@ -5,16 +5,22 @@
 - state: hotdata's own schema;
 - scratch: the scratch server's privileged role (drill and review databases, never the target);
 - review: a schema review's throwaway role, inside its own review database.
+
+`Pools` keeps a pool per role for short, stateless work (the container holds one, the flows use
+it); work that keeps session state (an advisory lock held while applying or reviewing) takes a
+dedicated connection from `connect`, closed when it is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.dsn import parse_dsn, redact_dsn, scrub
 from bot.settings import Settings
@@ -22,6 +28,8 @@ from bot.settings import Settings
 Role = Literal["analysis", "migrator", "state", "scratch", "review"]
 
 APPLICATION_NAME = "hotdata"
+CONNECT_TIMEOUT_S = 5
+Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 
 class DatabaseUnavailable(Exception):
@@ -45,10 +53,15 @@ def dsn_for(role: Role, settings: Settings) -> str:
             "state": settings.state_dsn, "scratch": settings.scratch_server}[role]
 
 
+def _kwargs(role: Role, settings: Settings) -> dict[str, Any]:
+    return {"autocommit": True, "row_factory": dict_row,
+            "application_name": f"{APPLICATION_NAME}-{role}",
+            "options": _options(role, settings)}
+
+
 @asynccontextmanager
 async def connect(settings: Settings, role: Role, *, dsn: str | None = None,
-                  connect_timeout: int = 5
-                  ) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+                  connect_timeout: int = CONNECT_TIMEOUT_S) -> AsyncIterator[Conn]:
     """An autocommit connection for `role`, closed on exit.
 
     Connection failures become DatabaseUnavailable with the redacted address and libpq's
@@ -56,10 +69,8 @@ async def connect(settings: Settings, role: Role, *, dsn: str | None = None,
     """
     target = dsn or dsn_for(role, settings)
     try:
-        conn = await psycopg.AsyncConnection.connect(
-            target, autocommit=True, row_factory=dict_row, connect_timeout=connect_timeout,
-            application_name=f"{APPLICATION_NAME}-{role}", options=_options(role, settings),
-        )
+        conn: Conn = await psycopg.AsyncConnection.connect(
+            target, connect_timeout=connect_timeout, **_kwargs(role, settings))
     except psycopg.OperationalError as error:
         reason = scrub(" ".join(str(error).split()), [*settings.secrets(), *_password(target)])
         raise DatabaseUnavailable(
@@ -69,6 +80,43 @@ async def connect(settings: Settings, role: Role, *, dsn: str | None = None,
     finally:
         await conn.close()
 
+
+class Pools:
+    """A connection pool per role, opened on first use in the running event loop and closed
+    with `close()`. A connection is checked before it is handed out, so one the server
+    dropped is replaced, not returned."""
+
+    def __init__(self, settings: Settings, max_size: int = 4) -> None:
+        self.settings = settings
+        self.max_size = max_size
+        self._pools: dict[Role, AsyncConnectionPool[Conn]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @asynccontextmanager
+    async def connection(self, role: Role) -> AsyncIterator[Conn]:
+        if self._loop is not asyncio.get_running_loop():  # pools live in one event loop
+            self._pools, self._loop = {}, asyncio.get_running_loop()
+        pool = self._pools.get(role)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                dsn_for(role, self.settings), kwargs=_kwargs(role, self.settings), min_size=1,
+                max_size=self.max_size, open=False, name=f"{APPLICATION_NAME}-{role}",
+                check=AsyncConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S)
+            self._pools[role] = pool
+            await pool.open()
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except PoolTimeout:  # no connection could be made: connect once to say why
+            async with connect(self.settings, role):
+                pass
+            raise DatabaseUnavailable(f"no {role} database connection became free within "
+                                      f"{CONNECT_TIMEOUT_S} s") from None
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
 
 
 def _password(dsn: str) -> list[str]:

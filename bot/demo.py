@@ -17,6 +17,7 @@ from rich.console import Console
 from bot import pgcluster
 from bot.app import build_app
 from bot.container import Container
+from bot.db import connect
 from bot.drills.store import heartbeat
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.render.proposals import APPROVE, PROPOSE
@@ -123,6 +124,7 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
     fake = FakeSlackServer().start()
     _use_tools_of(cluster, console)
     runner = None
+    container: Container | None = None
     try:
         console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port} "
                       f"[dim](data in {cluster.root})[/]")
@@ -138,7 +140,8 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
             app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}),
             watched_queries=watched, drill_database_url=scratch.url())
         await upgrade_state(settings)
-        await heartbeat(settings)  # what `hotdata serve` writes every minute: the RPO clock
+        async with connect(settings, "state") as state:  # what `hotdata serve` writes
+            await heartbeat(state)  # every minute: the RPO clock
         container = Container(settings, web_client(settings))
         runner, port = await start_http(http_app(build_app(settings, container), container),
                                         "127.0.0.1", 0)
@@ -177,6 +180,8 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if container is not None:
+            await container.pools.close()
         fake.stop()
         scratch.destroy()
         cluster.destroy()

@@ -76,10 +76,14 @@ class Scheduler:
                              max_instances=1, coalesce=True, misfire_grace_time=60)
         self.aps.add_job(self.campaign, "interval", seconds=CAMPAIGN_SECONDS, id="campaign",
                          next_run_time=datetime.now(UTC), max_instances=1)
-        self.aps.add_job(heartbeat, "interval", minutes=1, args=[self.container.settings],
+        self.aps.add_job(self.heartbeat, "interval", minutes=1,
                          id="heartbeat", next_run_time=datetime.now(UTC), max_instances=1,
                          coalesce=True)  # every replica: an idempotent upsert
         self.aps.start()
+
+    async def heartbeat(self) -> None:
+        async with self.container.pools.connection("state") as state:
+            await heartbeat(state)
 
     async def stop(self) -> None:
         self.aps.shutdown(wait=False)  # cancels its coroutines; claimed slots are shielded

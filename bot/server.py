@@ -109,4 +109,5 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         await scheduler.stop()
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]  # unannotated
-        await runner.cleanup()
+        await runner.cleanup()  # drains the running tasks first
+        await container.pools.close()

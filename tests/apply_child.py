@@ -20,7 +20,10 @@ async def main(database_url: str, slack_api_url: str, proposal_id: int, manager:
                         database_url=database_url, slack_bot_token="xoxb-0000-child",
                         slack_api_url=slack_api_url, channel="C0HOTDATA", manager_ids=[manager])
     container = Container(settings, web_client(settings))
-    print(await service.approve(container, proposal_id, manager), flush=True)
+    try:
+        print(await service.approve(container, proposal_id, manager), flush=True)
+    finally:
+        await container.pools.close()
 
 
 if __name__ == "__main__":

@@ -108,4 +108,5 @@ class BotUnderTest:
     def stop(self) -> None:
         if self._runner is not None:
             self._thread.run(self._runner.cleanup())
+        self._thread.run(self.container.pools.close())
         self._thread.close()

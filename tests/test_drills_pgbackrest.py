@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from bot import locks, pgcluster, tools
+from bot.db import connect
 from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.drills.sources import pgbackrest
@@ -37,6 +38,12 @@ from tests.test_drills import (
 )
 
 STANZA = "app"
+
+
+async def beat(settings: Settings) -> None:
+    """The heartbeat `hotdata serve` writes every minute."""
+    async with connect(settings, "state") as conn:
+        await store.heartbeat(conn)
 
 
 @dataclass
@@ -117,7 +124,7 @@ def stanza() -> Iterator[Stanza]:
             conn.execute("INSERT INTO notifications (user_id, kind, body, read, created_at) "
                          "SELECT user_id, kind, 'after the backup', false, now() "
                          "FROM notifications LIMIT 25")
-        asyncio.run(store.heartbeat(made.settings()))
+        asyncio.run(beat(made.settings()))
         wait_archived(made.source)
         yield made
     finally:

@@ -343,6 +343,7 @@ def test_a_review_killed_mid_apply_is_dropped_at_the_next_start(
     async def start() -> None:
         start_housekeeping(container)
         await container.tasks.drain()
+        await container.pools.close()
 
     asyncio.run(start())
     assert leftovers(pg) == ([], [])

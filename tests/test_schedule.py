@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,7 +82,7 @@ def test_six_fields_put_seconds_first() -> None:
 
 @pytest.fixture
 async def container(database: str, fake_slack_server: FakeSlackServer,
-                   slack: FakeSlack) -> Container:
+                    slack: FakeSlack) -> AsyncIterator[Container]:
     settings = Settings(_env_file=None,  # type: ignore[call-arg]
                         database_url=database, slack_bot_token=BOT_TOKEN,
                         slack_signing_secret=SIGNING_SECRET,
@@ -90,7 +90,9 @@ async def container(database: str, fake_slack_server: FakeSlackServer,
                         report_cron=REPORT_CRON, snapshot_cron=FAR_AWAY)
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
-    return Container(settings, web_client(settings))
+    made = Container(settings, web_client(settings))
+    yield made
+    await made.pools.close()
 
 
 def counting_job(name: str, cron: str, runs: list[datetime], fail: bool = False) -> Job:

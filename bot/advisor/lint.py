@@ -258,12 +258,12 @@ class LintReport:
     notes: list[str] = field(default_factory=list)
 
 
-async def run(settings: Settings, *, dsn: str | None = None,
+async def run(settings: Settings, *,
               unused_min_age_days: int = cleanup.UNUSED_MIN_AGE_DAYS) -> LintReport:
     """`hotdata lint` and `/hotdata lint`: findings and cleanup proposals from one snapshot,
     read over the read-only analysis connection."""
-    target = dsn or settings.database_url
-    async with connect(settings, "analysis", dsn=target) as conn:
+    target = settings.database_url
+    async with connect(settings, "analysis") as conn:
         snapshot = await catalog.snapshot(conn, None, app_roles(settings.app_role))
     report = LintReport(redact_dsn(target),
                         snapshot.now.astimezone(UTC).isoformat(timespec="seconds"))

@@ -46,12 +46,12 @@ def app_identity(settings: Settings) -> AppIdentity | None:
     return AppIdentity(settings.app_role, settings.app_jwt_claims or "{}")
 
 
-async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
+async def analyze(settings: Settings, *, top: int = 5,
                   progress: Progress | None = None) -> Analysis:
     if not 1 <= top <= collect.MAX_TOP:
         raise BadRequest(f"top must be between 1 and {collect.MAX_TOP}, got {top}")
     watched = collect.load_watched(settings.watched_queries) if settings.watched_queries else []
-    target = dsn or settings.database_url
+    target = settings.database_url
     started = time.perf_counter()
     result = Analysis(database=redact_dsn(target),
                       collected_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -66,7 +66,7 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
             await _say(progress, f"planning {index + 1}/{len(workload.statements)}…")
             result.results[index] = await workload.plan(planner, statement)
 
-    async with connect(settings, "analysis", dsn=target) as conn:
+    async with connect(settings, "analysis") as conn:
         planner = Planner(conn, settings.statement_timeout_ms)
 
         async def collect_then_plan() -> None:
@@ -81,7 +81,7 @@ async def analyze(settings: Settings, *, top: int = 5, dsn: str | None = None,
             # snapshot behind the cleanup proposals, which needs no plan.
             nonlocal snapshot_taken
             try:
-                async with connect(settings, "analysis", dsn=target) as extra:
+                async with connect(settings, "analysis") as extra:
                     if take_snapshot:
                         result.cleanup = await cleanup(extra)
                         snapshot_taken = True

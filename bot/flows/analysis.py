@@ -10,6 +10,7 @@ from bot.advisor.pipeline import analyze
 from bot.analysis import runs
 from bot.analysis.model import Analysis
 from bot.container import Container
+from bot.db import connect
 from bot.render import analysis as render
 from bot.settings import Settings
 
@@ -20,16 +21,18 @@ PROGRESS_INTERVAL_S = 1.0
 
 async def record(settings: Settings, analysis: Analysis, requested_by: str) -> int:
     """Store an analysis run outside Slack (the CLI) as done; its id, also set on it."""
-    analysis.id = await runs.record(settings, render.as_json(analysis),
-                                    render.markdown(analysis), requested_by)
+    async with connect(settings, "state") as state:
+        analysis.id = await runs.record(state, render.as_json(analysis),
+                                        render.markdown(analysis), requested_by)
     return analysis.id
 
 
 async def run_in_channel(container: Container, channel: str, user: str,
                          top: int) -> Analysis | None:
     """The whole Slack flow; raises AnalysisBusy before posting anything."""
-    settings, client = container.settings, container.client
-    analysis_id = await runs.claim(settings, channel, user)
+    settings, client, pools = container.settings, container.client, container.pools
+    async with pools.connection("state") as state:
+        analysis_id = await runs.claim(state, channel, user)
     ts: str | None = None
     try:
         posted = await client.chat_postMessage(
@@ -51,8 +54,9 @@ async def run_in_channel(container: Container, channel: str, user: str,
                     f"{sum(len(r.findings) for r in analysis.results)} findings")
         await client.chat_update(channel=channel, ts=ts, text=headline,
                                  blocks=render.blocks(analysis))
-        await runs.finish(settings, analysis_id, render.as_json(analysis),
-                          render.markdown(analysis))
+        async with pools.connection("state") as state:
+            await runs.finish(state, analysis_id, render.as_json(analysis),
+                              render.markdown(analysis))
         await client.files_upload_v2(
             channel=channel, thread_ts=ts, filename=render.filename(analysis),
             title=f"Query performance analysis {analysis.collected_at[:10]}",
@@ -60,7 +64,8 @@ async def run_in_channel(container: Container, channel: str, user: str,
         return analysis
     except Exception as error:
         message = container.settings.scrub(f"Query analysis failed: {error}")
-        await runs.fail(settings, analysis_id, message)
+        async with pools.connection("state") as state:
+            await runs.fail(state, analysis_id, message)
         if ts is None:
             raise  # nothing in the channel yet: the requester is told instead
         log.warning("%s", message)

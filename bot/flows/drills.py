@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from bot.container import Container
+from bot.db import connect
 from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.render import drill as render
@@ -35,13 +37,19 @@ async def run_in_channel(container: Container, channel: str, user: str) -> Drill
         await client.chat_update(channel=channel, ts=ts, text=f":no_entry: {refused}")
         raise
     await client.chat_update(channel=channel, ts=ts, text=render.headline(result),
-                             blocks=render.blocks(result, await store.trend(container.settings)))
+                             blocks=render.blocks(result, await _trend(container)))
     return result
+
+
+async def _trend(container: Container) -> list[dict[str, Any]]:
+    async with container.pools.connection("state") as state:
+        return await store.trend(state)
 
 
 async def update_runbook(settings: Settings, path: Path) -> str:
     """Rewrite the runbook's "last measured" section from the latest passing drill."""
-    row, version = await store.latest_passed(settings)
+    async with connect(settings, "state") as state:
+        row, version = await store.latest_passed(state)
     if row is None:
         raise runner.DrillRefused("no passing drill yet: run `hotdata drill` first")
     text = path.read_text()

@@ -39,7 +39,7 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
     proposals, each linted and, when `post`, posted for approval. Recommendations already
     proposed and undecided are not proposed twice."""
     settings = container.settings
-    async with connect(settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         cur = await conn.execute(LATEST_SQL, {"id": analysis_id})
         row = await cur.fetchone()
         # the report holds `recommend`'s records as JSON
@@ -75,7 +75,7 @@ async def _post(container: Container, proposal: Proposal) -> None:
                                "post proposals for approval")
     posted = await container.client.chat_postMessage(
         channel=channel, text=render.headline(proposal), blocks=render.blocks(proposal))
-    async with connect(container.settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         await store.set_message(conn, proposal["id"], str(posted["channel"]),
                                 str(posted["ts"]))
     proposal.update({"channel": posted["channel"], "message_ts": posted["ts"]})
@@ -109,7 +109,7 @@ async def decision_refused(container: Container, proposal_id: int, user: str,
                            action: str) -> str | None:
     """The refusal to show `user`, audited, or None when they may decide (checked again by
     every service call: fail closed)."""
-    async with connect(container.settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         proposal = await store.get(conn, proposal_id)
         if proposal is None:
             return f"There is no index migration #{proposal_id}."
@@ -163,21 +163,21 @@ async def _apply(container: Container, proposal: Proposal) -> None:
         if rec.get("sql") != proposal["sql"]:
             raise applying.ApplyFailed("refused: the stored statement differs from the one in "
                                        "the proposal's evidence (edited after it was proposed)")
-        async with connect(settings, "migrator") as target:
+        async with container.pools.connection("migrator") as target:
             blocked = await applying.preflight(target, rec)
         if blocked is not None:
             raise applying.ApplyFailed(blocked)
         figures = await applying.apply(settings, rec)
     except Exception as error:  # every failure is recorded and shown, never lost
         message = container.settings.scrub(" ".join(str(error).split()) or type(error).__name__)
-        async with connect(settings, "state") as conn:
+        async with container.pools.connection("state") as conn:
             final = await store.mark(conn, proposal["id"], "failed", {"error": message})
             await store.audit(conn, "hotdata", "failed", proposal["id"], proposal["sql"],
                               "failed", {"error": message})
         await _refresh(container, final or proposal)
         await _thread(container, final or proposal, f":x: Not applied: {message}")
         return
-    async with connect(settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         final = await store.mark(conn, proposal["id"], "applied", figures)
         await store.audit(conn, "hotdata", "applied", proposal["id"], proposal["sql"],
                           "applied", figures)
@@ -195,7 +195,7 @@ async def reject(container: Container, proposal_id: int, user: str, reason: str)
     refusal = await decision_refused(container, proposal_id, user, "reject")
     if refusal is not None:
         return refusal
-    async with connect(container.settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         await _expire(container, conn)
         proposal = await store.decide(conn, proposal_id, "rejected", user, reason)
         if proposal is None:
@@ -211,7 +211,7 @@ async def reconcile(container: Container) -> list[Proposal]:
     old ones, and show the outcome on their messages."""
     settings = container.settings
     settled = []
-    async with connect(settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         expired = await store.expire(conn, settings.proposal_ttl_hours)
         left = await store.stuck(conn)
     for proposal in expired:
@@ -257,7 +257,7 @@ async def _reconcile_one(container: Container, proposal: Proposal) -> Proposal |
 
 
 async def recent(container: Container) -> list[Proposal]:
-    async with connect(container.settings, "state") as conn:
+    async with container.pools.connection("state") as conn:
         await _expire(container, conn)
         return await store.recent(conn)
 

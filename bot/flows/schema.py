@@ -35,11 +35,11 @@ async def open_review(container: Container, trigger_id: str, channel: str) -> No
 
 
 async def review_plan(settings: Settings, plan_text: str, *, name: str = "plan",
-                      dsn: str | None = None, out: Path | None = None,
+                      out: Path | None = None,
                       at: datetime | None = None) -> Review:
     """`hotdata schema review PLAN.sql [--out DIR]`: the review, and its files when it
     passed and `out` is given."""
-    result = await review(settings, plan_text, name=name, dsn=dsn)
+    result = await review(settings, plan_text, name=name)
     if out is not None and result.status == "ok":
         result.files = [str(p) for p in write(out, result, at or datetime.now(UTC))]
     return result

@@ -149,10 +149,10 @@ async def read(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str]
     return snapshot, list(docs.values())
 
 
-async def run(settings: Settings, schema: str = "public", *, dsn: str | None = None) -> SchemaDoc:
+async def run(settings: Settings, schema: str = "public") -> SchemaDoc:
     """`hotdata schema` and `/hotdata schema`: read over the read-only analysis connection."""
-    target = dsn or settings.database_url
-    async with connect(settings, "analysis", dsn=target) as conn:
+    target = settings.database_url
+    async with connect(settings, "analysis") as conn:
         snapshot, tables = await read(conn, [schema], settings.app_role)
     doc = SchemaDoc(redact_dsn(target), schema,
                     snapshot.now.astimezone(UTC).isoformat(timespec="seconds"), tables)

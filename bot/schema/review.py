@@ -348,14 +348,14 @@ async def _apply(conn: psycopg.AsyncConnection[dict[str, Any]], box: sandbox.San
 
 
 async def review(settings: Settings, plan_text: str, *, name: str = "plan",
-                 dsn: str | None = None, requested_by: str | None = None) -> Review:
+                 requested_by: str | None = None) -> Review:
     """`hotdata schema review PLAN.sql`: never runs anything on the target but catalog reads
     and pg_dump; the plan runs in a sandbox as a throwaway role."""
-    target = dsn or settings.database_url
+    target = settings.database_url
     result = Review(name, redact_dsn(target))
     try:
         statements = parse_plan(plan_text)
-        async with connect(settings, "analysis", dsn=target) as conn:
+        async with connect(settings, "analysis") as conn:
             facts = await sandbox.target_facts(conn)
         refuse_extensions(statements, facts.extension_names | set(settings.review_extensions))
     except PlanError as error:
