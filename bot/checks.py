@@ -110,7 +110,7 @@ async def state_check(settings: Settings) -> Check:
 
 
 async def slack_check(settings: Settings, client: AsyncWebClient | None) -> Check:
-    from slack_sdk.errors import SlackApiError
+    from slack_sdk.errors import SlackApiError  # only when Slack is involved: see above
 
     if client is None or settings.slack_bot_token is None:
         return Check("slack", "warn", "not configured: SLACK_BOT_TOKEN is not set")

@@ -18,11 +18,26 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import UserError
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 POST_INTERVAL_S = 1.0
+NOT_IN_CHANNEL = "hotdata is not a member of this channel: invite it with `/invite @hotdata`"
+
+
+def describe(error: BaseException, what: str) -> str:
+    """The text a person reads when `what` (a command, a click) ended in `error`: a UserError
+    as it is, anything else as what could not be finished and why. Scrub it with the
+    settings' secrets before it is shown."""
+    if isinstance(error, UserError):
+        return str(error)
+    reason = str(error) or type(error).__name__
+    if isinstance(error, SlackApiError) and error.response.get("error") in (
+            "not_in_channel", "channel_not_found"):
+        reason = NOT_IN_CHANNEL
+    return f"hotdata could not finish `{what}`: {reason}"
 
 
 class Reply(Protocol):

@@ -11,8 +11,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.container import Container
-from bot.errors import describe
-from bot.slack import Reply
+from bot.slack import Reply, describe
 
 log = logging.getLogger(__name__)
 
