@@ -29,6 +29,7 @@ Role = Literal["analysis", "migrator", "state", "scratch", "review"]
 
 APPLICATION_NAME = "hotdata"
 CONNECT_TIMEOUT_S = 5
+POOL_WAIT_S = 2  # for a free pooled connection; then a dedicated one is opened instead
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 
@@ -84,9 +85,10 @@ async def connect(settings: Settings, role: Role, *, dsn: str | None = None,
 class Pools:
     """A connection pool per role, opened on first use in the running event loop and closed
     with `close()`. A connection is checked before it is handed out, so one the server
-    dropped is replaced, not returned."""
+    dropped is replaced, not returned; when none is free within POOL_WAIT_S, or the server
+    cannot be reached, a dedicated connection is tried (and its failure says why)."""
 
-    def __init__(self, settings: Settings, max_size: int = 4) -> None:
+    def __init__(self, settings: Settings, max_size: int = 8) -> None:
         self.settings = settings
         self.max_size = max_size
         self._pools: dict[Role, AsyncConnectionPool[Conn]] = {}
@@ -101,17 +103,19 @@ class Pools:
             pool = AsyncConnectionPool(
                 dsn_for(role, self.settings), kwargs=_kwargs(role, self.settings), min_size=1,
                 max_size=self.max_size, open=False, name=f"{APPLICATION_NAME}-{role}",
-                check=AsyncConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S)
+                check=AsyncConnectionPool.check_connection, timeout=POOL_WAIT_S)
             self._pools[role] = pool
             await pool.open()
         try:
-            async with pool.connection() as conn:
+            conn = await pool.getconn()
+        except PoolTimeout:  # all busy, or the server is unreachable: a connection of its own
+            async with connect(self.settings, role) as conn:  # (which says why it is not)
                 yield conn
-        except PoolTimeout:  # no connection could be made: connect once to say why
-            async with connect(self.settings, role):
-                pass
-            raise DatabaseUnavailable(f"no {role} database connection became free within "
-                                      f"{CONNECT_TIMEOUT_S} s") from None
+            return
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
 
     async def close(self) -> None:
         for pool in self._pools.values():

@@ -8,8 +8,10 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,13 +25,16 @@ import pytest
 from psycopg import sql
 
 from bot import locks, migrate, pgcluster, tools
+from bot.container import Container
 from bot.db import connect
 from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.render import drill as render
 from bot.sample import hotdash
+from bot.server import start_housekeeping
 from bot.settings import Settings
+from bot.slack import web_client
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.harness import BotUnderTest
 
@@ -599,6 +604,50 @@ def test_next_drill_cleans_up_after_a_crashed_one(source: Source,
     trend = asyncio.run(latest_drills(drill_settings(source, scratch)))
     assert [(d["id"], d["status"]) for d in trend] == [(result.id, "passed"),
                                                        (crashed, "failed")]
+
+
+def test_a_drill_killed_mid_way_is_closed_and_its_files_removed_at_the_next_start(
+        source: Source, scratch: pgcluster.Cluster, tmp_path: Path) -> None:
+    """kill -9 while the drill runs: the next start closes it as interrupted, drops its scratch
+    database and removes the working directory holding the backup it fetched."""
+    env = {k: v for k, v in tools.clean_env().items()}
+    env.update(HOTDATA_DATABASE_URL=source.url, HOTDATA_DRILL_DATABASE_URL=scratch.url())
+    child = subprocess.Popen([str(HOTDATA), "drill"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work: list[Path] = []
+    try:
+        while not work:  # the backup is being fetched into the drill's private directory
+            assert child.poll() is None, "the drill ended before it could be killed"
+            work = [p for p in Path(tempfile.gettempdir()).glob("hotdata-drill-work-*")
+                    if any(p.iterdir())]
+            time.sleep(0.005)
+        child.send_signal(signal.SIGSTOP)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    [leftover] = work
+    assert leftover.stat().st_mode & 0o777 == 0o700  # a copy of the data: private
+    [(drill_id, status)] = state_rows(source, "SELECT id, status FROM hotdata.drills "
+                                              "WHERE requested_by = 'cli'")
+    assert status == "running"
+    settings = drill_settings(source, scratch)
+    container = Container(settings, web_client(settings))
+
+    async def start() -> None:
+        start_housekeeping(container)
+        await container.tasks.drain()
+        await container.pools.close()
+
+    asyncio.run(start())
+    assert not leftover.exists()
+    [(status, stored)] = state_rows(source, "SELECT status, result FROM hotdata.drills "
+                                            "WHERE id = %s", (drill_id,))
+    assert status == "failed"
+    assert stored["checks"][0]["detail"] == ("interrupted: hotdata stopped before the drill "
+                                             "finished")
+    assert not any(d.startswith("hotdata_drill_") for d in databases(scratch))
 
 
 # --- Slack --------------------------------------------------------------------------------------

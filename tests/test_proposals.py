@@ -235,6 +235,29 @@ def test_allowlist_accepts_the_three_allowed_statements() -> None:
         allowlist.check(text)
 
 
+# --- one open proposal per index --------------------------------------------------------------
+
+def test_twenty_concurrent_proposes_leave_one_open_proposal_per_index(flow: Flow) -> None:
+    container = flow.bot.container
+
+    async def together() -> list[list[Any]]:
+        return list(await asyncio.gather(*(service.propose(container, f"U0ENG{n:02d}",
+                                                           post=False) for n in range(20))))
+
+    created = flow.bot.run(together(), timeout=120)
+    rows = flow.query("SELECT table_name, index_name, count(*) AS n FROM hotdata.proposals "
+                      "WHERE status = 'pending' GROUP BY 1, 2")
+    assert rows and all(r["n"] == 1 for r in rows), rows
+    assert sum(len(c) for c in created) == len(rows)  # each call says what it created
+    audited = flow.query("SELECT count(*) AS n FROM hotdata.audit_log WHERE action = 'proposed'")
+    assert audited == [{"n": len(rows)}]
+    # and the state schema holds the line even against a writer that skips the check
+    [row] = flow.query("SELECT * FROM hotdata.proposals WHERE status = 'pending' LIMIT 1")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        flow.execute("INSERT INTO hotdata.proposals (table_name, index_name, sql) "
+                     "VALUES (%s, %s, %s)", (row["table_name"], row["index_name"], row["sql"]))
+
+
 # --- approval through the signed Slack flow ---------------------------------------------------
 
 def test_only_managers_decide_and_an_approval_builds_the_index(flow: Flow,

@@ -100,16 +100,31 @@ async def drop_scratch(settings: Settings, scratch_dsn: str | None = None) -> li
     return dropped
 
 
+INTERRUPTED = [{"name": "drill", "ok": False,
+                "detail": "interrupted: hotdata stopped before the drill finished"}]
+
+
 async def clean_leftovers(settings: Settings) -> list[str]:
-    """At start-up: remove what a crashed drill left, unless a drill is running right now
-    (on another replica: its scratch is not a leftover, and it cleans up after itself)."""
+    """At start-up: what a crashed drill left is removed (its scratch database or cluster, its
+    private working directory with the backup it fetched) and the drill is closed as failed
+    (interrupted); unless a drill is running right now (on another replica: nothing of it is
+    a leftover, and it cleans up after itself)."""
     async with connect(settings, "state") as state:
         cur = await state.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.DRILL)
         row = await cur.fetchone()
         if not row or not row["ok"]:
             return []
         try:
-            return await drop_scratch(settings)
+            await state.execute(STALE_SQL, (Jsonb(INTERRUPTED),))
+            cur = await state.execute("SELECT token FROM hotdata.installation")
+            installation = await cur.fetchone()
+            removed = await drop_scratch(settings)
+            if installation is not None:
+                for work in Path(tempfile.gettempdir()).glob(
+                        workdir_name(installation["token"], "*")):
+                    shutil.rmtree(work, ignore_errors=True)
+                    removed.append(str(work))
+            return removed
         finally:
             await state.execute("SELECT pg_advisory_unlock(%s, %s)", locks.DRILL)
 
@@ -118,6 +133,12 @@ def scratch_name(token: str, drill_id: int) -> str:
     """The scratch database or restore directory of a drill: this installation's token keeps
     it apart from another installation's drill with the same id."""
     return f"hotdata_drill_{token}_{drill_id}"
+
+
+def workdir_name(token: str, drill_id: int | str) -> str:
+    """The private working directory (in the temporary directory) where a drill fetches its
+    backup: known by name, so the next start removes it if the drill's process died."""
+    return f"hotdata-drill-work-{token}-{drill_id}"
 
 
 def _dbname(dsn: str, name: str) -> str:
@@ -170,8 +191,7 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
         try:
             await drop_scratch(settings, scratch_dsn)  # leftovers of a crashed drill
             # We hold the lock: a drill still 'running' is one whose process died.
-            await state.execute(STALE_SQL, (Jsonb([{"name": "drill", "ok": False, "detail": (
-                "interrupted: hotdata stopped before the drill finished")}]),))
+            await state.execute(STALE_SQL, (Jsonb(INTERRUPTED),))
             # The token comes with the state schema (migration 0005); recreated if deleted.
             await state.execute("INSERT INTO hotdata.installation DEFAULT VALUES "
                                 "ON CONFLICT DO NOTHING")
@@ -183,8 +203,7 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
             assert drill is not None
             result.id = int(drill["id"])
             try:
-                await _drill(settings, scratch_dsn, result, scratch_name(drill["token"], result.id),
-                             progress)
+                await _drill(settings, scratch_dsn, result, drill["token"], progress)
             except BaseException as error:  # cancelled, or an unexpected error: not 'running'
                 result.status = "failed"
                 reason = ("cancelled" if isinstance(error, asyncio.CancelledError)
@@ -214,12 +233,16 @@ async def _say(progress: Progress | None, text: str) -> None:
         await progress(text)
 
 
-async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResult, name: str,
+async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResult, token: str,
                  progress: Progress | None) -> None:
     started = time.perf_counter()
+    assert result.id is not None
+    name = scratch_name(token, result.id)
     copy = (_cluster_copy(settings, result, name, progress)
             if settings.drill_source == "pgbackrest"
-            else _database_copy(settings, scratch_dsn or "", result, name, progress))
+            else _database_copy(settings, scratch_dsn or "", result, name,
+                                Path(tempfile.gettempdir()) / workdir_name(token, result.id),
+                                progress))
     try:
         async with copy as (backup, copy_dsn):
             await _say(progress, "verifying tables, indexes and Row Level Security…")
@@ -232,14 +255,18 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
 
 @asynccontextmanager
 async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResult, name: str,
-                         progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
-    """dump / directory: the backup restored into a new database `name` on the scratch server."""
+                         work: Path, progress: Progress | None
+                         ) -> AsyncIterator[tuple[Backup, str]]:
+    """dump / directory: the backup fetched into `work` (private to hotdata's user, removed
+    after), restored into a new database `name` on the scratch server."""
     result.scratch_database = name
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hotdata-drill-") as work:
+    shutil.rmtree(work, ignore_errors=True)  # a dead drill's, with the same id: never reused
+    work.mkdir(mode=0o700)
+    try:
         try:
             await _say(progress, "fetching the backup…")
-            backup = await _fetch(settings, Path(work))
+            backup = await _fetch(settings, work)
             result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
             result.bytes_restored = backup.bytes
             _check_disk(backup.bytes * 2, Path(tempfile.gettempdir()))
@@ -251,6 +278,8 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
             yield backup, _dbname(scratch_dsn, name)
         finally:
             await _cleanup(settings, progress, name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @asynccontextmanager

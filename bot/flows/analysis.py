@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import time
 
+import psycopg
+
 from bot.advisor.pipeline import analyze
 from bot.analysis import runs
 from bot.analysis.model import Analysis
 from bot.container import Container
-from bot.db import connect
+from bot.db import DatabaseUnavailable, connect
 from bot.render import analysis as render
 from bot.settings import Settings
 
@@ -50,13 +52,18 @@ async def run_in_channel(container: Container, channel: str, user: str,
 
         analysis = await analyze(settings, top=top, progress=progress)
         analysis.id = analysis_id
+        try:  # stored before it is shown: the channel never shows what was not kept
+            async with pools.connection("state") as state:
+                await runs.finish(state, analysis_id, render.as_json(analysis),
+                                  render.markdown(analysis))
+        except (DatabaseUnavailable, psycopg.Error) as error:
+            analysis.notes.insert(0, settings.scrub(
+                f"not stored ({error}): `/hotdata propose` cannot use this analysis; run it "
+                "again once hotdata's state database is back"))
         headline = (f"Query analysis: {len(analysis.results)} statements, "
                     f"{sum(len(r.findings) for r in analysis.results)} findings")
         await client.chat_update(channel=channel, ts=ts, text=headline,
                                  blocks=render.blocks(analysis))
-        async with pools.connection("state") as state:
-            await runs.finish(state, analysis_id, render.as_json(analysis),
-                              render.markdown(analysis))
         await client.files_upload_v2(
             channel=channel, thread_ts=ts, filename=render.filename(analysis),
             title=f"Query performance analysis {analysis.collected_at[:10]}",
@@ -64,8 +71,11 @@ async def run_in_channel(container: Container, channel: str, user: str,
         return analysis
     except Exception as error:
         message = container.settings.scrub(f"Query analysis failed: {error}")
-        async with pools.connection("state") as state:
-            await runs.fail(state, analysis_id, message)
+        try:
+            async with pools.connection("state") as state:
+                await runs.fail(state, analysis_id, message)
+        except (DatabaseUnavailable, psycopg.Error):  # it is abandoned after STALE_AFTER
+            log.warning("could not record the failure of analysis %s", analysis_id)
         if ts is None:
             raise  # nothing in the channel yet: the requester is told instead
         log.warning("%s", message)

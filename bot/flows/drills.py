@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.container import Container
-from bot.db import connect
+from bot.db import DatabaseUnavailable, connect
 from bot.drills import runner, store
 from bot.drills.model import DrillResult
 from bot.render import drill as render
@@ -18,7 +18,8 @@ PROGRESS_INTERVAL_S = 1.0
 
 
 async def run_in_channel(container: Container, channel: str, user: str) -> DrillResult:
-    """Raises runner.DrillRefused before posting anything."""
+    """Progress in one message, which ends with the result, or with why the drill could not
+    run (the error is raised too, for the person who asked)."""
     client = container.client
     posted = await client.chat_postMessage(
         channel=channel, text=f"<@{user}> started a restore drill: preparing…")
@@ -33,11 +34,17 @@ async def run_in_channel(container: Container, channel: str, user: str) -> Drill
 
     try:
         result = await runner.run(container.settings, requested_by=user, progress=progress)
-    except runner.DrillRefused as refused:
-        await client.chat_update(channel=channel, ts=ts, text=f":no_entry: {refused}")
+    except Exception as error:  # never left at "preparing…"
+        text = (f":no_entry: {error}" if isinstance(error, runner.DrillRefused)
+                else f":x: Restore drill failed: {error}")
+        await client.chat_update(channel=channel, ts=ts, text=container.settings.scrub(text))
         raise
+    try:
+        trend = await _trend(container)
+    except DatabaseUnavailable:  # the result stands without its history
+        trend = []
     await client.chat_update(channel=channel, ts=ts, text=render.headline(result),
-                             blocks=render.blocks(result, await _trend(container)))
+                             blocks=render.blocks(result, trend))
     return result
 
 

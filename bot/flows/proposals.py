@@ -50,18 +50,21 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
             raise NothingToPropose("No index recommendations to propose: run "
                                    "`/hotdata analyze` first (its recommendations are used).")
         await store.expire(conn, settings.proposal_ttl_hours)  # stale ones may be proposed anew
-        created = []
-        for rec in recs:
-            if await store.pending_for(conn, rec["index"]) is not None:
-                continue
-            rec = {**rec, "lint": await squawk.lint(migration.content(
-                0, rec, settings.lock_timeout_ms))}
-            proposal = await store.create(conn, rec, row["id"], user, settings.channel)
-            if out is not None:
-                path = migration.write(out, proposal["id"], rec, settings.lock_timeout_ms,
-                                       settings.migration_layout)
-                proposal["file"] = str(path)
-            created.append(proposal)
+        analysis = row["id"]
+        fresh = [r for r in recs if await store.open_for(conn, r["table"], r["index"]) is None]
+    created = []
+    for rec in fresh:  # linted without holding a connection
+        rec = {**rec, "lint": await squawk.lint(migration.content(
+            0, rec, settings.lock_timeout_ms))}
+        async with container.pools.connection("state") as conn:
+            proposal = await store.create(conn, rec, analysis, user, settings.channel)
+        if proposal is None:  # a concurrent propose was first: its proposal stands
+            continue
+        if out is not None:
+            path = migration.write(out, proposal["id"], rec, settings.lock_timeout_ms,
+                                   settings.migration_layout)
+            proposal["file"] = str(path)
+        created.append(proposal)
     if post:
         for proposal in created:
             await _post(container, proposal)

@@ -35,14 +35,18 @@ async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
 
 
 async def create(conn: Conn, rec: Recommendation, analysis_id: int | None, proposed_by: str,
-                 channel: str | None) -> Proposal:
+                 channel: str | None) -> Proposal | None:
+    """A pending proposal, audited; None when the index already has an open one (the state
+    schema holds one open proposal per index, whatever the concurrency)."""
     cur = await conn.execute(
         "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, proposed_by, "
-        "evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+        "evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (table_name, index_name) WHERE status IN ('pending', 'approved', "
+        "'applying') DO NOTHING RETURNING *",
         (analysis_id, rec["table"], rec["index"], rec["sql"], proposed_by, Jsonb(rec), channel))
     row = await _one(cur)
-    assert row is not None
-    await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending")
+    if row is not None:
+        await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending")
     return row
 
 
@@ -51,10 +55,11 @@ async def get(conn: Conn, proposal_id: int) -> Proposal | None:
     return await _one(cur)
 
 
-async def pending_for(conn: Conn, index_name: str) -> Proposal | None:
+async def open_for(conn: Conn, table: str, index_name: str) -> Proposal | None:
+    """The index's open (pending, approved or applying) proposal, if any."""
     cur = await conn.execute(
-        "SELECT * FROM hotdata.proposals WHERE index_name = %s "
-        "AND status IN ('pending', 'approved', 'applying') ORDER BY id LIMIT 1", (index_name,))
+        "SELECT * FROM hotdata.proposals WHERE table_name = %s AND index_name = %s "
+        "AND status IN ('pending', 'approved', 'applying')", (table, index_name))
     return await _one(cur)
 
 
