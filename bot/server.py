@@ -19,7 +19,7 @@ from bot.drills.runner import clean_leftovers
 from bot.flows.proposals import reconcile
 from bot.schedule import Scheduler
 from bot.schema import sandbox
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
 from bot.slack import web_client
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,17 @@ def http_app(app: AsyncApp | None, container: Container) -> web.Application:
 
 
 async def start_http(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving; port 0 picks a free one. Returns the runner and the bound port."""
+    """Start serving; port 0 picks a free one. Returns the runner and the bound port; a port
+    that cannot be bound is a ConfigError naming HOTDATA_PORT."""
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise ConfigError(f"HOTDATA_PORT {port} cannot be used on {host}: "
+                          f"{error.strerror or error}: choose a free port") from None
     addresses = runner.addresses  # the bound sockets' names: (host, port, …)
     return runner, addresses[0][1] if addresses else port
 
@@ -82,6 +88,9 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         log.info("state schema upgraded: %s", ", ".join(applied))
     container = Container(settings, web_client(settings))
     app = build_app(settings, container)
+    # The port first: a port in use stops hotdata before it starts any work.
+    runner, port = await start_http(http_app(None if settings.socket_mode else app, container),
+                                    host, settings.port)
     start_housekeeping(container)
     scheduler = Scheduler(container)
     await scheduler.start()
@@ -97,10 +106,8 @@ async def serve(settings: Settings, host: str = "0.0.0.0") -> None:
             app, settings.slack_app_token.get_secret_value(), web_client=container.client)
         # slack_bolt's Socket Mode handler has no annotations
         await socket_handler.connect_async()  # type: ignore[no-untyped-call]
-        runner, port = await start_http(http_app(None, container), host, settings.port)
         log.info("hotdata connected in Socket Mode; health on port %s", port)
     else:
-        runner, port = await start_http(http_app(app, container), host, settings.port)
         log.info("hotdata listening on port %s (%s, /healthz)", port, EVENTS_PATH)
     try:
         await stop.wait()

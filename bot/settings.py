@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.cron import cron_trigger
 from bot.dsn import parse_dsn, scrub
 from bot.errors import UserError
 
+DAY_MS = 24 * 3600 * 1000
+YEAR_HOURS = 366 * 24
+# Slack's ids: users (U…, or W… on Enterprise Grid), user groups (S…), channels (C…, G…, D…).
+SLACK_USER = re.compile(r"[UW][A-Z0-9]{1,20}")
+SLACK_GROUP = re.compile(r"S[A-Z0-9]{1,20}")
+SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{1,20}")
+SECRET_PREFIXES = {"slack_bot_token": "xoxb-", "slack_app_token": "xapp-"}
 # Extensions that reach past their database (other servers, the server's files, untrusted
 # languages): a schema review never creates them, whatever a plan or a setting says.
 UNSAFE_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack", "plpython3u",
@@ -29,7 +44,8 @@ def _env(name: str) -> AliasChoices:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="HOTDATA_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="HOTDATA_", env_file=".env", extra="ignore", populate_by_name=True,
+        allow_inf_nan=False,
     )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
@@ -53,16 +69,16 @@ class Settings(BaseSettings):
     drill_cron: str | None = None
     port: int = Field(3000, ge=1, le=65535)
     slack_api_url: str = "https://slack.com/api/"
-    statement_timeout_ms: int = Field(5000, ge=100)
+    statement_timeout_ms: int = Field(5000, ge=100, le=DAY_MS)
     watched_queries: Path | None = None
     app_role: str | None = None
     app_jwt_claims: str | None = None
-    index_budget_mb: float = Field(1024.0, gt=0)
+    index_budget_mb: float = Field(1024.0, gt=0, le=1024 * 1024)
     migrations_dir: Path | None = None
     migration_layout: Literal["supabase", "prisma"] = "supabase"
-    lock_timeout_ms: int = Field(5000, ge=100)
+    lock_timeout_ms: int = Field(5000, ge=100, le=DAY_MS)
     apply_retries: int = Field(3, ge=0, le=20)
-    proposal_ttl_hours: float = Field(72.0, gt=0)
+    proposal_ttl_hours: float = Field(72.0, gt=0, le=YEAR_HOURS)
     allow_self_approval: bool = False
     drill_source: Literal["dump", "directory", "pgbackrest"] = "dump"
     drill_backup_dir: Path | None = None
@@ -70,18 +86,47 @@ class Settings(BaseSettings):
     drill_pgbackrest_config: Path | None = None
     drill_restore_dir: Path | None = None
     drill_jobs: int = Field(2, ge=1, le=32)
-    drill_fingerprint_max_mb: float = Field(50.0, ge=0)
-    rto_target_seconds: float | None = Field(None, gt=0)
-    rpo_target_seconds: float | None = Field(None, gt=0)
+    drill_fingerprint_max_mb: float = Field(50.0, ge=0, le=1024 * 1024)
+    rto_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
+    rpo_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
     snapshot_cron: str = "*/10 * * * *"
-    snapshot_retention_hours: float = Field(48.0, gt=0)
-    missed_grace_minutes: float = Field(15.0, ge=0)
+    snapshot_retention_hours: float = Field(48.0, gt=0, le=YEAR_HOURS)
+    missed_grace_minutes: float = Field(15.0, ge=0, le=YEAR_HOURS * 60)
 
     @field_validator("manager_ids", "review_extensions", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("manager_ids")
+    @classmethod
+    def _slack_user_ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not SLACK_USER.fullmatch(v)]
+        if bad:
+            raise ValueError(f"{bad[0][:40]!r} is not a Slack user id")
+        return value
+
+    @field_validator("manager_group", "channel")
+    @classmethod
+    def _slack_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        pattern = SLACK_GROUP if info.field_name == "manager_group" else SLACK_CHANNEL
+        if value is not None and not pattern.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a Slack id of that kind")
+        return value
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token")
+    @classmethod
+    def _slack_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        prefix = SECRET_PREFIXES.get(str(info.field_name), "")
+        if not secret.strip() or secret != secret.strip() or " " in secret:
+            raise ValueError("it is empty or holds spaces")
+        if not secret.startswith(prefix):
+            raise ValueError(f"it does not start with {prefix}")
         return value
 
     @field_validator("review_extensions")
@@ -194,25 +239,33 @@ class Settings(BaseSettings):
 _EXPECTS = {
     "database_url": "a PostgreSQL URL such as postgresql://hotdata@db.example.com:5432/app",
     "manager_ids": "comma-separated Slack user ids such as U012ABC,U034DEF",
+    "manager_group": "a Slack user-group id such as S0123456789",
+    "channel": "a Slack channel id such as C0123456789",
+    "slack_bot_token": "the bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
+    "slack_signing_secret": "the signing secret from the Slack app's Basic Information page",
+    "slack_app_token": "an app-level token (xapp-…) with connections:write",
     "review_extensions": "comma-separated extension names such as vector,pg_trgm,citext",
     "report_cron": "a five-field crontab expression such as '0 */2 * * *'",
     "snapshot_cron": "a five-field crontab expression such as '*/10 * * * *'",
     "drill_cron": "a five-field crontab expression such as '30 3 * * *'",
     "port": "a TCP port number between 1 and 65535",
     "slack_api_url": "the Slack Web API base URL, default https://slack.com/api/",
-    "statement_timeout_ms": "milliseconds, at least 100",
-    "index_budget_mb": "megabytes of new indexes the advisor may propose, more than 0",
+    "statement_timeout_ms": "milliseconds, from 100 to a day (86400000)",
+    "index_budget_mb": "megabytes of new indexes the advisor may propose, more than 0 and at "
+                       "most 1048576",
     "migration_layout": "supabase or prisma",
-    "lock_timeout_ms": "milliseconds, at least 100",
+    "lock_timeout_ms": "milliseconds, from 100 to a day (86400000)",
     "apply_retries": "a whole number from 0 to 20",
-    "proposal_ttl_hours": "hours, more than 0",
+    "proposal_ttl_hours": "hours, more than 0 and at most a year (8784)",
     "allow_self_approval": "true or false",
     "drill_source": "dump, directory or pgbackrest",
     "drill_pgbackrest_stanza": "the pgBackRest stanza to restore, such as 'main'",
     "drill_jobs": "a whole number from 1 to 32",
-    "drill_fingerprint_max_mb": "megabytes, at least 0",
-    "rto_target_seconds": "seconds, more than 0",
-    "rpo_target_seconds": "seconds, more than 0",
+    "drill_fingerprint_max_mb": "megabytes, from 0 to 1048576",
+    "rto_target_seconds": "seconds, more than 0 and at most a year",
+    "rpo_target_seconds": "seconds, more than 0 and at most a year",
+    "snapshot_retention_hours": "hours, more than 0 and at most a year (8784)",
+    "missed_grace_minutes": "minutes, from 0 to a year",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -192,6 +193,35 @@ def test_bad_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("hotdata: configuration error: HOTDATA_PORT")
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_serve_with_a_blank_slack_setting_is_one_line_and_exit_2(tmp_path: Path,
+                                                                 blank: str) -> None:
+    for variable in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        env = {"HOTDATA_DATABASE_URL": "postgresql://hotdata@127.0.0.1/app",
+               "SLACK_BOT_TOKEN": "xoxb-0000-test-token", "SLACK_SIGNING_SECRET": "abc",
+               variable: blank}
+        result = hotdata(tmp_path, "serve", **env)
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"hotdata: configuration error: {variable} is invalid")
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, database: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = hotdata(tmp_path, "serve", "--host", "127.0.0.1", HOTDATA_DATABASE_URL=database,
+                         SLACK_BOT_TOKEN="xoxb-0000-test-token", SLACK_SIGNING_SECRET="abc",
+                         HOTDATA_PORT=str(port))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (f"hotdata: configuration error: HOTDATA_PORT {port} cannot be used on 127.0.0.1: "
+            in result.stderr)
+    assert result.stderr.strip().endswith("choose a free port")
 
 
 # --- db upgrade ---------------------------------------------------------------------------

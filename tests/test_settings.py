@@ -158,6 +158,45 @@ def test_bad_database_url_names_the_variable(monkeypatch: pytest.MonkeyPatch, ur
     assert message.startswith("HOTDATA_DATABASE_URL is invalid")
 
 
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("SLACK_BOT_TOKEN", "", "SLACK_BOT_TOKEN is invalid"),
+    ("SLACK_BOT_TOKEN", "   ", "SLACK_BOT_TOKEN is invalid"),
+    ("SLACK_BOT_TOKEN", "xapp-1-not-a-bot-token", "does not start with xoxb-"),
+    ("SLACK_SIGNING_SECRET", "", "SLACK_SIGNING_SECRET is invalid"),
+    ("SLACK_SIGNING_SECRET", "  ", "SLACK_SIGNING_SECRET is invalid"),
+    ("SLACK_APP_TOKEN", "xoxb-not-an-app-token", "does not start with xapp-"),
+    ("HOTDATA_PROPOSAL_TTL_HOURS", "inf", "HOTDATA_PROPOSAL_TTL_HOURS is invalid"),
+    ("HOTDATA_PROPOSAL_TTL_HOURS", "1e308", "HOTDATA_PROPOSAL_TTL_HOURS is invalid"),
+    ("HOTDATA_PROPOSAL_TTL_HOURS", "nan", "HOTDATA_PROPOSAL_TTL_HOURS is invalid"),
+    ("HOTDATA_INDEX_BUDGET_MB", "inf", "HOTDATA_INDEX_BUDGET_MB is invalid"),
+    ("HOTDATA_STATEMENT_TIMEOUT_MS", "99999999999", "HOTDATA_STATEMENT_TIMEOUT_MS is invalid"),
+    ("HOTDATA_SNAPSHOT_RETENTION_HOURS", "1e300", "HOTDATA_SNAPSHOT_RETENTION_HOURS is invalid"),
+    ("HOTDATA_RTO_TARGET_SECONDS", "-inf", "HOTDATA_RTO_TARGET_SECONDS is invalid"),
+    ("HOTDATA_MANAGER_IDS", '["U1","U2"]', "is not a Slack user id"),
+    ("HOTDATA_MANAGER_IDS", "U012ABC,alice", "'alice' is not a Slack user id"),
+    ("HOTDATA_MANAGER_GROUP", "U012ABC", "HOTDATA_MANAGER_GROUP is invalid"),
+    ("HOTDATA_CHANNEL", "#db-ops", "HOTDATA_CHANNEL is invalid"),
+])
+def test_every_bad_setting_stops_with_one_line_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                         variable: str, value: str,
+                                                         says: str) -> None:
+    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET, **{variable: value})
+    assert message.startswith(f"{variable} is invalid"), message
+    assert says in message
+    assert ": expected " in message  # and the form it expects
+
+
+def test_slack_ids_and_secrets_of_the_right_form_are_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"HOTDATA_DATABASE_URL": TARGET, "HOTDATA_MANAGER_IDS": "U012ABC, W0XYZ",
+                        "HOTDATA_MANAGER_GROUP": "S0123456789", "HOTDATA_CHANNEL": "C0123ABC",
+                        "SLACK_BOT_TOKEN": "xoxb-1-2-abc", "SLACK_APP_TOKEN": "xapp-1-A-2-abc",
+                        "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.manager_ids == ["U012ABC", "W0XYZ"] and settings.channel == "C0123ABC"
+
+
 def test_review_extensions_never_admit_unsafe_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET,
                            HOTDATA_REVIEW_EXTENSIONS="vector, dblink,postgres_fdw")
