@@ -647,7 +647,8 @@ def test_a_drill_killed_mid_way_is_closed_and_its_files_removed_at_the_next_star
     assert status == "failed"
     assert stored["checks"][0]["detail"] == ("interrupted: hotdata stopped before the drill "
                                              "finished")
-    assert not any(d.startswith("hotdata_drill_") for d in databases(scratch))
+    assert not any(d.startswith("hotdata_drill_") and d.endswith(f"_{drill_id}")
+                   for d in databases(scratch))
 
 
 # --- Slack --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from bot.analysis.params import ColumnStats
 from bot.catalog import Table
 
 RARE = 0.25  # a value held by at most this share of rows earns a partial index
+INDEX_MAX_KEYS = 32  # PostgreSQL's limit on an index's columns, INCLUDE ones too
 # INCLUDE columns, together, at most this many bytes in the worst case: a covering index copies
 # them into every entry, and a B-tree entry holds at most about 2,700 bytes, so an unbounded
 # column (text, jsonb) could make a long value impossible to write. Only bounded types qualify.
@@ -279,12 +280,12 @@ def for_table(preds: Predicates, table: Table, stats: dict[tuple[str, str], Colu
     found: list[Candidate] = []
 
     def add(columns: list[str], predicate: str | None, *, cover: bool = False) -> None:
-        unique = tuple(dict.fromkeys(columns))
+        unique = tuple(dict.fromkeys(columns))[:INDEX_MAX_KEYS]  # the most selective first
         if unique:
             found.append(Candidate(table.schema, table.name, unique, predicate))
             include = covering(unique, preds, table, covered if predicate else set(),
                                widths) if cover and widths is not None else ()
-            if include:
+            if include and len(unique) + len(include) <= INDEX_MAX_KEYS:
                 found.append(Candidate(table.schema, table.name, unique, predicate, include))
 
     for tail in tails:

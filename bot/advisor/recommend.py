@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from bot import sqltext
+from bot import extensions, sqltext
 from bot.advisor import candidates as cands
 from bot.advisor import whatif
 from bot.advisor.model import Candidate, Recommendation
 from bot.advisor.select import Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, verify
-from bot.analysis.collect import pgss_problem
+from bot.analysis.collect import pgss_schema
 from bot.analysis.findings import Thresholds
 from bot.analysis.model import QueryResult
 from bot.analysis.params import column_stats
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 # What one more index costs each written row: a B-tree insertion, a few microseconds.
 WRITE_MS_PER_ROW = 0.005
 
-HYPOPG_SQL = TAG + "SELECT 1 FROM pg_extension WHERE extname = 'hypopg'"
-SIZE_SQL = TAG + ("SELECT hypopg_relation_size(indexrelid) AS size "
-                  "FROM hypopg_create_index(%s)")
 # Rows written per table since the database's statistics were last reset.
 WRITES_SQL = TAG + """
 SELECT t.schemaname || '.' || t.relname AS table,
@@ -43,7 +41,7 @@ WHERE t.schemaname || '.' || t.relname = ANY(%s::text[])
 """
 STATEMENTS_WINDOW_SQL = TAG + """
 SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time())) AS window_s
-FROM pg_stat_statements_info
+FROM {info}
 """
 # The most bytes a value of each column can take: fixed-width types, and varchar(n)/char(n) at
 # 4 bytes a character. text, jsonb, bytea… have no bound and are left out.
@@ -129,10 +127,11 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
                     plan_cache_mode: str = "auto") -> list[Recommendation]:
     """The recommended indexes; `plan_cache_mode` is how the application's prepared
     statements are planned (`session.plan_cache_mode`)."""
-    cur = await conn.execute(HYPOPG_SQL)
-    if await cur.fetchone() is None:
+    hypopg = await extensions.schema(conn, "hypopg")
+    if hypopg is None:
         notes.append(HYPOPG_HINT)
         return []
+    planner.hypopg = hypopg
     statements = workload(results, tables, app)
     found = {s.workload.key: cands.predicates(s.text, s.tables, _policy_quals(s))
              for s in statements}
@@ -161,10 +160,11 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
                      "index")
     if not fresh:
         return []
-    sizes = await _sizes(conn, fresh)
+    sizes = await _sizes(conn, planner, fresh, notes)
+    fresh = [c for c in fresh if c in sizes]
     penalty = await _penalties(conn, fresh)
     costs = WhatIfCosts(planner, statements, plan_cache_mode)
-    await costs.baselines()
+    await costs.baselines(notes)
     budget = int(settings.index_budget_mb * 1024 * 1024)
     selection = await select([s.workload for s in costs.statements], fresh, sizes, penalty,
                              budget, costs.relative,
@@ -201,16 +201,27 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
     return widths
 
 
-async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]],
-                 candidates: list[Candidate]) -> dict[Candidate, int]:
+async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]], planner: Planner,
+                 candidates: list[Candidate], notes: list[str]) -> dict[Candidate, int]:
+    """HypoPG's size of each candidate; one HypoPG cannot build (a type without a B-tree
+    operator class, say) is left out, and the notes say why."""
     sizes = {}
     try:
         for candidate in candidates:
-            cur = await conn.execute(SIZE_SQL, (candidate.create_sql(),))
+            try:
+                cur = await conn.execute(sql.SQL(
+                    TAG + "SELECT {}(indexrelid) AS size FROM {}(%s)").format(
+                    planner.hypopg_call("hypopg_relation_size"),
+                    planner.hypopg_call("hypopg_create_index")), (candidate.create_sql(),))
+            except psycopg.Error as error:
+                notes.append(f"candidate {candidate.name} cannot be costed: "
+                             f"{error.diag.message_primary or error}")
+                continue
             row = await cur.fetchone()
             sizes[candidate] = int(row["size"]) if row else 0
     finally:
-        await conn.execute(TAG + "SELECT hypopg_reset()")
+        await conn.execute(sql.SQL(TAG + "SELECT {}()").format(
+            planner.hypopg_call("hypopg_reset")))
     return sizes
 
 
@@ -224,8 +235,10 @@ async def _penalties(conn: psycopg.AsyncConnection[dict[str, Any]],
     cur = await conn.execute(WRITES_SQL, (sorted({c.qualified for c in candidates}),))
     rows = await cur.fetchall()
     statements_s = None
-    if await pgss_problem(conn) is None:
-        cur = await conn.execute(STATEMENTS_WINDOW_SQL)
+    pgss, _ = await pgss_schema(conn)
+    if pgss is not None:
+        cur = await conn.execute(sql.SQL(STATEMENTS_WINDOW_SQL).format(
+            info=extensions.qualified(pgss, "pg_stat_statements_info")))
         row = await cur.fetchone()
         statements_s = float(row["window_s"]) if row else None
     writes = {}
@@ -249,14 +262,16 @@ class WhatIfCosts:
         self.base: dict[str, list[float]] = {}
         self._cache: dict[tuple[str, tuple[Candidate, ...]], list[float]] = {}
 
-    async def baselines(self) -> None:
-        """Cost every statement without new indexes; drop those that cannot be costed."""
+    async def baselines(self, notes: list[str]) -> None:
+        """Cost every statement without new indexes; one that cannot be costed is skipped
+        (the notes say why), and the others go on without it."""
         kept = []
         for statement in self.statements:
             try:
                 self.base[statement.workload.key] = await self._costs(statement, ())
             except psycopg.Error as error:
-                log.info("cannot cost %s: %s", statement.label, error)
+                notes.append(f"{statement.label} skipped by the advisor: it cannot be costed "
+                             f"({error.diag.message_primary or error})")
                 continue
             kept.append(statement)
         self.statements = kept

@@ -8,18 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from bot import sqltext
+from bot import extensions, sqltext
 from bot.analysis.model import Statement
 from bot.catalog import TAG
 from bot.errors import UserError
 
 MAX_TOP = 50
 OVERFETCH = 10  # rows read per wanted statement, to survive filtering and grouping
-
-PGSS_CREATED_SQL = TAG + """
-SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS created
-"""
 
 # One row per queryid (several roles running a statement give several entries), heaviest first.
 PGSS_SQL = TAG + """
@@ -30,7 +27,7 @@ SELECT s.queryid::text AS queryid, min(s.query) AS query, sum(s.calls)::bigint A
        sum(s.temp_blks_written)::bigint AS temp_blks_written,
        coalesce(sum(s.calls) FILTER (WHERE r.rolsuper OR r.rolbypassrls), 0)::bigint
          AS bypass_calls
-FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
+FROM {pgss} s LEFT JOIN pg_roles r ON r.oid = s.userid
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.query NOT LIKE '%%/* hotdata */%%'
 GROUP BY s.queryid
@@ -91,33 +88,40 @@ def load_watched(path: Path) -> list[Watched]:
     return watched
 
 
-async def pgss_problem(conn: psycopg.AsyncConnection[dict[str, Any]]) -> str | None:
-    """None when pg_stat_statements can be read here; otherwise what is missing.
+async def pgss_schema(conn: psycopg.AsyncConnection[dict[str, Any]]
+                      ) -> tuple[str | None, str | None]:
+    """The schema pg_stat_statements can be read from here, or None and what is missing.
 
     Probing the view's function works for any role, where reading `shared_preload_libraries`
     needs pg_read_all_settings; without the query texts it does not read the texts file.
     """
-    cur = await conn.execute(PGSS_CREATED_SQL)
-    row = await cur.fetchone()
-    if not row or not row["created"]:
-        return "not created in this database"
+    schema = await extensions.schema(conn, "pg_stat_statements")
+    if schema is None:
+        return None, "not created in this database"
     try:
         async with conn.transaction():
-            await conn.execute(TAG + "SELECT 1 FROM pg_stat_statements(false) LIMIT 1")
+            await conn.execute(sql.SQL(TAG + "SELECT 1 FROM {}(false) LIMIT 1").format(
+                extensions.qualified(schema, "pg_stat_statements")))
     except psycopg.errors.ObjectNotInPrerequisiteState:
-        return "not preloaded (shared_preload_libraries)"
-    return None
+        return None, "not preloaded (shared_preload_libraries)"
+    return schema, None
+
+
+async def pgss_problem(conn: psycopg.AsyncConnection[dict[str, Any]]) -> str | None:
+    """None when pg_stat_statements can be read here; otherwise what is missing."""
+    return (await pgss_schema(conn))[1]
 
 
 async def pg_stat_statements(conn: psycopg.AsyncConnection[dict[str, Any]], top: int,
                              notes: list[str]) -> list[Statement]:
     """The `top` heaviest application statements by total time, grouped by identity."""
-    problem = await pgss_problem(conn)
-    if problem is not None:
+    schema, problem = await pgss_schema(conn)
+    if schema is None:
         notes.append(f"pg_stat_statements is {problem}: {SETUP_HINT}. "
                      "Analysing the watched queries only.")
         return []
-    cur = await conn.execute(PGSS_SQL, (top * OVERFETCH,))
+    cur = await conn.execute(sql.SQL(PGSS_SQL).format(
+        pgss=extensions.qualified(schema, "pg_stat_statements")), (top * OVERFETCH,))
     rows = await cur.fetchall()
     visible = [row for row in rows if row["query"] != "<insufficient privilege>"]
     grouped: dict[str, Statement] = {}

@@ -24,7 +24,6 @@ FROM pg_prepared_statements WHERE name = %s
 """
 # Belt and braces: nothing executed here may keep an application's advisory lock.
 UNLOCK_SQL = TAG + "SELECT pg_advisory_unlock_all()"
-RESET_SQL = TAG + "SELECT hypopg_reset()"  # hypothetical indexes outlive a rollback
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,12 @@ class Planner:
         conn.prepare_threshold = None
         self.timeout_ms = timeout_ms
         self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
+        self.hypopg = "public"  # the schema HypoPG is installed in (the advisor sets it)
+
+    def hypopg_call(self, function: str) -> sql.Identifier:
+        """One of HypoPG's functions, qualified: the analysis role's search_path may not hold
+        its schema."""
+        return sql.Identifier(self.hypopg, function)
 
     async def parameter_types(self, text: str) -> list[str]:
         """The types PostgreSQL infers for `$1…`; raises psycopg.Error when it cannot prepare."""
@@ -164,8 +169,12 @@ class Planner:
                 with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
                     await self.conn.execute(sql.SQL("; ").join([
                         sql.SQL(TAG + "ROLLBACK"),
-                        *([sql.SQL(RESET_SQL)] if hypothetical else []),
+                        *([self._reset_sql()] if hypothetical else []),
                         sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
+
+    def _reset_sql(self) -> sql.Composed:
+        """Hypothetical indexes outlive a rollback: dropped explicitly."""
+        return sql.SQL(TAG + "SELECT {}()").format(self.hypopg_call("hypopg_reset"))
 
     async def _explain(self, name: str, values: list[str | None], options: str
                        ) -> dict[str, Any] | None:
@@ -188,7 +197,8 @@ class Planner:
         # Explicit either way: a plan_cache_mode set for hotdata's role would change the plans.
         settings.append(sql.SQL(TAG + "SET LOCAL plan_cache_mode = {}").format(
             sql.SQL("force_generic_plan" if generic else "force_custom_plan")))
-        settings += [sql.SQL(TAG + "SELECT hypopg_create_index({})").format(sql.Literal(ddl))
+        settings += [sql.SQL(TAG + "SELECT {}({})").format(self.hypopg_call(
+                         "hypopg_create_index"), sql.Literal(ddl))
                      for ddl in hypothetical]  # created as hotdata's role, for the session
         if app is not None:
             settings += [

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bot import extensions
 from bot.catalog import TAG
 from bot.drills.model import Check, DrillResult, Facts
 from bot.settings import Settings
@@ -36,8 +37,10 @@ async def indexes(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[Check]:
     server has amcheck; otherwise the check says it was skipped)."""
     cur = await conn.execute(TAG + "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'")
     amcheck = await cur.fetchone() is not None
+    schema = None
     if amcheck:
         await conn.execute(TAG + "CREATE EXTENSION IF NOT EXISTS amcheck")  # in the copy
+        schema = await extensions.schema(conn, "amcheck")  # wherever it was, or is, installed
     cur = await conn.execute(BTREE_SQL)
     rows = await cur.fetchall()
     invalid = [r["index"] for r in rows if not r["valid"]]
@@ -46,7 +49,8 @@ async def indexes(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[Check]:
         if not row["valid"]:
             continue
         try:
-            await conn.execute(sql.SQL(TAG + "SELECT bt_index_check({}::regclass)").format(
+            await conn.execute(sql.SQL(TAG + "SELECT {}({}::regclass)").format(
+                extensions.qualified(schema or "public", "bt_index_check"),
                 sql.Literal(row["index"])))
         except psycopg.Error as error:
             broken.append(f"{row['index']}: {' '.join(str(error).split())[:120]}")

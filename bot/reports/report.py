@@ -94,7 +94,8 @@ def _compare(now: list[Delta], before: list[Delta]) -> list[Line]:
 
 async def build(settings: Settings, window: timedelta) -> Report:
     end_id = await snapshots.take(settings)  # the window ends now
-    report = Report(None, datetime.now(UTC), queries_to_target=3 if end_id else 1)
+    # the extension's schema, then (when it is there) its epochs, statements and tables
+    report = Report(None, datetime.now(UTC), queries_to_target=4 if end_id else 1)
     if end_id is None:
         report.notes.append("pg_stat_statements is not available: no statement figures")
     async with connect(settings, "state") as state:

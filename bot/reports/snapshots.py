@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from bot import extensions
 from bot.catalog import TAG
 from bot.db import connect
 from bot.settings import Settings
@@ -15,13 +17,13 @@ from bot.settings import Settings
 STATEMENTS_SQL = TAG + """
 SELECT queryid::text AS queryid, min(query) AS query, sum(calls)::bigint AS calls,
        sum(total_exec_time) AS total_ms, sum(rows)::bigint AS rows
-FROM pg_stat_statements
+FROM {pgss}
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND query NOT LIKE '%%/* hotdata */%%'
 GROUP BY queryid
 """
 EPOCHS_SQL = TAG + """
-SELECT (SELECT stats_reset FROM pg_stat_statements_info) AS statements_reset,
+SELECT (SELECT stats_reset FROM {info}) AS statements_reset,
        pg_postmaster_start_time() AS server_started
 """
 TABLES_SQL = TAG + """
@@ -46,14 +48,19 @@ class Delta:
 async def take(settings: Settings) -> int | None:
     """Copy the target's statistics into a new snapshot; its id (None without pgss)."""
     async with connect(settings, "analysis") as target:
+        schema = await extensions.schema(target, "pg_stat_statements")
+        if schema is None:
+            return None
         # Probed by reading it (autocommit: a failure leaves nothing behind), not with
         # pgss_problem, whose transaction would put an untagged BEGIN and COMMIT of hotdata's
         # own into every window.
         try:
-            epochs = await (await target.execute(EPOCHS_SQL)).fetchone()
+            epochs = await (await target.execute(sql.SQL(EPOCHS_SQL).format(
+                info=extensions.qualified(schema, "pg_stat_statements_info")))).fetchone()
         except (psycopg.errors.UndefinedTable, psycopg.errors.ObjectNotInPrerequisiteState):
             return None
-        statements = await (await target.execute(STATEMENTS_SQL)).fetchall()
+        statements = await (await target.execute(sql.SQL(STATEMENTS_SQL).format(
+            pgss=extensions.qualified(schema, "pg_stat_statements")))).fetchall()
         tables = await (await target.execute(TABLES_SQL)).fetchall()
     assert epochs is not None
     async with connect(settings, "state") as state, state.transaction():
