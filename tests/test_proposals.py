@@ -34,7 +34,7 @@ from bot.proposals import allowlist
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
-from tests.harness import BotUnderTest, clone, drop
+from tests.harness import BotUnderTest, clone, drop, watched_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "proposals-test-signing-secret-0001"
@@ -471,6 +471,48 @@ def test_reject_asks_for_a_reason_in_a_modal(flow: Flow) -> None:
     # a later approval finds it decided
     assert flow.click(APPROVE, pid, BOSS) == (f"Index migration #{pid} was already rejected "
                                               f"by <@{MANAGER}>.")
+
+
+def test_a_partitioned_tables_index_is_built_online_through_the_approval(flow: Flow,
+                                                                          tmp_path: Path) -> None:
+    """PostgreSQL refuses CREATE INDEX CONCURRENTLY on a partitioned table: the approved index
+    is built in steps (ON ONLY, each partition CONCURRENTLY, ATTACH) and ends valid on the
+    table and every partition, sub-partitions included."""
+    flow.execute("CREATE TABLE events (id int, blog_id int, at date) PARTITION BY RANGE (at)")
+    flow.execute("CREATE TABLE events_jan PARTITION OF events "
+                 "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')")
+    flow.execute("CREATE TABLE events_feb PARTITION OF events "
+                 "FOR VALUES FROM ('2026-02-01') TO ('2026-03-01') PARTITION BY HASH (id)")
+    for n in range(2):
+        flow.execute(f"CREATE TABLE events_feb_{n} PARTITION OF events_feb "
+                     f"FOR VALUES WITH (MODULUS 2, REMAINDER {n})")
+    flow.execute("INSERT INTO events SELECT g, g % 2000, date '2026-01-01' + (g % 50) "
+                 "FROM generate_series(1, 60000) g")
+    flow.execute("ANALYZE events")
+    watched = watched_file(tmp_path, [{"name": "blog events", "calls": 300,
+                                       "sql": "SELECT * FROM events WHERE blog_id = 42"}])
+    settings = flow.settings.model_copy(update={"watched_queries": watched})
+    analysis = flow.bot.run(analyze(settings, top=3))
+    [rec] = [r for r in analysis.recommendations if r["table"] == "public.events"]
+    assert rec["sql"].startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS")
+    flow.bot.run(record(settings, analysis, ENGINEER))
+    proposal = flow.propose(ENGINEER)[rec["index"]]
+    answer = flow.click(APPROVE, proposal["id"], MANAGER)
+    assert answer == f"Approved index migration #{proposal['id']}; the result is in the channel."
+    final = flow.proposal(proposal["id"])
+    assert final["status"] == "applied", final["result"]
+    steps = final["result"]["steps"]
+    assert steps[0].startswith(f"CREATE INDEX IF NOT EXISTS {rec['index']} ON ONLY public.events")
+    assert sum("ATTACH PARTITION" in s for s in steps) == 4  # jan, feb, feb_0, feb_1
+    valid = flow.query(
+        "SELECT c.relname AS tbl, i.indisvalid AS valid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname LIKE 'events%%'")
+    assert {r["tbl"] for r in valid} == {"events", "events_jan", "events_feb", "events_feb_0",
+                                         "events_feb_1"}
+    assert all(r["valid"] for r in valid)
+    [applied] = flow.query("SELECT detail FROM hotdata.audit_log WHERE proposal_id = %s "
+                           "AND action = 'applied'", (proposal["id"],))
+    assert applied["detail"]["steps"] == steps
 
 
 # --- preflight, expiry, tampering -------------------------------------------------------------

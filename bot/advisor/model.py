@@ -67,14 +67,19 @@ class Candidate:
         head = base.encode()[:MAX_IDENTIFIER - 9].decode(errors="ignore")
         return f"{head}_{digest}"
 
-    def create_sql(self, *, concurrently: bool = False, named: bool = False) -> str:
-        """`CREATE INDEX …`: anonymous for HypoPG, named (and online for a migration)."""
+    def create_sql(self, *, concurrently: bool = False, named: bool = False,
+                   only: bool = False) -> str:
+        """`CREATE INDEX …`: anonymous for HypoPG, named (and online for a migration); `only`:
+        the empty index of a partitioned table alone (`IF NOT EXISTS … ON ONLY`), which its
+        partitions' indexes are attached to."""
         keys = ", ".join(quote(c.removesuffix(" DESC")) + (" DESC" if c.endswith(" DESC")
                                                              else "") for c in self.columns)
-        head = "CREATE INDEX CONCURRENTLY IF NOT EXISTS" if concurrently else "CREATE INDEX"
-        if concurrently or named:
+        head = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS" if concurrently
+                else "CREATE INDEX IF NOT EXISTS" if only else "CREATE INDEX")
+        if concurrently or named or only:
             head += f" {quote(self.name)}"
-        text = f"{head} ON {quote(self.schema)}.{quote(self.table)} ({keys})"
+        text = (f"{head} ON {'ONLY ' if only else ''}{quote(self.schema)}.{quote(self.table)} "
+                f"({keys})")
         if self.include:
             text += f" INCLUDE ({', '.join(quote(c) for c in self.include)})"
         if self.where:

@@ -245,10 +245,13 @@ async def _reconcile_one(container: Container, proposal: Proposal) -> Proposal |
                                              "note": "found built and valid after a restart"}
             else:
                 dropped = await applying.drop_leftover(target, rec)
+                left = ("the invalid index it left was dropped" if dropped
+                        else "the partitioned table's empty index stays (invalid, so unused); "
+                        "the next build completes it" if state is not None
+                        else "no index was left behind")
                 status, result = "failed", {"reconciled": True, "error": (
-                    "hotdata stopped while building the index; "
-                    + ("the invalid index it left was dropped" if dropped
-                       else "no index was left behind") + ". Approve a new proposal to retry.")}
+                    f"hotdata stopped while building the index; {left}. Approve a new proposal "
+                    "to retry.")}
         final = await store.mark(lock, proposal["id"], status, result, expect="applying")
         await store.audit(lock, "hotdata", "reconciled", proposal["id"], proposal["sql"],
                           status, result)

@@ -3,14 +3,17 @@
 `CREATE INDEX CONCURRENTLY IF NOT EXISTS` (not UNIQUE, on plain columns with a built-in access
 method, and a predicate comparing columns with constants, no tablespace or storage parameter),
 `DROP INDEX CONCURRENTLY IF EXISTS` and `ANALYZE`, one statement per text; everything else is
-refused before it reaches the database.
+refused before it reaches the database. For a partitioned table, whose index PostgreSQL cannot
+build CONCURRENTLY in one statement, also the steps that build it online: `CREATE INDEX IF NOT
+EXISTS … ON ONLY` the partitioned table (an empty, invalid index, made at once) and `ALTER INDEX
+… ATTACH PARTITION` of each partition's index, built CONCURRENTLY.
 """
 
 from __future__ import annotations
 
 import pglast
 from pglast import ast
-from pglast.enums.parsenodes import A_Expr_Kind, ObjectType
+from pglast.enums.parsenodes import A_Expr_Kind, AlterTableType, ObjectType
 
 from bot.errors import UserError
 
@@ -89,8 +92,11 @@ class Refused(UserError):
     """The text is not one allowed statement; the message says what it is instead."""
 
 
-def check(text: str) -> ast.Node:
-    """The parsed statement when `text` is exactly one allowed statement; Refused otherwise."""
+def check(text: str, *, partition_step: bool = False) -> ast.Node:
+    """The parsed statement when `text` is exactly one allowed statement; Refused otherwise.
+    With `partition_step` (only for the steps hotdata derives itself, on a table the catalog
+    says is partitioned), also `CREATE INDEX IF NOT EXISTS … ON ONLY` and `ALTER INDEX …
+    ATTACH PARTITION`."""
     try:
         statements = pglast.parse_sql(text)
     except pglast.parser.ParseError as error:
@@ -103,7 +109,8 @@ def check(text: str) -> ast.Node:
     if stmt is None:  # a parsed statement always has its node; fail closed all the same
         raise Refused("refused: the statement does not parse")
     if isinstance(stmt, ast.IndexStmt):
-        if not stmt.concurrent:
+        on_only = partition_step and stmt.relation is not None and not stmt.relation.inh
+        if not stmt.concurrent and not on_only:
             raise Refused("refused: CREATE INDEX without CONCURRENTLY would block writes to "
                           "the table while it builds")
         if not stmt.if_not_exists:
@@ -120,6 +127,11 @@ def check(text: str) -> ast.Node:
             raise Refused("refused: drop one index per statement")
         return stmt
     if isinstance(stmt, ast.VacuumStmt) and not stmt.is_vacuumcmd:
+        return stmt
+    if (partition_step and isinstance(stmt, ast.AlterTableStmt)
+            and stmt.objtype == ObjectType.OBJECT_INDEX
+            and stmt.cmds and len(stmt.cmds) == 1 and isinstance(stmt.cmds[0], ast.AlterTableCmd)
+            and stmt.cmds[0].subtype == AlterTableType.AT_AttachPartition):
         return stmt
     kind = _kind(stmt)
     raise Refused(f"refused: {kind} statements are never applied by hotdata; only CREATE INDEX "

@@ -4,6 +4,12 @@ On the migrator connection, autocommit: the allow-listed statement with `lock_ti
 bounded retries; an invalid leftover of a failed concurrent build is dropped concurrently
 before any retry; afterwards the index must be valid and ready, the table is analysed, and
 the statements the index serves are measured before and after.
+
+A partitioned table's index cannot be built CONCURRENTLY in one statement, so it is built in
+steps that each hold no lock for long: the empty index of the partitioned table alone (`ON
+ONLY`), each partition's index built CONCURRENTLY, each attached (`ALTER INDEX … ATTACH
+PARTITION`); the partitioned table's index is valid once every partition's is attached. Each
+step is allow-listed, retried like a single index, and listed in the result (and so audited).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from bot.advisor.model import Recommendation, quote
+from bot.advisor.model import Candidate, Recommendation, quote
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import TAG
 from bot.db import connect
@@ -31,7 +37,8 @@ REPEATS = 3
 BACKOFF_SECONDS = 0.5
 
 INDEX_STATE_SQL = TAG + """
-SELECT i.indisvalid AS valid, i.indisready AS ready
+SELECT i.indisvalid AS valid, i.indisready AS ready,
+       (SELECT relkind = 'I' FROM pg_class WHERE oid = i.indexrelid) AS partitioned
 FROM pg_index i WHERE i.indexrelid = to_regclass(%s)
 """
 COLUMNS_SQL = TAG + """
@@ -46,8 +53,30 @@ WHERE application_name = 'hotdata-migrator' AND state = 'active' AND pid <> pg_b
 """
 
 
+# The partitioned table and every partition below it, parents before their partitions.
+TREE_SQL = TAG + """
+WITH RECURSIVE tree AS (
+  SELECT c.oid, 0 AS depth, NULL::oid AS parent FROM pg_class c WHERE c.oid = to_regclass(%s)
+  UNION ALL
+  SELECT i.inhrelid, t.depth + 1, i.inhparent
+  FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+)
+SELECT t.depth, n.nspname AS schema, c.relname AS name, c.relkind = 'p' AS partitioned,
+       pn.nspname AS parent_schema, p.relname AS parent_name
+FROM tree t
+JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class p ON p.oid = t.parent LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
+ORDER BY t.depth, n.nspname, c.relname
+"""
+
+
 class ApplyFailed(UserError):
     """The migration could not be applied; the message says why and what was cleaned up."""
+
+
+def _table_regclass(rec: Recommendation) -> str:
+    schema, table = rec["table"].split(".", 1)
+    return f"{quote(schema)}.{quote(table)}"
 
 
 def _index_regclass(rec: Recommendation) -> str:
@@ -80,9 +109,11 @@ async def preflight(conn: psycopg.AsyncConnection[dict[str, Any]],
 
 
 async def drop_leftover(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation) -> bool:
-    """Drop an invalid index left by a failed concurrent build; True when one was dropped."""
+    """Drop an invalid index left by a failed concurrent build; True when one was dropped.
+    A partitioned table's own index (ON ONLY) stays: it holds no data, is not used while
+    invalid, and cannot be dropped CONCURRENTLY; the next attempt builds on it."""
     state = await index_state(conn, rec)
-    if state is None or state["valid"]:
+    if state is None or state["valid"] or state["partitioned"]:
         return False
     await conn.execute(sql.SQL(TAG + "DROP INDEX CONCURRENTLY IF EXISTS {}").format(
         sql.SQL(_index_regclass(rec))))
@@ -148,24 +179,22 @@ async def apply(settings: Settings, rec: Recommendation) -> dict[str, Any]:
             "SET max_parallel_maintenance_workers = 0; "
             "SET client_connection_check_interval = '1s'").format(
                 sql.Literal(f"{settings.lock_timeout_ms}ms")))
-        attempts = settings.apply_retries + 1
         started = asyncio.get_running_loop().time()
-        for attempt in range(1, attempts + 1):
+        tree = await (await conn.execute(TREE_SQL, (_table_regclass(rec),))).fetchall()
+        steps: list[tuple[str, Recommendation]] = (
+            partition_steps(rec, tree) if tree and tree[0]["partitioned"]
+            else [(rec["sql"], rec)])
+        attempt = 0
+        for step, built in steps:
             try:
-                await conn.execute(rec["sql"])
-                break
-            except psycopg.errors.LockNotAvailable:
-                clean, what = await _clean_up(conn, rec)
-                log.info("lock timeout building %s (attempt %d/%d): %s", rec["index"], attempt,
-                         attempts, what)
-                if attempt == attempts or not clean:  # a kept leftover would make a retry a no-op
-                    raise ApplyFailed(
-                        f"could not take the lock on {rec['table']} within "
-                        f"{settings.lock_timeout_ms} ms in {attempt} attempt(s); {what}") from None
-                await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
-            except psycopg.Error as error:
-                _, what = await _clean_up(conn, rec)
-                raise ApplyFailed(" ".join(str(error).split()) + f"; {what}") from None
+                allowlist.check(step, partition_step=len(steps) > 1)
+            except allowlist.Refused as refused:
+                raise ApplyFailed(str(refused)) from None
+            if step.startswith("CREATE"):  # an invalid leftover would be skipped, not rebuilt
+                clean, what = await _clean_up(conn, built)
+                if not clean:
+                    raise ApplyFailed(what)
+            attempt = max(attempt, await _run(conn, settings, step, built))
         seconds = asyncio.get_running_loop().time() - started
         state = await index_state(conn, rec)
         if state is None or not (state["valid"] and state["ready"]):
@@ -178,5 +207,63 @@ async def apply(settings: Settings, rec: Recommendation) -> dict[str, Any]:
                                  (_index_regclass(rec),))
         size = await cur.fetchone()
     after = await _measure(settings, rec)
-    return {"build_seconds": round(seconds, 3), "size_bytes": size["size"] if size else None,
-            "before_ms": before, "after_ms": after, "attempts": attempt}
+    figures: dict[str, Any] = {
+        "build_seconds": round(seconds, 3), "size_bytes": size["size"] if size else None,
+        "before_ms": before, "after_ms": after, "attempts": attempt}
+    if len(steps) > 1:
+        figures["steps"] = [step for step, _ in steps]
+    return figures
+
+
+async def _run(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings, statement: str,
+               built: Recommendation) -> int:
+    """One statement with bounded retries on lock timeouts; the attempts it took. Raises
+    ApplyFailed after cleaning up the index `built` would have made."""
+    attempts = settings.apply_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            await conn.execute(statement)
+            return attempt
+        except psycopg.errors.LockNotAvailable:
+            clean, what = await _clean_up(conn, built)
+            log.info("lock timeout building %s (attempt %d/%d): %s", built["index"], attempt,
+                     attempts, what)
+            if attempt == attempts or not clean:  # a kept leftover would make a retry a no-op
+                raise ApplyFailed(
+                    f"could not take the lock on {built['table']} within "
+                    f"{settings.lock_timeout_ms} ms in {attempt} attempt(s); {what}") from None
+            await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+        except psycopg.Error as error:
+            _, what = await _clean_up(conn, built)
+            raise ApplyFailed(" ".join(str(error).split()) + f"; {what}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def partition_steps(rec: Recommendation, tree: list[dict[str, Any]]
+                    ) -> list[tuple[str, Recommendation]]:
+    """The online build of `rec`'s index on a partitioned table (`tree`: the table, then its
+    partitions, parents first): each step's SQL and the index it makes. Each partition's
+    index has the name the advisor gives that index on that partition."""
+    def index_on(row: dict[str, Any]) -> Candidate:
+        return Candidate(row["schema"], row["name"], tuple(rec["columns"]), rec["where"],
+                         tuple(rec["include"]))
+
+    steps: list[tuple[str, Recommendation]] = []
+    names: dict[tuple[str, str], Candidate] = {}
+    for row in tree:
+        index = index_on(row)
+        names[(row["schema"], row["name"])] = index
+        made: Recommendation = {**rec, "table": f"{row['schema']}.{row['name']}",
+                                "index": index.name}
+        if row["depth"] == 0 and index.name != rec["index"]:
+            raise ApplyFailed(f"refused: the proposal's index {rec['index']} is not the one "
+                              f"its columns name on {rec['table']}")
+        ddl = (index.create_sql(only=True) if row["partitioned"]
+               else index.create_sql(concurrently=True))
+        steps.append((ddl, made))
+        if row["depth"] > 0:
+            parent = names[(row["parent_schema"], row["parent_name"])]
+            steps.append((sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+                sql.Identifier(parent.schema, parent.name),
+                sql.Identifier(index.schema, index.name)).as_string(None), made))
+    return steps
