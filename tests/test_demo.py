@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
+
+from bot import pgcluster
 
 HOTDATA = str(Path(sys.executable).with_name("hotdata"))
 
@@ -78,3 +83,32 @@ def test_demo_on_the_embedded_postgresql_says_what_it_disables(tmp_path: Path) -
     assert "amcheck: skipped" in output
     found = re.search(r"\(data in (\S+)\)", output)
     assert found is not None and not Path(found.group(1)).exists()
+
+
+def test_wheel_binaries_are_run_from_a_copy_every_user_may_enter(tmp_path: Path) -> None:
+    """Run as root from a clone under a private directory (/root), the demo's embedded
+    PostgreSQL is started as `postgres`, who cannot enter it: the binaries are run from a
+    copy made once in the temporary directory, readable and runnable by everyone."""
+    private = tmp_path / "private"
+    (private / "pkg" / "pginstall" / "bin").mkdir(parents=True)
+    (private / "pkg.libs").mkdir()
+    initdb = private / "pkg" / "pginstall" / "bin" / "initdb"
+    initdb.write_text("#!/bin/sh\nexit 0\n")
+    initdb.chmod(0o700)
+    (private / "pkg.libs" / "libpq.so").write_text("library")
+    private.chmod(0o700)
+    stamp = uuid.uuid4().hex
+    copy = pgcluster.shared_copy(private, ["pkg", "pkg.libs"], stamp)
+    try:
+        assert copy.parent == Path(tempfile.gettempdir())
+        copied = copy / "pkg" / "pginstall" / "bin" / "initdb"
+        assert copied.read_text() == initdb.read_text()
+        assert copied.stat().st_mode & 0o555 == 0o555  # anyone may run it
+        assert (copy / "pkg.libs" / "libpq.so").stat().st_mode & 0o444 == 0o444
+        for directory in (copy, *copied.parents):
+            if directory == copy.parent:
+                break
+            assert directory.stat().st_mode & 0o555 == 0o555, directory
+        assert pgcluster.shared_copy(private, ["pkg", "pkg.libs"], stamp) == copy  # made once
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
