@@ -365,16 +365,25 @@ class Cluster:
         raise AssertionError(f"a report slot kept running: {self.runs()}")
 
     def between_slots(self, room: float = 1.5) -> None:
-        """Return early in a gap: no slot running and the next at least `room` s away."""
+        """Return early in a gap: the slot that passed last has run (a busy machine may fire
+        it late), none is running, and the next is at least `room` s away."""
         trigger = cron_trigger(REPORT_CRON)
 
         def now_is_quiet() -> bool:
             now = datetime.now(UTC)
-            upcoming = next_fire(trigger, now)
+            upcoming, last = next_fire(trigger, now), latest_fire(trigger, now)
+            runs = self.runs()
             return (upcoming is not None and (upcoming - now).total_seconds() > room
-                    and all(status != "running" for _, status, _ in self.runs()))
+                    and all(status != "running" for _, status, _ in runs)
+                    and (last, "succeeded") in {(slot, status) for slot, status, _ in runs})
 
         self.wait_until("a quiet moment between two slots", now_is_quiet, 3 * PERIOD_S)
+
+    def slot_passes_after(self, moment: datetime) -> None:
+        """Wait until a slot has passed since `moment` (while nothing runs)."""
+        trigger = cron_trigger(REPORT_CRON)
+        self.wait_until("a slot passes", lambda: (latest_fire(trigger, datetime.now(UTC))
+                                                  or moment) > moment, 3 * PERIOD_S)
 
     def leader(self) -> str | None:
         rows = self.query("SELECT name FROM hotdata.replicas WHERE leader "
@@ -439,7 +448,8 @@ def test_two_replicas_post_each_slot_once_through_failover_and_restarts(
     a, b = cluster.start(), cluster.start()
     cluster.healthy(a, b)
     cluster.wait_until("a leader", cluster.leader, 15)
-    time.sleep(3 * PERIOD_S)
+    cluster.wait_until("three reports", lambda: len(
+        [r for r in cluster.runs() if r[1] == "succeeded"]) >= 3, 6 * PERIOD_S + 15)
     runs, posts = cluster.settled()
     assert_exactly_once(runs, posts)
     assert len(runs) >= 3
@@ -483,7 +493,7 @@ def test_two_replicas_post_each_slot_once_through_failover_and_restarts(
     # slot is posted twice.
     cluster.terminate(survivor)
     stopped_at = datetime.now(UTC)
-    time.sleep(PERIOD_S + 1)
+    cluster.slot_passes_after(stopped_at)
     restarted = time.monotonic()
     c, d = cluster.start(grace_minutes=0), cluster.start(grace_minutes=0)
     cluster.healthy(c, d)
@@ -518,7 +528,7 @@ def test_two_replicas_post_each_slot_once_through_failover_and_restarts(
         2 * PERIOD_S + 5)
     cluster.terminate(c, d)
     stopped_at = datetime.now(UTC)
-    time.sleep(PERIOD_S + 1)
+    cluster.slot_passes_after(stopped_at)
     e, f = cluster.start(grace_minutes=60), cluster.start(grace_minutes=60)
     cluster.healthy(e, f)
     takeover = cluster.wait_until("a new leader", lambda: cluster.took_over([e, f]), 30)

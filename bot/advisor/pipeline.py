@@ -248,6 +248,13 @@ async def _generic_run(planner: Planner, text: str, result: QueryResult,
     executed = await generic(analyze=True)
     if executed.plan is None:  # e.g. it did not finish: what it was, and its cost, are known
         executed.plan = planned.plan
+    elif executed.ms is not None and own.ms is not None and executed.ms > own.ms:
+        # The two are compared: the value's own (fast) plan timed once more, its best time
+        # kept, so that one slow moment of a busy server does not hide the difference.
+        again = await planner.run(text, own.values, role=own.role, label=own.label,
+                                  analyze=True, app=app if own.role == "app" else None)
+        if again.ms is not None:
+            own.ms = min(own.ms, again.ms)
     return executed
 
 
