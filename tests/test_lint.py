@@ -288,6 +288,21 @@ GRANT SELECT (id) ON one_column TO {app_role};
     assert any("no_such_role_here" in n and "does not exist" in n for n in notes)
 
 
+async def test_rls_disabled_checks_every_role_the_api_exposes(
+        pg: Cluster, database: str, app_role: str) -> None:
+    """With HOTDATA_APP_ROLE set (Supabase's advice: authenticated), a table `anon` can read
+    without RLS is still found, and the finding says it is `anon`."""
+    execute(pg.dsn(), "CREATE ROLE anon NOLOGIN")
+    try:
+        execute(database, "CREATE TABLE leaky (id int PRIMARY KEY); GRANT SELECT ON leaky TO anon")
+        [found] = of(await run_lint(database, app_role), "rls_disabled")
+        assert found.table == "public.leaky"
+        assert "anon can SELECT it" in found.detail
+    finally:
+        execute(database, "DROP OWNED BY anon")
+        execute(pg.dsn(), "DROP ROLE anon")
+
+
 async def test_rls_per_row_call_fires_for_unwrapped_calls_and_its_fix_silences_it(
         database: str, app_role: str) -> None:
     execute(database, AUTH, f"""

@@ -31,7 +31,7 @@ from bot.units import size_text, span
 # The order findings are reported in: what exposes data first, then what slows every query.
 KINDS = ("rls_disabled", "rls_per_row_call", "multiple_permissive_policies", "unindexed_fk",
          "no_primary_key", "duplicate_index", "unused_index")
-API_ROLES = ("anon", "authenticated")  # Supabase's API roles, checked when no app role is set
+API_ROLES = ("anon", "authenticated")  # Supabase's API roles: always checked when they exist
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 def _sql(template: str, *identifiers: sql.Composable) -> str:
@@ -203,8 +203,9 @@ def _multiple_permissive(table: Table) -> list[Finding]:
 
 
 def app_roles(app_role: str | None) -> list[str]:
-    """The roles whose read access rls_disabled checks."""
-    return [app_role] if app_role else list(API_ROLES)
+    """The roles whose read access rls_disabled checks: every role the API exposes (Supabase's
+    anon and authenticated, when they exist) and the application's own."""
+    return sorted({*API_ROLES, *([app_role] if app_role else [])})
 
 
 def check(snapshot: Snapshot, unused_min_age_days: int = cleanup.UNUSED_MIN_AGE_DAYS,
@@ -240,11 +241,11 @@ async def lint(conn: psycopg.AsyncConnection[dict[str, Any]], app_role: str | No
 
 
 def _role_notes(snapshot: Snapshot, app_role: str | None) -> list[str]:
+    if app_role and app_role not in snapshot.roles:
+        return [f"role {app_role} (HOTDATA_APP_ROLE) does not exist: tables it could read "
+                "without row level security were not checked"]
     if snapshot.roles:
         return []
-    if app_role:
-        return [f"role {app_role} (HOTDATA_APP_ROLE) does not exist: tables readable without "
-                "row level security were not checked"]
     return ["no application role to check row level security for: set HOTDATA_APP_ROLE "
             "(anon and authenticated do not exist)"]
 

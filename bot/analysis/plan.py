@@ -22,8 +22,6 @@ SELECT array(SELECT format_type(t, NULL) FROM unnest(parameter_types::oid[]) AS 
        AS types
 FROM pg_prepared_statements WHERE name = %s
 """
-# Belt and braces: nothing executed here may keep an application's advisory lock.
-UNLOCK_SQL = TAG + "SELECT pg_advisory_unlock_all()"
 
 
 @dataclass(frozen=True)
@@ -170,7 +168,7 @@ class Planner:
                     await self.conn.execute(sql.SQL("; ").join([
                         sql.SQL(TAG + "ROLLBACK"),
                         *([self._reset_sql()] if hypothetical else []),
-                        sql.SQL(UNLOCK_SQL), self._deallocate_sql(name)]))
+                        self._deallocate_sql(name)]))
 
     def _reset_sql(self) -> sql.Composed:
         """Hypothetical indexes outlive a rollback: dropped explicitly."""

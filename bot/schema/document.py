@@ -117,11 +117,6 @@ class SchemaDoc:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def grant_roles(app_role: str | None) -> list[str]:
-    """Roles whose grants are shown: Supabase's API roles and the configured application role."""
-    return sorted({*lint.API_ROLES, *([app_role] if app_role else [])})
-
-
 async def read(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str] | None,
                app_role: str | None) -> tuple[catalog.Snapshot, list[TableDoc]]:
     """The snapshot lint reads and one TableDoc per table, with its lints."""
@@ -139,7 +134,7 @@ async def read(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str]
             docs[row["table_oid"]].keys.append({
                 "name": row["name"], "type": "primary key" if row["type"] == "p" else "unique",
                 "columns": list(row["columns"])})
-        cur = await conn.execute(GRANTS_SQL, (list(docs), grant_roles(app_role)))
+        cur = await conn.execute(GRANTS_SQL, (list(docs), lint.app_roles(app_role)))
         for row in await cur.fetchall():
             docs[row["table_oid"]].grants[row["role"]] = list(row["privileges"])
     by_name = {d.qualified: d for d in docs.values()}
