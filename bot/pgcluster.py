@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,3 +288,63 @@ def create(settings: dict[str, str] | None = None, bindir: Path | None = None) -
         cluster.destroy()
         raise
     return cluster
+
+
+@dataclass
+class Pooler:
+    """PgBouncer in front of a throwaway cluster, as hosted PostgreSQL puts one (Supabase's
+    on port 6543: transaction mode, only `extra_float_digits` among the startup parameters it
+    ignores, so `options` is refused)."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_pooler(cluster: Cluster, *, mode: str = "transaction",
+                 ignored: str = "extra_float_digits", users: tuple[str, ...] = (SUPERUSER,),
+                 timeout: float = 30.0) -> Pooler:
+    """Start PgBouncer (Debian's `pgbouncer`) on a free port in front of `cluster`, as the
+    cluster's own user (PgBouncer refuses to run as root); the caller must `stop()` it."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        raise ClusterError("PgBouncer is not installed: apt-get install pgbouncer")
+    root = Path(tempfile.mkdtemp(prefix="hotdata-pgbouncer-"))
+    port = free_port()
+    (root / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
+    (root / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host=127.0.0.1 port={cluster.port}\n\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {root / 'users.txt'}\npool_mode = {mode}\n"
+        f"ignore_startup_parameters = {ignored}\nlogfile = {root / 'pgbouncer.log'}\n"
+        f"pidfile = {root / 'pgbouncer.pid'}\nmax_client_conn = 200\ndefault_pool_size = 5\n")
+    for path in (root, *root.iterdir()):
+        chown(path, cluster.run_as)
+    process = subprocess.Popen([binary, str(root / "pgbouncer.ini")], cwd=root,
+                               env=tools.clean_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL,
+                               **tools.as_user(cluster.run_as))
+    pooler = Pooler(root, port, process)
+    deadline = time.monotonic() + timeout
+    while True:  # until it accepts connections
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return pooler
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = (root / "pgbouncer.log").read_text()[-1000:] if (
+                root / "pgbouncer.log").exists() else ""
+            pooler.stop()
+            raise ClusterError(f"PgBouncer did not start: {log}")
+        time.sleep(0.02)

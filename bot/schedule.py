@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 from bot import locks
 from bot.container import Container
 from bot.cron import cron_trigger, latest_fire, passed_slots
-from bot.db import DatabaseUnavailable, connect
+from bot.db import DatabaseUnavailable, connect, open_connection
 from bot.drills.store import heartbeat
 from bot.flows import drills, reports
 from bot.reports import snapshots
@@ -107,10 +107,9 @@ class Scheduler:
                 self.leader = False
                 self._lock = None
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                settings.state_dsn, autocommit=True, application_name="hotdata-leader",
-                row_factory=psycopg.rows.dict_row, connect_timeout=5)
-        except psycopg.Error:
+            conn = await open_connection(settings, "state")  # a session: refuses a pooler
+        except DatabaseUnavailable as error:
+            log.warning("%s cannot campaign for the leadership: %s", self.name, error)
             return
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.LEADER)
         row = await cur.fetchone()

@@ -244,11 +244,10 @@ async def _reconcile_one(container: Container, proposal: Proposal) -> Proposal |
                 status, result = "applied", {"reconciled": True,
                                              "note": "found built and valid after a restart"}
             else:
-                dropped = await applying.drop_leftover(target, rec)
-                left = ("the invalid index it left was dropped" if dropped
-                        else "the partitioned table's empty index stays (invalid, so unused); "
-                        "the next build completes it" if state is not None
-                        else "no index was left behind")
+                _, left = await applying.clean_up(target, rec)
+                if state is not None and state["partitioned"]:
+                    left = ("the partitioned table's empty index stays (invalid, so unused); "
+                            "the next build completes it")
                 status, result = "failed", {"reconciled": True, "error": (
                     f"hotdata stopped while building the index; {left}. Approve a new proposal "
                     "to retry.")}

@@ -120,8 +120,8 @@ async def drop_leftover(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Reco
     return True
 
 
-async def _clean_up(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation
-                   ) -> tuple[bool, str]:
+async def clean_up(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation
+                  ) -> tuple[bool, str]:
     """Drop the invalid leftover of a failed build: (nothing is left behind, what happened)."""
     try:
         dropped = await drop_leftover(conn, rec)
@@ -191,14 +191,14 @@ async def apply(settings: Settings, rec: Recommendation) -> dict[str, Any]:
             except allowlist.Refused as refused:
                 raise ApplyFailed(str(refused)) from None
             if step.startswith("CREATE"):  # an invalid leftover would be skipped, not rebuilt
-                clean, what = await _clean_up(conn, built)
+                clean, what = await clean_up(conn, built)
                 if not clean:
                     raise ApplyFailed(what)
             attempt = max(attempt, await _run(conn, settings, step, built))
         seconds = asyncio.get_running_loop().time() - started
         state = await index_state(conn, rec)
         if state is None or not (state["valid"] and state["ready"]):
-            _, what = await _clean_up(conn, rec)
+            _, what = await clean_up(conn, rec)
             raise ApplyFailed(f"index {rec['index']} was built but is not valid; {what}")
         schema, table = rec["table"].split(".", 1)
         await conn.execute(sql.SQL(TAG + "ANALYZE {}.{}").format(sql.Identifier(schema),
@@ -225,7 +225,7 @@ async def _run(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings
             await conn.execute(statement)
             return attempt
         except psycopg.errors.LockNotAvailable:
-            clean, what = await _clean_up(conn, built)
+            clean, what = await clean_up(conn, built)
             log.info("lock timeout building %s (attempt %d/%d): %s", built["index"], attempt,
                      attempts, what)
             if attempt == attempts or not clean:  # a kept leftover would make a retry a no-op
@@ -234,7 +234,7 @@ async def _run(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings
                     f"{settings.lock_timeout_ms} ms in {attempt} attempt(s); {what}") from None
             await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
         except psycopg.Error as error:
-            _, what = await _clean_up(conn, built)
+            _, what = await clean_up(conn, built)
             raise ApplyFailed(" ".join(str(error).split()) + f"; {what}") from None
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -94,8 +94,9 @@ def _compare(now: list[Delta], before: list[Delta]) -> list[Line]:
 
 async def build(settings: Settings, window: timedelta) -> Report:
     end_id = await snapshots.take(settings)  # the window ends now
-    # the extension's schema, then (when it is there) its epochs, statements and tables
-    report = Report(None, datetime.now(UTC), queries_to_target=4 if end_id else 1)
+    # the connection's guard check, the extension's schema, then (when it is there) its
+    # epochs, statements and tables
+    report = Report(None, datetime.now(UTC), queries_to_target=5 if end_id else 2)
     if end_id is None:
         report.notes.append("pg_stat_statements is not available: no statement figures")
     async with connect(settings, "state") as state:
@@ -105,7 +106,7 @@ async def build(settings: Settings, window: timedelta) -> Report:
         await _drill_and_missed(state, report)
     async with connect(settings, "analysis") as target:
         report.health = await (await target.execute(HEALTH_SQL)).fetchone() or {}
-    report.queries_to_target += 1
+    report.queries_to_target += 2  # a second connection's guard check, and the health figures
     return report
 
 
