@@ -503,6 +503,59 @@ def test_roles_missing_on_the_scratch_server_is_red(source: Source, scratch: pgc
     assert_cleaned_up(source, scratch, result)
 
 
+def scratch_roles(cluster: pgcluster.Cluster) -> dict[str, tuple[Any, ...]]:
+    """Every role of a server: its attributes and memberships."""
+    with psycopg.connect(cluster.dsn()) as conn:
+        return {r[0]: r[1:] for r in conn.execute(
+            "SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
+            "rolreplication, rolbypassrls, rolconnlimit, "
+            "(SELECT array_agg(b.rolname ORDER BY b.rolname) FROM pg_auth_members m "
+            " JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid) FROM pg_roles r")}
+
+
+def test_a_drill_never_alters_the_scratch_servers_own_roles(
+        source: Source, scratch: pgcluster.Cluster) -> None:
+    """The backup's roles file would ALTER every role it names (the bootstrap superuser too):
+    existing roles are left exactly as they were, missing ones created without attributes."""
+    suffix = uuid.uuid4().hex[:6]
+    same, only = f"drill_same_{suffix}", f"drill_only_{suffix}"
+    with psycopg.connect(source.pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {same} LOGIN CREATEDB CREATEROLE")
+        conn.execute(f"CREATE ROLE {only} LOGIN BYPASSRLS IN ROLE {same}")
+    with psycopg.connect(scratch.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {same} NOLOGIN")
+    try:
+        before = scratch_roles(scratch)
+        result = run_drill(drill_settings(source, scratch))
+        assert result.status == "passed", [c for c in result.checks if not c.ok]
+        after = scratch_roles(scratch)
+        assert {name: after[name] for name in before} == before
+        # created plainly: NOLOGIN, no attribute, no membership
+        assert after[only] == (False, True, False, False, False, False, False, -1, None)
+        roles = check(result, "roles")
+        assert roles.ok and only in roles.detail and same not in roles.detail
+    finally:
+        for cluster in (source.pg, scratch):
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute(f"DROP ROLE IF EXISTS {only}")
+                conn.execute(f"DROP ROLE IF EXISTS {same}")
+
+
+def test_a_command_line_dump_drill_measures_its_rpo(source: Source, scratch: pgcluster.Cluster,
+                                                    tmp_path: Path) -> None:
+    """No `hotdata serve` writes the heartbeat: the drill writes its own before the dump."""
+    with psycopg.connect(source.dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM hotdata.heartbeat")
+    env = tools.clean_env()
+    env.update(HOTDATA_DATABASE_URL=source.url, HOTDATA_DRILL_DATABASE_URL=scratch.url())
+    done = subprocess.run([str(HOTDATA), "drill", "--format", "json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shape = json.loads(done.stdout)
+    assert shape["status"] == "passed"
+    assert isinstance(shape["rpo_seconds"], float) and 0 <= shape["rpo_seconds"] < 120
+
+
 def test_corrupted_dump_is_red_and_cleaned_up(source: Source, scratch: pgcluster.Cluster,
                                               tmp_path: Path) -> None:
     pg_dumpall_roles(source.pg, tmp_path / "globals.sql")

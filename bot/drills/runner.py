@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pglast
 import psycopg
+from pglast import ast
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -27,7 +29,7 @@ from bot import locks, tools
 from bot.catalog import TAG
 from bot.db import Role, connect
 from bot.drills import facts as drill_facts
-from bot.drills import verify
+from bot.drills import store, verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
 from bot.drills.sources import NoBackup, directory, dump, pgbackrest
 from bot.dsn import parse_dsn, redact_dsn, with_options
@@ -145,18 +147,57 @@ def _dbname(dsn: str, name: str) -> str:
     return with_options(dsn, dbname=name)
 
 
-async def _restore(backup: Backup, scratch_dsn: str, name: str, jobs: int,
+def backup_roles(globals_sql: str) -> list[str]:
+    """The roles a `pg_dumpall --roles-only` file creates (its psql meta-commands skipped)."""
+    text = "\n".join(line for line in globals_sql.splitlines()
+                     if not line.lstrip().startswith("\\"))
+    try:
+        statements = pglast.parse_sql(text)
+    except pglast.parser.ParseError as error:
+        raise verify.RolesFailed(f"the backup's roles file does not parse: {error}") from None
+    return [s.stmt.role for s in statements
+            if isinstance(s.stmt, ast.CreateRoleStmt) and s.stmt.role]
+
+
+async def _roles(settings: Settings, backup: Backup, scratch_dsn: str,
+                 result: DrillResult) -> None:
+    """The roles the backup names that the scratch server lacks, created as NOLOGIN roles
+    without attributes; a role that exists there is never altered (the roles file's ALTER
+    ROLE and GRANT lines are not replayed: they would change the scratch server's own roles,
+    its bootstrap superuser included). A role that cannot be created fails the drill."""
+    if backup.globals_sql is None:
+        return
+    names = backup_roles(backup.globals_sql.read_text())
+    created = []
+    async with connect(settings, "scratch", dsn=scratch_dsn) as server:
+        cur = await server.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                   (names,))
+        present = {row["rolname"] for row in await cur.fetchall()}
+        for role in (n for n in names if n not in present and not n.startswith("pg_")):
+            try:
+                await server.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+            except psycopg.errors.DuplicateObject:  # created meanwhile: it exists
+                continue
+            except psycopg.Error as error:
+                raise verify.RolesFailed(
+                    f"role {role} could not be created on the scratch server: "
+                    f"{error.diag.message_primary or error}") from None
+            created.append(role)
+    shown = ", ".join(created[:20]) + (f" and {len(created) - 20} more" if len(created) > 20
+                                        else "")
+    result.checks.append(Check("roles", True, (
+        f"created on the scratch server as NOLOGIN roles without attributes: {shown}; "
+        "existing roles left as they were") if created else (
+        f"all {len(names)} roles of the backup exist on the scratch server; none was altered")))
+
+
+async def _restore(settings: Settings, backup: Backup, scratch_dsn: str, name: str,
                    result: DrillResult) -> None:
     conninfo, env = conninfo_and_env(scratch_dsn, dbname=name)
     started = time.perf_counter()
-    if backup.globals_sql is not None:
-        roles = await tools.run("psql", "--no-psqlrc", "--quiet", "--dbname", conninfo,
-                                "--file", str(backup.globals_sql), timeout=600, env=env)
-        errors = [line for line in roles.stderr.splitlines()
-                  if "ERROR" in line and "already exists" not in line]
-        if errors:
-            log.warning("roles restored with errors: %s", errors[:5])
+    await _roles(settings, backup, scratch_dsn, result)
     result.phases.append(Phase("roles", round(time.perf_counter() - started, 3)))
+    jobs = settings.drill_jobs
     started = time.perf_counter()
     restored = await tools.run("pg_restore", f"--jobs={jobs}", "--exit-on-error",
                                "--dbname", conninfo, str(backup.path),
@@ -192,6 +233,10 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
             await drop_scratch(settings, scratch_dsn)  # leftovers of a crashed drill
             # We hold the lock: a drill still 'running' is one whose process died.
             await state.execute(STALE_SQL, (Jsonb(INTERRUPTED),))
+            if settings.drill_source == "dump":
+                # The dump is taken now: its RPO is measured even when no `hotdata serve`
+                # writes the heartbeat (in the state schema: the target's, by default).
+                await store.heartbeat(state, unless_within="2 minutes")
             # The token comes with the state schema (migration 0005); recreated if deleted.
             await state.execute("INSERT INTO hotdata.installation DEFAULT VALUES "
                                 "ON CONFLICT DO NOTHING")
@@ -247,7 +292,8 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
         async with copy as (backup, copy_dsn):
             await _say(progress, "verifying tables, indexes and Row Level Security…")
             await _verify(settings, backup, copy_dsn, result, started)
-    except (verify.RestoreFailed, dump.DumpFailed, NoBackup, pgbackrest.RecoveryFailed,
+    except (verify.RestoreFailed, verify.RolesFailed, dump.DumpFailed, NoBackup,
+            pgbackrest.RecoveryFailed,
             tools.ToolMissing, psycopg.Error) as error:
         result.checks.append(verify.failure(error))
         result.status = "failed"
@@ -274,7 +320,7 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
                 await server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             await _record_scratch(settings, name, result.id or 0, redact_dsn(scratch_dsn))
             await _say(progress, "restoring roles and data…")
-            await _restore(backup, scratch_dsn, name, settings.drill_jobs, result)
+            await _restore(settings, backup, scratch_dsn, name, result)
             yield backup, _dbname(scratch_dsn, name)
         finally:
             await _cleanup(settings, progress, name)

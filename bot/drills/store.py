@@ -10,9 +10,14 @@ HEARTBEAT_SQL = ("INSERT INTO hotdata.heartbeat (id, at) VALUES (1, clock_timest
                  "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
 
 
-async def heartbeat(conn: Conn) -> None:
-    """The row whose restored age is the RPO (written every minute by `hotdata serve`)."""
-    await conn.execute(HEARTBEAT_SQL)
+async def heartbeat(conn: Conn, *, unless_within: str | None = None) -> None:
+    """The row whose restored age is the RPO (written every minute by `hotdata serve`); with
+    `unless_within` (an interval such as '2 minutes'), only when none is that recent."""
+    if unless_within is None:
+        await conn.execute(HEARTBEAT_SQL)
+    else:
+        await conn.execute(HEARTBEAT_SQL + " WHERE hotdata.heartbeat.at < clock_timestamp() - "
+                           "%s::interval", (unless_within,))
 
 
 async def trend(conn: Conn, limit: int = 5) -> list[dict[str, Any]]:

@@ -25,8 +25,13 @@ class RestoreFailed(Exception):
     """The backup could not be restored; the message carries pg_restore's reason."""
 
 
+class RolesFailed(Exception):
+    """A role the backup names could not be created on the scratch server."""
+
+
 def failure(error: BaseException) -> Check:
-    name = {"RestoreFailed": "restore", "DumpFailed": "backup", "NoBackup": "backup",
+    name = {"RestoreFailed": "restore", "RolesFailed": "roles", "DumpFailed": "backup",
+            "NoBackup": "backup",
             "RecoveryFailed": "recovery",
             "ToolMissing": "tools"}.get(type(error).__name__, "drill")
     return Check(name, False, " ".join(str(error).split())[:600])
