@@ -541,6 +541,22 @@ def test_a_drill_never_alters_the_scratch_servers_own_roles(
                 conn.execute(f"DROP ROLE IF EXISTS {same}")
 
 
+def test_grants_compare_the_same_whatever_each_side_s_search_path(
+        source: Source, scratch: pgcluster.Cluster) -> None:
+    """Supabase puts `extensions` on the database's search_path; a restored copy does not
+    carry that setting. A grant there is the same grant on both sides."""
+    with psycopg.connect(source.dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA extensions")
+        conn.execute("CREATE TABLE extensions.lookup (id int PRIMARY KEY)")
+        conn.execute("GRANT USAGE ON SCHEMA extensions TO authenticated")
+        conn.execute("GRANT SELECT ON extensions.lookup TO authenticated")
+        conn.execute(f'ALTER DATABASE "{source.name}" SET search_path = '
+                     '"$user", public, extensions')
+    result = run_drill(drill_settings(source, scratch))
+    assert check(result, "grants").ok, check(result, "grants").detail
+    assert result.status == "passed", [c for c in result.checks if not c.ok]
+
+
 def test_a_command_line_dump_drill_measures_its_rpo(source: Source, scratch: pgcluster.Cluster,
                                                     tmp_path: Path) -> None:
     """No `hotdata serve` writes the heartbeat: the drill writes its own before the dump."""

@@ -27,13 +27,17 @@ SELECT schemaname, tablename, policyname, permissive, roles::text[] AS roles, cm
        coalesce(qual, '') AS qual, coalesce(with_check, '') AS with_check
 FROM pg_policies WHERE schemaname <> ALL(%s)
 """
+# Named schema-qualified whatever the search_path; an extension's own objects are left out
+# (their grants come with the extension, whoever created it on each server).
 GRANTS_SQL = TAG + """
-SELECT c.oid::regclass::text AS tbl, coalesce(r.rolname, 'PUBLIC') AS grantee,
+SELECT format('%%I.%%I', n.nspname, c.relname) AS tbl, coalesce(r.rolname, 'PUBLIC') AS grantee,
        a.privilege_type AS privilege
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(c.relacl) a
 LEFT JOIN pg_roles r ON r.oid = a.grantee
 WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname <> ALL(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 """
 HEARTBEAT_SQL = TAG + """
 SELECT CASE WHEN to_regclass('hotdata.heartbeat') IS NULL THEN NULL
