@@ -175,6 +175,7 @@ class Cluster:
     port: int
     run_as: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    superuser: str = SUPERUSER  # the bootstrap role (Supabase's is `supabase_admin`)
 
     @property
     def datadir(self) -> Path:
@@ -188,20 +189,21 @@ class Cluster:
     def logfile(self) -> Path:
         return self.root / "server.log"
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER,
+    def dsn(self, dbname: str = "postgres", user: str | None = None,
             password: str | None = None) -> str:
         """A TCP connection string (what a remote bot would use)."""
         extra = {"password": password} if password else {}
-        return make_conninfo(host="127.0.0.1", port=str(self.port), dbname=dbname, user=user,
-                             **extra)
+        return make_conninfo(host="127.0.0.1", port=str(self.port), dbname=dbname,
+                             user=user or self.superuser, **extra)
 
-    def socket_dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+    def socket_dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         """A connection over the private Unix socket (the only way into a drill's copy)."""
         return make_conninfo(host=str(self.socket_dir), port=str(self.port), dbname=dbname,
-                             user=user)
+                             user=user or self.superuser)
 
-    def url(self, dbname: str = "postgres", user: str = SUPERUSER,
+    def url(self, dbname: str = "postgres", user: str | None = None,
             password: str | None = None) -> str:
+        user = user or self.superuser
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
@@ -218,7 +220,7 @@ class Cluster:
         return self.bindir / name
 
     def init(self) -> None:
-        self._run(self.tool("initdb"), "-D", self.datadir, "-U", SUPERUSER, "--auth=trust",
+        self._run(self.tool("initdb"), "-D", self.datadir, "-U", self.superuser, "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")
         self.socket_dir.mkdir(mode=0o700)
         self._chown(self.socket_dir)
@@ -232,7 +234,7 @@ class Cluster:
         with open(self.datadir / "postgresql.conf", "a") as fh:
             fh.write("\n# hotdata throwaway cluster\n")
             fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
-        (self.datadir / "pg_hba.conf").write_text(HBA.format(superuser=SUPERUSER))
+        (self.datadir / "pg_hba.conf").write_text(HBA.format(superuser=self.superuser))
 
     def start(self) -> None:
         result = self._run(self.tool("pg_ctl"), "-D", self.datadir, "-l", self.logfile,
@@ -273,13 +275,14 @@ def chown(path: Path, user: str | None) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def create(settings: dict[str, str] | None = None, bindir: Path | None = None) -> Cluster:
+def create(settings: dict[str, str] | None = None, bindir: Path | None = None,
+           superuser: str = SUPERUSER) -> Cluster:
     """Init and start a throwaway cluster; the caller must `destroy()` it."""
     bindir = bindir or find_bindir()
     run_as = server_user()
     root = Path(tempfile.mkdtemp(prefix="hotdata-pg-"))
     cluster = Cluster(bindir=bindir, root=root, port=free_port(), run_as=run_as,
-                      settings=settings or {})
+                      settings=settings or {}, superuser=superuser)
     cluster._chown(root)
     try:
         cluster.init()
@@ -301,6 +304,7 @@ class Pooler:
     process: subprocess.Popen[bytes]
 
     def url(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        """Clients authenticate to PgBouncer without a password (it holds the server's)."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
     def stop(self) -> None:
@@ -314,16 +318,19 @@ class Pooler:
 
 
 def start_pooler(cluster: Cluster, *, mode: str = "transaction",
-                 ignored: str = "extra_float_digits", users: tuple[str, ...] = (SUPERUSER,),
+                 ignored: str = "extra_float_digits", users: dict[str, str] | None = None,
                  timeout: float = 30.0) -> Pooler:
     """Start PgBouncer (Debian's `pgbouncer`) on a free port in front of `cluster`, as the
-    cluster's own user (PgBouncer refuses to run as root); the caller must `stop()` it."""
+    cluster's own user (PgBouncer refuses to run as root); `users` maps each role it may log in
+    as to its server password (default: the superuser, trusted); the caller must `stop()` it."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not Path(binary).exists():
         raise ClusterError("PgBouncer is not installed: apt-get install pgbouncer")
     root = Path(tempfile.mkdtemp(prefix="hotdata-pgbouncer-"))
     port = free_port()
-    (root / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
+    users = users or {cluster.superuser: ""}
+    (root / "users.txt").write_text("".join(f'"{user}" "{password}"\n'
+                                            for user, password in users.items()))
     (root / "pgbouncer.ini").write_text(
         f"[databases]\n* = host=127.0.0.1 port={cluster.port}\n\n[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"

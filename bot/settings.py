@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -87,6 +88,7 @@ class Settings(BaseSettings):
     drill_restore_dir: Path | None = None
     drill_jobs: int = Field(2, ge=1, le=32)
     drill_fingerprint_max_mb: float = Field(50.0, ge=0, le=1024 * 1024)
+    drill_target: str = "latest"  # pgbackrest: latest | random | an ISO timestamp with zone
     rto_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
     rpo_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
     snapshot_cron: str = "*/10 * * * *"
@@ -159,6 +161,13 @@ class Settings(BaseSettings):
         if value:
             cron_trigger(value)
         return value or None
+
+    @field_validator("drill_target")
+    @classmethod
+    def _valid_target(cls, value: str) -> str:
+        if value not in ("latest", "random"):
+            target_time(value)
+        return value
 
     @field_validator("app_jwt_claims")
     @classmethod
@@ -261,6 +270,8 @@ _EXPECTS = {
     "drill_source": "dump, directory or pgbackrest",
     "drill_pgbackrest_stanza": "the pgBackRest stanza to restore, such as 'main'",
     "drill_jobs": "a whole number from 1 to 32",
+    "drill_target": "latest, random, or a timestamp with its zone such as "
+                    "'2026-12-04T03:00:00+00:00'",
     "drill_fingerprint_max_mb": "megabytes, from 0 to 1048576",
     "rto_target_seconds": "seconds, more than 0 and at most a year",
     "rpo_target_seconds": "seconds, more than 0 and at most a year",
@@ -268,6 +279,17 @@ _EXPECTS = {
     "missed_grace_minutes": "minutes, from 0 to a year",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',
 }
+
+
+def target_time(value: str) -> datetime:
+    """A point-in-time drill's explicit target: an ISO 8601 timestamp with its time zone."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not a timestamp") from None
+    if moment.tzinfo is None:
+        raise ValueError("the timestamp needs its time zone, such as +00:00")
+    return moment
 
 
 def env_name(field: str) -> str:

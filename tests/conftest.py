@@ -9,6 +9,7 @@ import pytest
 from bot import pgcluster
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.settings import Settings
+from tests import supabase
 from tests.harness import (
     HOTDASH_TEMPLATE,
     TEMPLATE,
@@ -59,6 +60,27 @@ def hotdash(pg: pgcluster.Cluster, hotdash_template: str) -> Iterator[str]:
         yield pg.url(name)
     finally:
         drop(pg, name)
+
+
+@pytest.fixture(scope="session")
+def supabase_pg() -> Iterator[pgcluster.Cluster]:
+    """A cluster laid out as a hosted Supabase project (see tests/supabase.py)."""
+    cluster = supabase.create_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def supabase_db(supabase_pg: pgcluster.Cluster) -> Iterator[str]:
+    """A fresh Supabase-shaped database with the HotDash sample; its URL as `postgres` (the
+    non-superuser role a team connects as). Dropped afterwards."""
+    name = supabase.clone(supabase_pg)
+    try:
+        yield supabase.url(supabase_pg, name)
+    finally:
+        drop(supabase_pg, name)
 
 
 @pytest.fixture(scope="session")

@@ -53,10 +53,12 @@ class Source:
     pg: pgcluster.Cluster
     name: str
     heavy_user: str  # profiles.n = 0, the user owning the most rows
+    user: str | None = None  # whom hotdata connects as (default: the superuser)
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return self.pg.url(self.name)
+        return self.pg.url(self.name, self.user, self.password)
 
     @property
     def dsn(self) -> str:
@@ -65,16 +67,20 @@ class Source:
 
 # --- set-up helpers -----------------------------------------------------------------------------
 
-def create_source(pg: pgcluster.Cluster) -> Source:
-    """A fresh database with HotDash at SCALE, hotdata's state schema and a heartbeat."""
-    name = f"drill_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+def create_source(pg: pgcluster.Cluster, name: str | None = None, user: str | None = None,
+                  password: str | None = None) -> Source:
+    """A fresh database with HotDash at SCALE (or database `name`, with HotDash loaded
+    already), hotdata's state schema (made as `user`) and a heartbeat."""
+    if name is None:
+        name = f"drill_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
+            hotdash.load(conn, scale=SCALE)
     with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
-        hotdash.load(conn, scale=SCALE)
         row = conn.execute("SELECT id::text FROM profiles ORDER BY n LIMIT 1").fetchone()
     assert row is not None
-    source = Source(pg, name, row[0])
+    source = Source(pg, name, row[0], user, password)
     asyncio.run(_prepare_state(Settings(_env_file=None, database_url=source.url),  # type: ignore[call-arg]
                                next(_ranges) * 100))
     return source

@@ -5,15 +5,19 @@ WAL holds, and a drill that restores, replays, promotes, verifies and removes th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +90,7 @@ compress-type=none
 pg1-path={cluster.datadir}
 pg1-port={cluster.port}
 pg1-socket-path={cluster.socket_dir}
-pg1-user={pgcluster.SUPERUSER}
+pg1-user={cluster.superuser}
 """)
 
 
@@ -104,22 +108,24 @@ def wait_archived(source: Source) -> None:
     raise AssertionError(f"WAL segment {segment} was not archived")
 
 
-@pytest.fixture(scope="module")
-def stanza() -> Iterator[Stanza]:
+@contextmanager
+def open_stanza(make_cluster: Callable[[dict[str, str]], pgcluster.Cluster],
+                make_source: Callable[[pgcluster.Cluster], Source]) -> Iterator[Stanza]:
+    """A cluster archiving its WAL to a pgBackRest stanza, a source database in it, a full
+    backup, then rows and a heartbeat only the archived WAL carries."""
     run_as = pgcluster.server_user()
     base = Path(tempfile.mkdtemp(prefix="hotdata-pgbackrest-"))
     for path in (base, *(base / d for d in ("repo", "log", "lock", "spool", "restores"))):
         path.mkdir(exist_ok=True)
         pgcluster.chown(path, run_as)
     push = f"pgbackrest --config={base / 'pgbackrest.conf'} --stanza={STANZA} archive-push %p"
-    cluster = pgcluster.create({"wal_level": "replica", "archive_mode": "on",
-                                "archive_command": f"'{push}'"})
+    cluster = make_cluster({"wal_level": "replica", "archive_mode": "on",
+                            "archive_command": f"'{push}'"})
     try:
         write_config(base / "pgbackrest.conf", base, base / "repo", cluster)
-        made = Stanza(base, create_source(cluster), run_as)
+        made = Stanza(base, make_source(cluster), run_as)
         made.pgbackrest("stanza-create")
         made.pgbackrest("--type=full", "backup")
-        # After the backup: rows and a heartbeat only the archived WAL carries.
         with psycopg.connect(made.source.dsn, autocommit=True) as conn:
             conn.execute("INSERT INTO notifications (user_id, kind, body, read, created_at) "
                          "SELECT user_id, kind, 'after the backup', false, now() "
@@ -130,6 +136,58 @@ def stanza() -> Iterator[Stanza]:
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stanza() -> Iterator[Stanza]:
+    with open_stanza(lambda conf: pgcluster.create(conf), create_source) as made:
+        yield made
+
+
+@contextmanager
+def heartbeats(source: Source) -> Iterator[list[tuple[datetime, datetime]]]:
+    """Heartbeats every quarter second, and a WAL switch every second (as archive_timeout
+    would), while the block runs: each heartbeat and when its commit was seen."""
+    written: list[tuple[datetime, datetime]] = []
+    stop = threading.Event()
+
+    def beat_and_switch() -> None:
+        with psycopg.connect(source.dsn, autocommit=True) as conn:
+            for n in itertools.count():
+                [(at,)] = conn.execute("UPDATE hotdata.heartbeat SET at = clock_timestamp() "
+                                       "WHERE id = 1 RETURNING at").fetchall()
+                written.append((at, datetime.now(UTC)))
+                if n % 4 == 3:
+                    conn.execute("SELECT pg_switch_wal()")
+                if stop.wait(0.25):
+                    return
+
+    beats = threading.Thread(target=beat_and_switch)
+    beats.start()
+    try:
+        yield written
+    finally:
+        stop.set()
+        beats.join()
+
+
+def assert_stopped_at_target(result: DrillResult, written: list[tuple[datetime, datetime]],
+                             finished: datetime) -> None:
+    """The copy holds every heartbeat committed before the target and none after it, and the
+    drill says how close to the target it got."""
+    assert result.status == "passed", [c for c in result.checks if not c.ok]
+    target = result.recovery_target
+    assert target is not None and target < finished
+    recovery = check(result, "recovery")
+    assert recovery.detail.startswith(f"PITR to {target:%Y-%m-%d %H:%M:%S}"), recovery
+    assert re.search(r"recovered within \d+\.\d s of the target", recovery.detail), recovery
+    assert result.rpo_seconds is not None and result.rpo_seconds >= 0
+    restored = target - timedelta(seconds=result.rpo_seconds)
+    committed_before = [at for at, seen in written if seen <= target]
+    assert restored <= target  # none after the target
+    if committed_before:  # the last one before it (the RPO is rounded to the millisecond)
+        assert restored >= max(committed_before) - timedelta(milliseconds=1)
+    assert json.loads(render.as_json(result))["recovery_target"] == target.isoformat()
 
 
 @dataclass
@@ -335,3 +393,23 @@ def test_a_copy_that_does_not_start_fails_with_the_servers_reason() -> None:
             asyncio.run(pgbackrest.recover(copy, "postgres", None, timeout=30))
     finally:
         cluster.destroy()
+
+
+# --- point-in-time drills (last: their WAL switches grow the archive) ---------------------------
+
+def test_a_random_point_in_time_drill_stops_at_its_target(stanza: Stanza) -> None:
+    with heartbeats(stanza.source) as written:
+        result = asyncio.run(runner.run(stanza.settings(drill_target="random")))
+        finished = datetime.now(UTC)
+    assert_stopped_at_target(result, written, finished)
+
+
+def test_point_in_time_targets_outside_the_window_or_without_pgbackrest_are_refused(
+        stanza: Stanza) -> None:
+    early = asyncio.run(runner.run(stanza.settings(drill_target="2001-01-01T00:00:00+00:00")))
+    assert early.status == "failed"
+    assert "outside the recoverable window" in check(early, "backup").detail
+    with pytest.raises(runner.DrillRefused, match="needs the pgbackrest source"):
+        asyncio.run(runner.run(stanza.settings(drill_source="dump", drill_target="random")))
+    with pytest.raises(ValueError, match="time zone"):
+        stanza.settings(drill_target="2026-12-04 03:00:00")

@@ -74,6 +74,9 @@ async def analyze(settings: Settings, *, top: int = 5,
             workload = await _collect(conn, settings, top, watched, result.notes)
             result.results = [QueryResult(s) for s in workload.statements]
             collected.set_result(workload)
+            result.owner_rls = await session.owner_rls(conn, workload.tables.values())
+            if result.owner_rls is not None:  # first: it qualifies every owner plan
+                result.notes.insert(0, result.owner_rls.note)
             await plan_each(planner)
 
         async def help_on_another_connection(take_snapshot: bool) -> None:

@@ -71,6 +71,22 @@ class QueryResult:
 
 
 @dataclass
+class OwnerRls:
+    """Owner plans that ran under RLS: hotdata's role neither bypasses it (superuser,
+    BYPASSRLS) nor owns these tables, so their policies hid rows from it."""
+
+    role: str
+    tables: list[str]
+
+    @property
+    def note(self) -> str:
+        return (f"owner plans ran under row level security as {self.role} (no BYPASSRLS) on "
+                f"{', '.join(self.tables)}: rows hidden by policies were not counted, so those "
+                "plans, their findings and the recommendations may differ from a role that "
+                "sees every row; use a role with BYPASSRLS for owner plans")
+
+
+@dataclass
 class Analysis:
     database: str
     collected_at: str
@@ -82,3 +98,4 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # total_s, explain_s
     id: int | None = None
+    owner_rls: OwnerRls | None = None

@@ -1,13 +1,16 @@
 """What the analysis reads from the catalog besides the tables (`bot.catalog`): how the
-application's prepared statements are planned, and which functions may have side effects."""
+application's prepared statements are planned, which functions may have side effects, and
+whether RLS applies to hotdata's own (owner) plans."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 
-from bot.catalog import TAG
+from bot.analysis.model import OwnerRls
+from bot.catalog import TAG, Table
 
 # The plan_cache_mode the application's sessions start with, most specific first: its role in
 # this database, its role anywhere, this database, all roles, then the server's. Role settings
@@ -56,3 +59,24 @@ async def volatile_functions(conn: psycopg.AsyncConnection[dict[str, Any]],
         return set()
     cur = await conn.execute(VOLATILE_SQL, (sorted(names),))
     return {row["name"] for row in await cur.fetchall()} - HARMLESS_VOLATILE
+
+
+# row_security_active: RLS enabled, and the session's role neither superuser, BYPASSRLS nor
+# (unless FORCE ROW LEVEL SECURITY) the table's owner or a member inheriting from it.
+RLS_ACTIVE_SQL = TAG + """
+SELECT current_user AS role,
+       array(SELECT t FROM unnest(%s::oid[]) AS t WHERE row_security_active(t)) AS oids
+"""
+
+
+async def owner_rls(conn: psycopg.AsyncConnection[dict[str, Any]],
+                    tables: Iterable[Table]) -> OwnerRls | None:
+    """Which of `tables` the owner plans (this session's role) read under RLS, or None."""
+    with_rls = {t.oid: t.qualified for t in tables if t.rls}
+    if not with_rls:
+        return None
+    cur = await conn.execute(RLS_ACTIVE_SQL, (list(with_rls),))
+    row = await cur.fetchone()
+    if row is None or not row["oids"]:
+        return None
+    return OwnerRls(row["role"], sorted(with_rls[oid] for oid in row["oids"]))

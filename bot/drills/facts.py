@@ -16,7 +16,8 @@ SKIP_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "hotdata")
 
 TABLES_SQL = TAG + """
 SELECT n.nspname AS schema, c.relname AS name, c.relrowsecurity AS rls,
-       c.relforcerowsecurity AS forced, pg_relation_size(c.oid) AS bytes
+       c.relforcerowsecurity AS forced, pg_relation_size(c.oid) AS bytes,
+       pg_get_userbyid(c.relowner) AS owner
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg_temp%%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
@@ -59,6 +60,7 @@ async def read(conn: psycopg.AsyncConnection[dict[str, Any]], *, fingerprint_max
     for t in tables:
         key = f"{t['schema']}.{t['name']}"
         facts.rls[key] = (t["rls"], t["forced"])
+        facts.owners[key] = t["owner"]
         cur = await conn.execute(sql.SQL(TAG + "SELECT count(*) AS n FROM {}").format(
             _table(t["schema"], t["name"])))
         row = await cur.fetchone()
@@ -105,8 +107,13 @@ async def probes(conn: psycopg.AsyncConnection[dict[str, Any]], tables: list[str
             schema, name = table.split(".", 1)
             try:
                 async with conn.transaction():
-                    await conn.execute(sql.SQL(TAG + "SET LOCAL ROLE {}").format(
-                        sql.Identifier(role)))
+                    try:
+                        await conn.execute(sql.SQL(TAG + "SET LOCAL ROLE {}").format(
+                            sql.Identifier(role)))
+                    except psycopg.errors.InsufficientPrivilege:
+                        seen[f"{label}: {table}"] = (
+                            f"not probed: {conn.info.user} may not SET ROLE {role}")
+                        raise _Rollback from None
                     await conn.execute(
                         TAG + "SELECT set_config('request.jwt.claims', %s, true), "
                         "set_config('request.jwt.claim.sub', %s, true)", (jwt, sub or ""))

@@ -29,6 +29,7 @@ class Facts:
     counts: dict[str, int] = field(default_factory=dict)  # schema.table → rows
     fingerprints: dict[str, str] = field(default_factory=dict)  # schema.table → md5
     rls: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # enabled, forced
+    owners: dict[str, str] = field(default_factory=dict)  # schema.table → owning role
     policies: set[tuple[str, ...]] = field(default_factory=set)
     grants: set[tuple[str, str, str]] = field(default_factory=set)  # table, grantee, privilege
     probes: dict[str, str] = field(default_factory=dict)  # probe → outcome
@@ -61,6 +62,7 @@ class DrillResult:
     rows_verified: int = 0
     policies_verified: int = 0
     scratch_database: str | None = None
+    recovery_target: datetime | None = None  # a point-in-time drill's target
     id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,4 +76,6 @@ class DrillResult:
             "policies_verified": self.policies_verified,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "scratch_database": self.scratch_database,
+            "recovery_target": (self.recovery_target.isoformat() if self.recovery_target
+                                else None),
         }

@@ -25,11 +25,11 @@ from pglast import ast
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bot import locks, tools
+from bot import locks, toc, tools
 from bot.catalog import TAG
 from bot.db import Role, connect
 from bot.drills import facts as drill_facts
-from bot.drills import store, verify
+from bot.drills import pitr, store, verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
 from bot.drills.sources import NoBackup, directory, dump, pgbackrest
 from bot.dsn import parse_dsn, redact_dsn, with_options
@@ -159,12 +159,14 @@ def backup_roles(globals_sql: str) -> list[str]:
             if isinstance(s.stmt, ast.CreateRoleStmt) and s.stmt.role]
 
 
-async def _roles(settings: Settings, backup: Backup, scratch_dsn: str,
-                 result: DrillResult) -> None:
+async def _roles(settings: Settings, backup: Backup, scratch_dsn: str, result: DrillResult,
+                 *, superuser: bool) -> None:
     """The roles the backup names that the scratch server lacks, created as NOLOGIN roles
     without attributes; a role that exists there is never altered (the roles file's ALTER
     ROLE and GRANT lines are not replayed: they would change the scratch server's own roles,
-    its bootstrap superuser included). A role that cannot be created fails the drill."""
+    its bootstrap superuser included). A role that cannot be created fails the drill. A
+    scratch role that is not a superuser becomes a member of the roles it created, so the RLS
+    probes may act as them (PostgreSQL 16 makes their creator their admin anyway)."""
     if backup.globals_sql is None:
         return
     names = backup_roles(backup.globals_sql.read_text())
@@ -176,6 +178,9 @@ async def _roles(settings: Settings, backup: Backup, scratch_dsn: str,
         for role in (n for n in names if n not in present and not n.startswith("pg_")):
             try:
                 await server.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+                if not superuser:
+                    await server.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(
+                        sql.Identifier(role)))
             except psycopg.errors.DuplicateObject:  # created meanwhile: it exists
                 continue
             except psycopg.Error as error:
@@ -191,26 +196,91 @@ async def _roles(settings: Settings, backup: Backup, scratch_dsn: str,
         f"all {len(names)} roles of the backup exist on the scratch server; none was altered")))
 
 
+SCRATCH_ROLE_SQL = TAG + """
+SELECT current_user AS me, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super,
+       ARRAY(SELECT DISTINCT name FROM pg_available_extension_versions
+             WHERE superuser AND NOT trusted) AS privileged
+"""
+
+
+def restore_list(listing: str, *, superuser: bool,
+                 privileged: set[str]) -> tuple[str, list[str]]:
+    """What of the backup's table of contents the drill restores, and what it leaves out.
+
+    Event triggers never: their function would run on every DDL command in the copy, and only
+    a superuser may own one. A scratch role that is not a superuser restores without owners
+    (the caller passes --no-owner) and without default privileges (ALTER DEFAULT PRIVILEGES
+    FOR ROLE needs that role's membership; they only concern future objects); an extension
+    only a superuser may create fails the drill here, before anything is restored."""
+    def left_out(entry: str) -> bool:
+        return entry.startswith(("EVENT TRIGGER ", "COMMENT - EVENT TRIGGER ")) or (
+            not superuser and entry.startswith("DEFAULT ACL "))
+    kept, dropped = toc.without(listing, left_out)
+    if not superuser:
+        entries = [m.group(1).split() for line in kept.splitlines()
+                   if (m := toc.ENTRY.match(line))]
+        needed = sorted({e[2] for e in entries
+                         if e[:2] == ["EXTENSION", "-"] and e[2] in privileged})
+        if needed:
+            raise verify.RestoreFailed(
+                f"the backup has extensions only a superuser can create: {', '.join(needed)}; "
+                "the scratch role is not a superuser: give the drill a superuser on the scratch "
+                "server (README: choosing the scratch role)")
+    return kept, dropped
+
+
+def _left_out(dropped: list[str]) -> str:
+    names = sorted({f"event trigger {entry.split()[3]}" if entry.startswith("EVENT TRIGGER")
+                    else "default privileges" for entry in dropped
+                    if not entry.startswith("COMMENT")})
+    return ", ".join(names)
+
+
 async def _restore(settings: Settings, backup: Backup, scratch_dsn: str, name: str,
-                   result: DrillResult) -> None:
+                   work: Path, result: DrillResult) -> str | None:
+    """Roles, then pg_restore into database `name`; the scratch role when it had to stand in
+    for the source's owners (a restore without owners), else None."""
     conninfo, env = conninfo_and_env(scratch_dsn, dbname=name)
     started = time.perf_counter()
-    await _roles(settings, backup, scratch_dsn, result)
+    async with connect(settings, "scratch", dsn=scratch_dsn) as server:
+        cur = await server.execute(SCRATCH_ROLE_SQL)
+        role = await cur.fetchone()
+    assert role is not None
+    try:
+        kept, dropped = restore_list(await toc.listing(str(backup.path)),
+                                     superuser=bool(role["super"]),
+                                     privileged=set(role["privileged"]))
+    except ValueError as error:
+        raise verify.RestoreFailed(str(error)) from None
+    await _roles(settings, backup, scratch_dsn, result, superuser=bool(role["super"]))
     result.phases.append(Phase("roles", round(time.perf_counter() - started, 3)))
-    jobs = settings.drill_jobs
+    listing = work / "restore.list"
+    listing.write_text(kept)
+    owners = [] if role["super"] else ["--no-owner"]
     started = time.perf_counter()
-    restored = await tools.run("pg_restore", f"--jobs={jobs}", "--exit-on-error",
-                               "--dbname", conninfo, str(backup.path),
-                               timeout=RESTORE_TIMEOUT_S, env=env)
+    restored = await tools.run("pg_restore", f"--jobs={settings.drill_jobs}", "--exit-on-error",
+                               *owners, "--use-list", str(listing), "--dbname", conninfo,
+                               str(backup.path), timeout=RESTORE_TIMEOUT_S, env=env)
     result.phases.append(Phase("restore", round(time.perf_counter() - started, 3)))
     if restored.returncode != 0:
         raise verify.RestoreFailed(restored.stderr.strip()[-600:] or "pg_restore failed")
+    detail = "pg_restore finished without errors"
+    if owners:
+        detail += (f"; restored without owners (the scratch role {role['me']} is not a "
+                   "superuser): it owns every object, standing in for the source's owners")
+    if dropped:
+        detail += f"; not restored: {_left_out(dropped)}"
+    result.checks.append(Check("restore", True, detail))
+    return None if role["super"] else str(role["me"])
 
 
 async def run(settings: Settings, *, scratch_dsn: str | None = None,
               requested_by: str = "hotdata", progress: Progress | None = None) -> DrillResult:
     """Run one drill end to end and record it; raises DrillRefused before touching anything."""
     scratch_dsn = scratch_dsn or settings.drill_database_url
+    if settings.drill_target != "latest" and settings.drill_source != "pgbackrest":
+        raise DrillRefused(f"HOTDATA_DRILL_TARGET={settings.drill_target} needs the pgbackrest "
+                           "source: a dump restores only the moment it was taken")
     if settings.drill_source == "pgbackrest":
         if not settings.drill_pgbackrest_stanza:
             raise DrillRefused("HOTDATA_DRILL_PGBACKREST_STANZA is not set: name the pgBackRest "
@@ -222,6 +292,12 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
             settings, "migrator", scratch_dsn):
         raise DrillRefused("the scratch server is the source server itself: hotdata restores "
                            "only onto a different server")
+    if settings.drill_target != "latest" and await _server(
+            settings, "state", settings.state_dsn) != await _server(
+            settings, "analysis", settings.database_url):
+        raise DrillRefused("a point-in-time drill proves where it stopped with hotdata's "
+                           "heartbeat, which must then be on the source: keep the state "
+                           "schema there (unset HOTDATA_STATE_DATABASE_URL)")
     result = DrillResult(source=settings.drill_source)
     async with connect(settings, "state") as state:
         cur = await state.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", locks.DRILL)
@@ -289,9 +365,9 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
                                 Path(tempfile.gettempdir()) / workdir_name(token, result.id),
                                 progress))
     try:
-        async with copy as (backup, copy_dsn):
+        async with copy as (backup, copy_dsn, stand_in):
             await _say(progress, "verifying tables, indexes and Row Level Security…")
-            await _verify(settings, backup, copy_dsn, result, started)
+            await _verify(settings, backup, copy_dsn, stand_in, result, started)
     except (verify.RestoreFailed, verify.RolesFailed, dump.DumpFailed, NoBackup,
             pgbackrest.RecoveryFailed,
             tools.ToolMissing, psycopg.Error) as error:
@@ -302,7 +378,7 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
 @asynccontextmanager
 async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResult, name: str,
                          work: Path, progress: Progress | None
-                         ) -> AsyncIterator[tuple[Backup, str]]:
+                         ) -> AsyncIterator[tuple[Backup, str, str | None]]:
     """dump / directory: the backup fetched into `work` (private to hotdata's user, removed
     after), restored into a new database `name` on the scratch server."""
     result.scratch_database = name
@@ -320,8 +396,8 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
                 await server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             await _record_scratch(settings, name, result.id or 0, redact_dsn(scratch_dsn))
             await _say(progress, "restoring roles and data…")
-            await _restore(settings, backup, scratch_dsn, name, result)
-            yield backup, _dbname(scratch_dsn, name)
+            stand_in = await _restore(settings, backup, scratch_dsn, name, work, result)
+            yield backup, _dbname(scratch_dsn, name), stand_in
         finally:
             await _cleanup(settings, progress, name)
     finally:
@@ -330,7 +406,8 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
 
 @asynccontextmanager
 async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
-                        progress: Progress | None) -> AsyncIterator[tuple[Backup, str]]:
+                        progress: Progress | None
+                        ) -> AsyncIterator[tuple[Backup, str, str | None]]:
     """pgbackrest: the backup restored as a whole private cluster that replays the archive, in
     the directory `name` of the restore directory."""
     parent = settings.drill_restore_dir or Path(tempfile.gettempdir())
@@ -342,10 +419,16 @@ async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
     run_as = pgbackrest.prepare(root)
     await _record_scratch(settings, str(root), result.id or 0, socket.gethostname(), "cluster")
     try:
+        found = await pgbackrest.backups(settings, run_as)
+        target = None
+        if settings.drill_target != "latest":
+            await _say(progress, "waiting for the archive to hold a moment after the target…")
+            target = await pitr.target(settings, found[0].stopped_at)
+            result.recovery_target = target
+        newest = pgbackrest.choose(found, target)
         await _say(progress, "fetching the backup…")
-        newest = await pgbackrest.latest(settings, run_as)
         _check_disk(newest.bytes, parent)
-        backup, copy = await pgbackrest.fetch(settings, root, run_as, newest)
+        backup, copy = await pgbackrest.fetch(settings, root, run_as, newest, target)
         result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
         result.bytes_restored = backup.bytes
         await _say(progress, "replaying the archived WAL…")
@@ -355,8 +438,11 @@ async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
         user = await pgbackrest.recover(copy, dbname, source.get("user"))
         result.phases.append(Phase("restore", round(time.perf_counter() - restore_started, 3)))
         copy_dsn = copy.socket_dsn(dbname, user)
-        result.checks.append(await _recovery_check(settings, newest, copy_dsn))
-        yield backup, copy_dsn
+        if target is None:
+            result.checks.append(await _recovery_check(settings, newest, copy_dsn))
+        else:
+            result.checks.append(await pitr.check(settings, copy_dsn, target, newest))
+        yield backup, copy_dsn, None
     finally:
         await _cleanup(settings, progress, str(root))
 
@@ -382,7 +468,8 @@ async def _cleanup(settings: Settings, progress: Progress | None, name: str) -> 
         log.exception("could not remove the drill's scratch %s", name)
 
 
-async def _verify(settings: Settings, backup: Backup, copy_dsn: str, result: DrillResult,
+async def _verify(settings: Settings, backup: Backup, copy_dsn: str, stand_in: str | None,
+                  result: DrillResult,
                   started: float) -> None:
     verify_started = time.perf_counter()
     async with connect(settings, "migrator", dsn=copy_dsn) as copy:
@@ -393,14 +480,15 @@ async def _verify(settings: Settings, backup: Backup, copy_dsn: str, result: Dri
     # A team's own backup carries no counts of its snapshot: compare with the live source
     source_facts = backup.facts if backup.facts is not None else await _live_facts(settings)
     result.checks += verify.compare(source_facts, restored, result,
-                                    snapshot=backup.facts is not None)
+                                    snapshot=backup.facts is not None, stand_in=stand_in)
     result.phases.append(Phase("verify", round(time.perf_counter() - verify_started, 3)))
     result.rto_seconds = round(time.perf_counter() - started, 3)
     now = datetime.now(UTC)
     if backup.taken_at is not None:
         result.backup_age_seconds = round((now - backup.taken_at).total_seconds(), 3)
-    if restored.heartbeat is not None:
-        result.rpo_seconds = round((now - restored.heartbeat).total_seconds(), 3)
+    if restored.heartbeat is not None:  # a point-in-time copy: how far before its target
+        result.rpo_seconds = round(((result.recovery_target or now)
+                                    - restored.heartbeat).total_seconds(), 3)
     result.checks += verify.targets(settings, result)
     result.status = "passed" if all(c.ok for c in result.checks) else "failed"
 

@@ -42,9 +42,14 @@ async def indexes(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[Check]:
     server has amcheck; otherwise the check says it was skipped)."""
     cur = await conn.execute(TAG + "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'")
     amcheck = await cur.fetchone() is not None
+    skipped = "skipped: amcheck is not installed on the scratch server"
     schema = None
     if amcheck:
-        await conn.execute(TAG + "CREATE EXTENSION IF NOT EXISTS amcheck")  # in the copy
+        try:
+            await conn.execute(TAG + "CREATE EXTENSION IF NOT EXISTS amcheck")  # in the copy
+        except psycopg.errors.InsufficientPrivilege:
+            amcheck = False
+            skipped = "skipped: only a superuser may create amcheck in the copy"
         schema = await extensions.schema(conn, "amcheck")  # wherever it was, or is, installed
     cur = await conn.execute(BTREE_SQL)
     rows = await cur.fetchall()
@@ -65,15 +70,18 @@ async def indexes(conn: psycopg.AsyncConnection[dict[str, Any]]) -> list[Check]:
                                                 else ", all valid")),
         Check("amcheck", not broken,
               "; ".join(broken)[:600] if broken else "bt_index_check passed on every index"
-              if amcheck else "skipped: amcheck is not installed on the scratch server"),
+              if amcheck else skipped),
     ]
 
 
 def compare(source: Facts | None, copy: Facts, result: DrillResult, *,
-            snapshot: bool = True) -> list[Check]:
+            snapshot: bool = True, stand_in: str | None = None) -> list[Check]:
     """The copy against the source's facts in the dump's snapshot (`snapshot`), or against the
     live source's facts read now (a team's own dump: its data may be older, so only a table
-    empty on the restore but not on the source fails; schema, RLS and grants must match)."""
+    empty on the restore but not on the source fails; schema, RLS and grants must match).
+
+    `stand_in`: the role that owns everything in a copy restored without owners; what it holds
+    as a table's owner counts as held by the source's owner of that table."""
     checks = []
     result.tables_verified = len(copy.counts)
     result.rows_verified = sum(copy.counts.values())
@@ -122,7 +130,9 @@ def compare(source: Facts | None, copy: Facts, result: DrillResult, *,
         problems.append(f"unexpected: {', '.join(extra[:10])}")
     checks.append(Check("RLS policies", not problems,
                         "; ".join(problems) or f"{len(source.policies)} policies equal"))
-    missing_grants = sorted(source.grants - copy.grants)
+    checks.append(_owners(source, copy, stand_in))
+    copied = {(t, source.owners.get(t, g) if g == stand_in else g, p) for t, g, p in copy.grants}
+    missing_grants = sorted(source.grants - copied)
     checks.append(Check("grants", not missing_grants,
                         f"{len(source.grants)} table privileges equal" if not missing_grants
                         else "missing: " + ", ".join(f"{g[1]} {g[2]} on {g[0]}"
@@ -135,6 +145,19 @@ def compare(source: Facts | None, copy: Facts, result: DrillResult, *,
                             f"{k}: source {source.probes[k]}, restore {copy.probes.get(k)}"
                             for k in probes[:8])))
     return checks
+
+
+def _owners(source: Facts, copy: Facts, stand_in: str | None) -> Check:
+    wrong = sorted(t for t, owner in source.owners.items() if t in copy.owners
+                   and copy.owners[t] != owner and copy.owners[t] != stand_in)
+    if wrong:
+        return Check("owners", False, "owned by another role than on the source: " + ", ".join(
+            f"{t} by {copy.owners[t]} instead of {source.owners[t]}" for t in wrong[:10]))
+    if stand_in is None:
+        return Check("owners", True, f"{len(source.owners)} tables owned as on the source")
+    names = sorted(set(source.owners.values()))
+    return Check("owners", True, f"restored without owners: {stand_in} owns the "
+                 f"{len(source.owners)} tables, standing in for {', '.join(names[:10])}")
 
 
 def _probe_kind(outcome: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from bot.analysis.model import Analysis, PlanRun, QueryResult
@@ -49,7 +50,8 @@ def as_dict(analysis: Analysis) -> dict[str, Any]:
             "collected_at": analysis.collected_at,
             "queries": [_query_dict(r) for r in analysis.results],
             "recommendations": analysis.recommendations, "cleanup": analysis.cleanup,
-            "notes": analysis.notes, "timings": analysis.timings}
+            "notes": analysis.notes, "timings": analysis.timings,
+            "owner_plans_under_rls": asdict(analysis.owner_rls) if analysis.owner_rls else None}
 
 
 def as_json(analysis: Analysis) -> str:

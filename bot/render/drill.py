@@ -17,8 +17,10 @@ RUNBOOK = "runbooks/database-recovery.md"
 
 def headline(result: DrillResult) -> str:
     mark = ":white_check_mark:" if result.status == "passed" else ":x:"
+    source = result.source + (f", to {result.recovery_target:%Y-%m-%d %H:%M:%S %Z}"
+                              if result.recovery_target else "")
     return (f"{mark} Restore drill #{result.id} {result.status}: RTO {duration(result.rto_seconds)}"
-            f", RPO {duration(result.rpo_seconds)} ({result.source})")
+            f", RPO {duration(result.rpo_seconds)} ({source})")
 
 
 def blocks(result: DrillResult, trend: list[dict[str, Any]] | None = None
@@ -84,11 +86,14 @@ RUNBOOK_END = "<!-- hotdata: end -->"
 
 COMMANDS = {
     "dump": "`pg_dumpall --roles-only`, `pg_dump --format=directory --jobs=N --snapshot=…`, "
-            "`psql -f globals.sql`, `pg_restore --jobs=N --exit-on-error`",
-    "directory": "the newest dump in the backup directory: `psql -f *globals*.sql`, "
-                 "`pg_restore --jobs=N --exit-on-error`",
+            "the missing roles created (`CREATE ROLE`), `pg_restore --jobs=N --exit-on-error`",
+    "directory": "the newest dump in the backup directory: the roles its `*globals*.sql` names "
+                 "created where missing, `pg_restore --jobs=N --exit-on-error`",
     "pgbackrest": "`pgbackrest info`, `pgbackrest restore --type=default --archive-mode=off`, "
                   "`pg_ctl start` (replay to the end of the archive, then promote)",
+    "pitr": "`pgbackrest info`, `pgbackrest restore --set=<the newest backup before the target> "
+            "--type=time --target=<moment> --target-action=promote --archive-mode=off`, "
+            "`pg_ctl start` (replay to the moment, then promote)",
 }
 
 
@@ -102,5 +107,5 @@ def runbook_section(result: dict[str, Any], finished_at: str, versions: str) -> 
         f"- RPO: **{duration(result['rpo_seconds'])}** (age of the restored heartbeat)",
         f"- verified: {result['tables_verified']} tables, {result['rows_verified']:,} rows, "
         f"{result['policies_verified']} policies", f"- versions: {versions}",
-        f"- commands: {COMMANDS.get(result['source'], COMMANDS['dump'])}",
+        f"- commands: {COMMANDS['pitr' if result.get('recovery_target') else result['source']]}",
         "", RUNBOOK_END])

@@ -61,11 +61,18 @@ class HotDashError(RuntimeError):
 # --- schema -----------------------------------------------------------------------------------
 
 _AUTH_SQL = """\
-CREATE SCHEMA IF NOT EXISTS auth;
-
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid
-LANGUAGE sql STABLE
-AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
+-- On Supabase `auth` and auth.uid() exist already (not ours to replace): made only if missing.
+DO $$
+BEGIN
+  IF to_regnamespace('auth') IS NULL THEN
+    CREATE SCHEMA auth;
+  END IF;
+  IF to_regprocedure('auth.uid()') IS NULL THEN
+    CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
+      AS $f$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $f$;
+  END IF;
+END
+$$;
 
 -- Roles are cluster-wide: another database of this cluster may already have created it.
 DO $$

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
@@ -34,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot import locks, tools
+from bot import locks, toc, tools
 from bot.catalog import TAG
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn, scrub, with_options
@@ -140,16 +139,9 @@ async def target_facts(conn: psycopg.AsyncConnection[dict[str, Any]]) -> TargetF
 def toc_kept(listing: str, schemas: set[str]) -> str:
     """`pg_restore -l` without the entries the throwaway role may not or need not restore:
     extensions and the schemas hotdata created for them, event triggers, default privileges."""
-    kept = []
-    for line in listing.splitlines():
-        entry = re.match(r"^\d+; \d+ \d+ (.*)$", line)
-        if entry:
-            rest = entry.group(1)
-            if rest.startswith(SKIPPED_ENTRIES) or any(rest.startswith(f"SCHEMA - {s} ")
-                                                       for s in schemas):
-                continue
-        kept.append(line)
-    return "\n".join(kept) + "\n"
+    kept, _ = toc.without(listing, lambda entry: entry.startswith(SKIPPED_ENTRIES) or any(
+        entry.startswith(f"SCHEMA - {s} ") for s in schemas))
+    return kept
 
 
 def _errors(stderr: str) -> list[str]:
@@ -222,10 +214,11 @@ async def _copy_schema(target: str, login: str, schemas: set[str], notes: list[s
                                  env=env)
         if dumped.returncode != 0:
             raise SandboxError(f"pg_dump --schema-only failed: {dumped.stderr.strip()[-300:]}")
-        listed = await tools.run("pg_restore", "--list", str(archive), timeout=60)
-        if listed.returncode != 0:
-            raise SandboxError(f"pg_restore --list failed: {listed.stderr.strip()[-300:]}")
-        listing.write_text(toc_kept(listed.stdout, schemas))
+        try:
+            listed = await toc.listing(str(archive), timeout=60)
+        except ValueError as error:
+            raise SandboxError(str(error)) from None
+        listing.write_text(toc_kept(listed, schemas))
         conninfo, env = conninfo_and_env(login)
         restored = await tools.run(
             "pg_restore", "--schema-only", "--no-owner", "--no-publications",

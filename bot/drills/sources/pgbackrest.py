@@ -2,8 +2,9 @@
 start it on a private port and let it replay the archived WAL to its end, then promote.
 
 - The recovery target is the end of the archive (`--type=default`): the newest point the
-  archive can reach, so it is inside the archived range by construction; a backup whose WAL
-  is not all archived is refused before anything is restored.
+  archive can reach, so it is inside the archived range by construction; or a moment
+  (`--type=time`, HOTDATA_DRILL_TARGET) restored from the newest backup that ended before it.
+  A backup whose WAL is not all archived is refused before anything is restored.
 - `--archive-mode=off`: the copy never pushes WAL into the team's repository.
 - The copy listens only on a Unix socket in a directory no one else may enter, with its own
   `hba_file` (trust for local connections), so nothing but hotdata can reach it; SSL and the
@@ -51,13 +52,14 @@ class RecoveryFailed(Exception):
 
 @dataclass(frozen=True)
 class Latest:
-    """The newest backup in the repository, and what the archive holds after it."""
+    """A backup in the repository (the one a drill restores), and what the archive holds."""
 
     label: str
     stopped_at: datetime
     major: int
     bytes: int
     archive_max: str  # the newest WAL segment archived
+    archive_stop: str = ""  # the last WAL segment the backup itself needs
 
 
 def _options(settings: Settings) -> list[str]:
@@ -73,8 +75,8 @@ async def _pgbackrest(settings: Settings, *args: str, run_as: str | None,
                            *args, timeout=timeout, env=tools.clean_env(), user=run_as)
 
 
-async def latest(settings: Settings, run_as: str | None) -> Latest:
-    """The newest backup of the stanza, refused unless all the WAL it needs is archived."""
+async def backups(settings: Settings, run_as: str | None) -> list[Latest]:
+    """The stanza's backups, oldest first (`pgbackrest info`)."""
     done = await _pgbackrest(settings, "--output=json", "info", run_as=run_as)
     if done.returncode != 0:
         raise NoBackup(f"pgbackrest info failed: {done.stderr.strip()[-500:]}")
@@ -85,19 +87,33 @@ async def latest(settings: Settings, run_as: str | None) -> Latest:
     if stanza["status"]["code"] != 0 or not stanza.get("backup"):
         raise NoBackup(f"stanza {stanza['name']!r} has no usable backup: "
                        f"{stanza['status']['message']}")
-    backup = stanza["backup"][-1]
-    archives = [a for a in stanza.get("archive", [])
-                if a["database"]["id"] == backup["database"]["id"] and a.get("max")]
-    archive_max = max((a["max"] for a in archives), default="")
+    found = []
+    for backup in stanza["backup"]:
+        archives = [a for a in stanza.get("archive", [])
+                    if a["database"]["id"] == backup["database"]["id"] and a.get("max")]
+        db = next(d for d in stanza["db"] if d["id"] == backup["database"]["id"])
+        found.append(Latest(backup["label"],
+                            datetime.fromtimestamp(backup["timestamp"]["stop"], UTC),
+                            int(str(db["version"]).split(".")[0]), int(backup["info"]["size"]),
+                            max((a["max"] for a in archives), default=""),
+                            backup["archive"]["stop"]))
+    return found
+
+
+def choose(found: list[Latest], target: datetime | None) -> Latest:
+    """The backup to restore: the newest, or the newest that ended before `target`; refused
+    unless all the WAL it needs is archived."""
+    usable = [b for b in found if target is None or b.stopped_at <= target]
+    if not usable:
+        raise NoBackup(f"no backup ends before {target:%Y-%m-%d %H:%M:%S %Z}: the oldest ends "
+                       f"at {found[0].stopped_at:%Y-%m-%d %H:%M:%S %Z}")
+    backup = usable[-1]
     # Segment names sort in WAL order within a timeline history (timeline, log, segment).
-    if archive_max < backup["archive"]["stop"]:
-        raise NoBackup(f"backup {backup['label']} needs WAL up to {backup['archive']['stop']} "
-                       f"but the archive ends at {archive_max or 'nothing'}: it cannot "
+    if backup.archive_max < backup.archive_stop:
+        raise NoBackup(f"backup {backup.label} needs WAL up to {backup.archive_stop} "
+                       f"but the archive ends at {backup.archive_max or 'nothing'}: it cannot "
                        "reach a consistent state")
-    db = next(d for d in stanza["db"] if d["id"] == backup["database"]["id"])
-    return Latest(backup["label"], datetime.fromtimestamp(backup["timestamp"]["stop"], UTC),
-                  int(str(db["version"]).split(".")[0]), int(backup["info"]["size"]),
-                  archive_max)
+    return backup
 
 
 def prepare(root: Path) -> str | None:
@@ -113,13 +129,16 @@ def prepare(root: Path) -> str | None:
     return run_as
 
 
-async def fetch(settings: Settings, root: Path, run_as: str | None,
-                newest: Latest) -> tuple[Backup, pgcluster.Cluster]:
-    """Restore the files of backup `newest` into `root`/data (recovery has not run yet)."""
+async def fetch(settings: Settings, root: Path, run_as: str | None, newest: Latest,
+                target: datetime | None = None) -> tuple[Backup, pgcluster.Cluster]:
+    """Restore the files of backup `newest` into `root`/data (recovery has not run yet), to
+    replay the archive to its end or, with `target`, to that moment and promote there."""
     bindir = pgcluster.find_bindir(newest.major)
     copy = pgcluster.Cluster(bindir, root, pgcluster.free_port(), run_as)
+    recovery = (["--type=default"] if target is None else [
+        "--type=time", f"--target={target.isoformat(sep=' ')}", "--target-action=promote"])
     done = await _pgbackrest(settings, f"--pg1-path={copy.datadir}", f"--set={newest.label}",
-                             "--type=default", "--archive-mode=off", "restore",
+                             *recovery, "--archive-mode=off", "restore",
                              run_as=run_as, timeout=RESTORE_TIMEOUT_S)
     if done.returncode != 0:
         raise RestoreFailed(f"pgbackrest restore of {newest.label} failed: "
