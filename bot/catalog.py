@@ -197,7 +197,9 @@ SELECT now() AS now,
 
 TABLES_SQL = TAG + """
 SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
-       greatest(c.reltuples, 0)::bigint AS rows, pg_total_relation_size(c.oid) AS size_bytes,
+       -- never analysed (-1): the live rows the statistics counted since
+       (CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE coalesce(s.n_live_tup, 0) END)::bigint
+         AS rows, pg_total_relation_size(c.oid) AS size_bytes,
        c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls,
        c.relkind = 'p' AS partitioned,
        coalesce(s.n_tup_ins, 0) AS inserts, coalesce(s.n_tup_upd, 0) AS updates,

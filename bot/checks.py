@@ -41,8 +41,9 @@ class Check:
 
 
 EXTENSIONS_SQL = TAG + """
-SELECT a.name, a.default_version, e.extversion AS installed
+SELECT a.name, a.default_version, e.extversion AS installed, n.nspname AS schema
 FROM pg_available_extensions a LEFT JOIN pg_extension e ON e.extname = a.name
+LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE a.name = ANY (%s)
 """
 
@@ -91,7 +92,8 @@ def _extension_check(name: str, purpose: str, row: dict[str, Any] | None,
     if row["installed"] is None:
         return Check(name, "ok", f"available {row['default_version']}, not yet created in this "
                      f"database: run CREATE EXTENSION {name}")
-    return Check(name, "ok", f"available, installed {row['installed']}")
+    return Check(name, "ok", f"available, installed {row['installed']} in schema "
+                 f"{row['schema']}")
 
 
 async def state_check(settings: Settings) -> Check:

@@ -112,6 +112,7 @@ def test_every_command_works_as_supabase_postgres(supabase_pg: pgcluster.Cluster
     for name in ("pg_stat_statements", "hypopg"):
         assert checks[name]["state"] == "ok", checks[name]
         assert checks[name]["detail"].startswith("available, installed "), checks[name]
+        assert checks[name]["detail"].endswith(" in schema extensions"), checks[name]
     assert checks["state schema"]["state"] == "ok"
 
     run_workload(supabase_db)
@@ -158,6 +159,7 @@ def test_the_extensions_are_found_in_their_schema_whatever_the_search_path(
     checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
     for extension in ("pg_stat_statements", "hypopg"):
         assert checks[extension]["detail"].startswith("available, installed "), checks
+        assert checks[extension]["detail"].endswith(" in schema extensions"), checks
 
     run_workload(supabase_db)
     analysis = hotdata(tmp_path, "analyze", "--dsn", supabase_db, "--format", "json")
