@@ -185,6 +185,30 @@ JOIN pg_class c ON c.oid = to_regclass(
 WHERE c.relkind IN ('r', 'p', 'm')
 """
 
+# The tables behind each named view, through views of views (a view's rewrite rule depends on
+# every relation its query reads).
+BEHIND_VIEWS_SQL = TAG + """
+WITH RECURSIVE named AS (
+  SELECT r.key, c.oid
+  FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
+  JOIN pg_class c ON c.oid = to_regclass(
+         CASE WHEN r.s IS NULL THEN quote_ident(r.n)
+              ELSE quote_ident(r.s) || '.' || quote_ident(r.n) END)
+  WHERE c.relkind = 'v'
+), behind(key, oid) AS (
+  SELECT key, oid FROM named
+  UNION
+  SELECT b.key, d.refobjid FROM behind b
+  JOIN pg_rewrite w ON w.ev_class = b.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+   AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> b.oid
+)
+SELECT DISTINCT b.key, n.nspname AS schema, c.relname AS name
+FROM behind b JOIN pg_class c ON c.oid = b.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm')
+ORDER BY 1, 2, 3
+"""
+
 CONTEXT_SQL = TAG + """
 SELECT now() AS now,
        coalesce((SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
@@ -333,6 +357,23 @@ async def tables(conn: psycopg.AsyncConnection[dict[str, Any]],
     keys = {row["key"]: row["oid"] for row in await cur.fetchall()}
     loaded = await load(conn, sorted(set(keys.values())))
     return {key: loaded[oid] for key, oid in keys.items() if oid in loaded}
+
+
+async def behind_views(conn: psycopg.AsyncConnection[dict[str, Any]],
+                       relations: list[sqltext.Relation]) -> dict[str, list[sqltext.Relation]]:
+    """The views among `relations`: key as written → the tables their queries read (what
+    PostgreSQL scans when it rewrites a statement through them)."""
+    unique = {r.key: r for r in relations}
+    if not unique:
+        return {}
+    cur = await conn.execute(BEHIND_VIEWS_SQL, {
+        "keys": list(unique), "schemas": [r.schema for r in unique.values()],
+        "names": [r.name for r in unique.values()]})
+    found: dict[str, list[sqltext.Relation]] = {}
+    for row in await cur.fetchall():
+        found.setdefault(row["key"], []).append(sqltext.Relation(row["schema"], row["name"],
+                                                                 None))
+    return found
 
 
 async def snapshot(conn: psycopg.AsyncConnection[dict[str, Any]], schemas: list[str] | None = None,

@@ -223,9 +223,13 @@ async def test_parameterised_statements_are_planned_with_values_from_pg_stats(
         assert per_user[runs[label].values[0]] < per_user[heaviest]
     assert read is not None and runs["common"].values[1] == read[0][0] == "t"
 
-    # LIMIT $3 gets a page size, not a column statistic
+    # LIMIT $3 gets the rows its calls return (at most the dashboard's page of 20), not a
+    # column statistic
     latest = find(analysis, LATEST_TILE.sql)
-    assert {run.values[2] for run in latest.runs} == {"20"}
+    returned = round(latest.statement.rows / latest.statement.calls)
+    assert 1 <= returned <= 20
+    assert {run.values[2] for run in latest.runs} == {str(returned)}
+    assert any(f"LIMIT $3 planned with {returned}" in note for note in latest.notes)
 
     # `interval '7 days'` arrived as `interval $1`, which PostgreSQL cannot PREPARE as written
     week = find(analysis, WEEK_TILE.sql)

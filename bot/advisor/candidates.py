@@ -20,6 +20,7 @@ from pglast.stream import RawStream
 from bot import sqltext
 from bot.advisor.model import Candidate, quote
 from bot.analysis.params import ColumnStats
+from bot.analysis.plan import walk
 from bot.catalog import Table
 
 RARE = 0.25  # a value held by at most this share of rows earns a partial index
@@ -224,6 +225,91 @@ def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Pred
     for conjunct in _conjuncts(stmt.whereClause):
         _collect(conjunct, resolve, found)
     _reads(stmt, resolve, found)
+
+
+SCAN_CONDITIONS = ("Index Cond", "Recheck Cond", "Filter")
+
+
+def _plan_table(node: dict[str, Any], tables: dict[str, Table]) -> str | None:
+    name = node.get("Relation Name")
+    keys = sorted(key for key, table in tables.items() if table.name == name
+                  and node.get("Schema") in (None, table.schema))
+    return keys[0] if keys and len({tables[k].qualified for k in keys}) == 1 else None
+
+
+def _scans(node: dict[str, Any], tables: dict[str, Table]) -> dict[str, str]:
+    """alias → table key of the scans in a plan (sub)tree."""
+    return {n.get("Alias") or n["Relation Name"]: key for n in walk(node)
+            if (key := _plan_table(n, tables)) is not None}
+
+
+def _resolver(aliases: dict[str, str], tables: dict[str, Table]) -> _Resolver:
+    resolve = _Resolver(ast.SelectStmt(), {})
+    resolve.tables = tables
+    resolve.aliases = dict(aliases)
+    resolve.keys = sorted(set(aliases.values()))
+    return resolve
+
+
+def from_plan(plan: dict[str, Any], tables: dict[str, Table]) -> dict[str, Predicates]:
+    """table key → what the plan's scans filter on and its top sort orders by: the statement
+    as PostgreSQL rewrote it (views, security-barrier ones too, expanded to their tables;
+    ORDER BY ordinals and aliases resolved to columns), where the text alone does not say."""
+    found: dict[str, Predicates] = {}
+    for node in walk(plan):
+        key = _plan_table(node, tables)
+        conditions = [node[f] for f in SCAN_CONDITIONS if node.get(f)]
+        if key is None or not conditions:
+            continue
+        alias = node.get("Alias") or tables[key].name
+        try:
+            stmt = sqltext.parse_one("SELECT 1 WHERE " + " AND ".join(
+                f"({c})" for c in conditions)).stmt
+        except sqltext.Unparseable:
+            continue
+        assert isinstance(stmt, ast.SelectStmt)
+        resolve = _resolver({alias: key}, tables)
+        for conjunct in _conjuncts(stmt.whereClause):
+            _collect(conjunct, resolve, found)
+    sort = _top_sort(plan)
+    if sort is not None:
+        try:
+            stmt = sqltext.parse_one("SELECT 1 ORDER BY " + ", ".join(sort["Sort Key"])).stmt
+        except sqltext.Unparseable:
+            return found
+        assert isinstance(stmt, ast.SelectStmt)
+        _order(stmt, _resolver(_scans(sort, tables), tables), found)
+    return found
+
+
+def _top_sort(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The Sort feeding a LIMIT (ORDER BY … LIMIT), through a Gather Merge."""
+    for node in walk(plan):
+        if node.get("Node Type") != "Limit":
+            continue
+        inner = (node.get("Plans") or [None])[0]
+        while inner is not None and inner.get("Node Type") == "Gather Merge":
+            inner = (inner.get("Plans") or [None])[0]
+        if inner is not None and inner.get("Node Type") in ("Sort", "Incremental Sort") \
+                and inner.get("Sort Key"):
+            found: dict[str, Any] = inner
+            return found
+    return None
+
+
+def merged(parsed: dict[str, Predicates], planned: dict[str, Predicates],
+           tables: dict[str, Table]) -> dict[str, Predicates]:
+    """The text's predicates, plus the plan's for the tables the text does not name (behind a
+    view) and the plan's ORDER BY where the text's could not be read (an ordinal, an alias)."""
+    by_table = {tables[k].qualified: k for k in parsed if k in tables}
+    found = dict(parsed)
+    for key, preds in planned.items():
+        known = by_table.get(tables[key].qualified)
+        if known is None:
+            found[key] = preds
+        elif preds.order and not any(p.order for p in parsed.values()):
+            found[known].order = preds.order
+    return found
 
 
 def _partial(preds: Predicates, table: Table,

@@ -114,6 +114,16 @@ class Choice:
     verified: bool = False
 
 
+class Declined(TypedDict):
+    """A statement a finding says needs an index, and why no recommendation serves it."""
+
+    statement: str  # its label, as in a recommendation's `queries`
+    candidate: str | None  # the CREATE INDEX that would have served it best, if any
+    reason: str
+    saving_ms: float | None  # over pg_stat_statements' window, that index alone
+    cost_ms: float | None  # what it would cost the window's writes
+
+
 class ServedStatement(TypedDict):
     """A statement a recommended index serves, as costed: measured again after applying."""
 

@@ -98,9 +98,9 @@ async def analyze(settings: Settings, *, top: int = 5,
             result.cleanup = await cleanup(conn)
         await _say(progress, "costing candidate indexes…")
         workload = collected.result()
-        result.recommendations = await recommend(settings, conn, planner, result.results,
-                                                 workload.tables, workload.app, result.notes,
-                                                 workload.plan_cache_mode)
+        result.recommendations, result.declined = await recommend(
+            settings, conn, planner, result.results, workload.app, result.notes,
+            workload.plan_cache_mode)
     result.timings = {"total_s": round(time.perf_counter() - started, 3),
                       "explain_s": round(sum(p.explain_seconds for p in planners), 3)}
     return result
@@ -112,7 +112,8 @@ class _Workload:
 
     statements: list[Statement]
     texts: dict[str, str | None]  # identity → preparable text (None: unparseable)
-    tables: dict[str, Table]
+    tables: dict[str, Table]  # key as written; the tables behind views under schema.name
+    behind: dict[str, list[sqltext.Relation]]  # view key → the tables it reads
     uses: dict[str, dict[int, sqltext.ParamUse]]
     stats: dict[tuple[str, str], params.ColumnStats]
     volatile: set[str]
@@ -124,8 +125,10 @@ class _Workload:
         self.queue = enumerate(self.statements)
 
     async def plan(self, planner: Planner, statement: Statement) -> QueryResult:
-        return await _statement(planner, statement, self.texts[statement.identity], self.tables,
-                                self.app, self.uses.get(statement.identity, {}), self.stats,
+        text = self.texts[statement.identity]
+        tables = reads(text, self.tables, self.behind) if text else {}
+        return await _statement(planner, statement, text, tables, self.app,
+                                self.uses.get(statement.identity, {}), self.stats,
                                 self.volatile, self.plan_cache_mode)
 
 
@@ -139,13 +142,17 @@ async def _collect(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Sett
     texts = {s.identity: _preparable(s) for s in statements}
     relations = [r for text in texts.values() if text for r in sqltext.relations_in(text)]
     tables = await catalog.tables(conn, relations)
+    behind = await catalog.behind_views(conn, [r for r in relations if r.key not in tables])
+    if behind:
+        tables.update(await catalog.tables(conn, [b for bases in behind.values() for b in bases]))
     uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
     volatile = await session.volatile_functions(
         conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
     stats = await params.column_stats(conn, params.used_columns(
         [u for per_statement in uses.values() for u in per_statement.values()], tables))
     mode = await session.plan_cache_mode(conn, settings.app_role)
-    return _Workload(statements, texts, tables, uses, stats, volatile, app_identity(settings),
+    return _Workload(statements, texts, tables, behind, uses, stats, volatile,
+                     app_identity(settings),
                      mode)
 
 
@@ -165,6 +172,18 @@ async def _say(progress: Progress | None, text: str) -> None:
         await progress(text)
 
 
+def reads(text: str, tables: dict[str, Table],
+          behind: dict[str, list[sqltext.Relation]]) -> dict[str, Table]:
+    """The tables a statement reads: those it names (key as written), and those behind the
+    views it names (key schema.name), as PostgreSQL scans them once it rewrites the views."""
+    found = {}
+    for relation in sqltext.relations_in(text):
+        for key in (relation.key, *(b.key for b in behind.get(relation.key, ()))):
+            if key in tables:
+                found[key] = tables[key]
+    return found
+
+
 def _preparable(statement: Statement) -> str | None:
     try:
         return sqltext.repair(statement.query)
@@ -173,7 +192,7 @@ def _preparable(statement: Statement) -> str | None:
 
 
 async def _statement(planner: Planner, statement: Statement, text: str | None,
-                     all_tables: dict[str, Table], app: AppIdentity | None,
+                     tables: dict[str, Table], app: AppIdentity | None,
                      uses: dict[int, sqltext.ParamUse],
                      stats: dict[tuple[str, str], params.ColumnStats],
                      volatile: set[str], mode: str) -> QueryResult:
@@ -184,7 +203,7 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
         except sqltext.Unparseable as error:
             result.error = f"skipped: the parser cannot read this statement ({error})"
         return result
-    tables = {r.key: all_tables[r.key] for r in sqltext.relations_in(text) if r.key in all_tables}
+    result.tables = tables
     try:
         types = await planner.parameter_types(text)
     except psycopg.Error as error:
@@ -197,7 +216,14 @@ async def _statement(planner: Planner, statement: Statement, text: str | None,
             return result
         sets: dict[str, list[str | None]] = {"given": list(statement.params)}
     else:
-        sets = params.value_sets(uses, types, tables, stats)
+        limits = [n for n, use in uses.items() if use.role == "limit"]
+        observed = params.observed_limit(statement.calls, statement.rows) if limits else None
+        sets = params.value_sets(uses, types, tables, stats, observed or params.LIMIT_VALUE)
+        if observed is not None:
+            result.notes.append(
+                f"{', '.join(f'LIMIT ${n}' for n in limits)} planned with {observed}: the rows "
+                f"a call returns on average ({statement.rows:,} rows in {statement.calls:,} "
+                "calls, pg_stat_statements)")
     problem = sqltext.plain_select_problem(text)
     side_effects = sorted(sqltext.functions(text) & volatile)
     if problem is None and side_effects:

@@ -3,6 +3,7 @@ as the application runs the statements, chosen under a storage budget."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,10 @@ from psycopg import sql
 
 from bot import extensions, sqltext
 from bot.advisor import candidates as cands
-from bot.advisor import whatif
-from bot.advisor.model import Candidate, Recommendation
-from bot.advisor.select import Selection, Workload, select
+from bot.advisor import whatif, writes
+from bot.advisor.model import Candidate, Declined, Recommendation
+from bot.advisor.select import USED_SHARE, Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, verify
-from bot.analysis.collect import pgss_schema
 from bot.analysis.findings import Thresholds
 from bot.analysis.model import QueryResult
 from bot.analysis.params import column_stats
@@ -27,22 +27,9 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# What one more index costs each written row: a B-tree insertion, a few microseconds.
-WRITE_MS_PER_ROW = 0.005
+# Findings whose fix is an index: each ends in a recommendation or a declined entry.
+INDEX_FINDINGS = {"seq_scan", "sort_limit", "rows_removed"}
 
-# Rows written per table since the database's statistics were last reset.
-WRITES_SQL = TAG + """
-SELECT t.schemaname || '.' || t.relname AS table,
-       t.n_tup_ins + t.n_tup_upd - t.n_tup_hot_upd + t.n_tup_del AS writes,
-       extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time()))
-         AS window_s
-FROM pg_stat_user_tables t JOIN pg_stat_database d ON d.datname = current_database()
-WHERE t.schemaname || '.' || t.relname = ANY(%s::text[])
-"""
-STATEMENTS_WINDOW_SQL = TAG + """
-SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time())) AS window_s
-FROM {info}
-"""
 # The most bytes a value of each column can take: fixed-width types, and varchar(n)/char(n) at
 # 4 bytes a character. text, jsonb, bytea… have no bound and are left out.
 WIDTHS_SQL = TAG + """
@@ -71,7 +58,9 @@ class Statement:
     value_sets: list[list[str | None]]
     value_labels: list[str]  # "common", "median", "rare" or "given", as the value sets
     app: AppIdentity | None
-    tables: dict[str, Table]  # key as written → Table
+    tables: dict[str, Table]  # key as written → Table (behind views: schema.name)
+    plan: dict[str, Any] | None  # the owner's plan: the statement as PostgreSQL rewrote it
+    wants_index: bool = False  # a finding's fix names an index (seq_scan, sort_limit…)
 
 
 def _label(result: QueryResult) -> str:
@@ -87,23 +76,22 @@ def _weight(result: QueryResult) -> float:
     return max(s.calls, 1) * (max(measured) if measured else 1.0)
 
 
-def workload(results: list[QueryResult], tables: dict[str, Table],
-             app: AppIdentity | None) -> list[Statement]:
+def workload(results: list[QueryResult], app: AppIdentity | None) -> list[Statement]:
     statements = []
     for n, result in enumerate(results):
         owner = [r for r in result.runs if r.role == "owner" and r.plan is not None]
         if result.error or not owner:
             continue
         text = sqltext.repair(result.statement.query)
-        used = {r.key: tables[r.key] for r in sqltext.relations(sqltext.parse_one(text).stmt)
-                if r.key in tables}
+        used = result.tables
         # Cost it as the role that actually runs it: RLS adds its policies only for the app.
         with_rls = (app is not None and result.statement.runs_as_app
                     and any(t.rls for t in used.values()))
         statements.append(Statement(
             Workload(f"s{n}", _weight(result), frozenset(t.qualified for t in used.values())),
             _label(result), text, [r.values for r in owner], [r.label for r in owner],
-            app if with_rls else None, used))
+            app if with_rls else None, used, owner[0].plan,
+            any(f.kind in INDEX_FINDINGS for f in result.findings)))
     return statements
 
 
@@ -122,61 +110,64 @@ def _policy_quals(statement: Statement) -> dict[str, list[str]]:
 
 
 async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, Any]],
-                    planner: Planner, results: list[QueryResult], tables: dict[str, Table],
-                    app: AppIdentity | None, notes: list[str],
-                    plan_cache_mode: str = "auto") -> list[Recommendation]:
-    """The recommended indexes; `plan_cache_mode` is how the application's prepared
-    statements are planned (`session.plan_cache_mode`)."""
+                    planner: Planner, results: list[QueryResult], app: AppIdentity | None,
+                    notes: list[str], plan_cache_mode: str = "auto"
+                    ) -> tuple[list[Recommendation], list[Declined]]:
+    """The recommended indexes, and for each statement a finding says needs one that none
+    serves, why; `plan_cache_mode` is how the application's prepared statements are planned
+    (`session.plan_cache_mode`)."""
     hypopg = await extensions.schema(conn, "hypopg")
     if hypopg is None:
         notes.append(HYPOPG_HINT)
-        return []
+        return [], []
     planner.hypopg = hypopg
-    statements = workload(results, tables, app)
-    found = {s.workload.key: cands.predicates(s.text, s.tables, _policy_quals(s))
-             for s in statements}
-    by_qualified = {t.qualified: t for t in tables.values()}
-    key_table = {k: t for s in statements for k, t in s.tables.items()}
-    wanted = {(key_table[k].schema, key_table[k].name, c)
-              for preds in found.values() for k, p in preds.items() if k in key_table
+    statements = workload(results, app)
+    found = {s.workload.key: cands.merged(
+        cands.predicates(s.text, s.tables, _policy_quals(s)),
+        cands.from_plan(s.plan["Plan"], s.tables) if s.plan else {}, s.tables)
+        for s in statements}
+    by_qualified = {t.qualified: t for s in statements for t in s.tables.values()}
+    wanted = {(s.tables[k].schema, s.tables[k].name, c)
+              for s in statements for k, p in found[s.workload.key].items() if k in s.tables
               for c in [*p.equal, *p.booleans, *p.constants]}
     stats = await column_stats(conn, wanted)
-    widths = await column_widths(conn, list(key_table.values()))
-    pool: list[Candidate] = []
-    for preds in found.values():
-        for key, p in preds.items():
-            if key in key_table:
-                table = key_table[key]
-                pool += cands.for_table(p, table, stats, widths.get(table.qualified, {}))
-    pool = list(dict.fromkeys(pool))
-    fresh = []
-    for candidate in pool:
-        table = by_qualified[candidate.qualified]
-        if table.served_by(candidate.columns, candidate.include, candidate.where) is None:
-            fresh.append(candidate)
+    widths = await column_widths(conn, list(by_qualified.values()))
+    per_statement: dict[str, list[Candidate]] = {}
+    for s in statements:
+        for key, p in found[s.workload.key].items():
+            if key in s.tables:
+                table = s.tables[key]
+                per_statement.setdefault(s.workload.key, []).extend(
+                    cands.for_table(p, table, stats, widths.get(table.qualified, {})))
+    pool = list(dict.fromkeys(c for listed in per_statement.values() for c in listed))
+    existing = {c: by_qualified[c.qualified].served_by(c.columns, c.include, c.where)
+                for c in pool}
+    fresh = [c for c in pool if existing[c] is None]
     skipped = len(pool) - len(fresh)
     if skipped:
         notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
                      "index")
-    if not fresh:
-        return []
-    sizes = await _sizes(conn, planner, fresh, notes)
+    sizes = await _sizes(conn, planner, fresh, notes) if fresh else {}
     fresh = [c for c in fresh if c in sizes]
-    penalty = await _penalties(conn, fresh)
+    table_writes = await writes.measured(conn, sorted({c.qualified for c in fresh}))
+    penalties = {c: writes.penalty(c, by_qualified[c.qualified], table_writes[c.qualified])
+                 for c in fresh}
     costs = WhatIfCosts(planner, statements, plan_cache_mode)
     await costs.baselines(notes)
     budget = int(settings.index_budget_mb * 1024 * 1024)
-    selection = await select([s.workload for s in costs.statements], fresh, sizes, penalty,
-                             budget, costs.relative,
+    selection = await select([s.workload for s in costs.statements], fresh, sizes,
+                             {c: p.ms for c, p in penalties.items()}, budget, costs.relative,
                              {q: t.size_bytes for q, t in by_qualified.items()})
     recommendations = await _recommendations(selection, sizes, costs)
+    declined = await _declined(statements, per_statement, existing, sizes, penalties, selection,
+                               costs, budget, notes)
     if not recommendations:
-        return []
+        return [], declined
     notes += await _still_slow_when_prepared(selection, costs)
     if settings.scratch_database_url is None:
         notes.append("index costs are HypoPG estimates and times are predictions: set "
                      "HOTDATA_SCRATCH_DATABASE_URL to a copy of this database to measure them")
-        return recommendations
+        return recommendations, declined
     by_name = {c.name: c for c in selection.chosen}
     chosen = [(r, by_name[r["index"]], [costs.by_key[k] for k in selection.served[by_name[
         r["index"]]]]) for r in recommendations]
@@ -184,7 +175,68 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
         notes.append(await verify(settings, conn, chosen))
     except (ScratchIsTarget, DatabaseUnavailable, psycopg.Error) as error:
         notes.append(f"could not verify on the scratch database: {error}")
-    return recommendations
+    return recommendations, declined
+
+
+def _entry(label: str, reason: str, candidate: Candidate | None = None,
+           saving: float | None = None, cost: float | None = None) -> Declined:
+    return {"statement": label, "reason": reason,
+            "candidate": candidate.create_sql(concurrently=True) + ";" if candidate else None,
+            "saving_ms": round(saving, 2) if saving is not None else None,
+            "cost_ms": round(cost, 2) if cost is not None else None}
+
+
+async def _declined(statements: list[Statement], per_statement: dict[str, list[Candidate]],
+                    existing: dict[Candidate, Any], sizes: dict[Candidate, int],
+                    penalties: dict[Candidate, writes.Penalty], selection: Selection,
+                    costs: WhatIfCosts, budget: int, notes: list[str]) -> list[Declined]:
+    """Why no recommendation serves a statement a finding says needs an index: with the
+    numbers of the candidate that would have served it best on its own."""
+    served = {k for c in selection.chosen for k in selection.served[c]}
+    used = sum(sizes[c] for c in selection.chosen)
+    out: list[Declined] = []
+    for s in statements:
+        key = s.workload.key
+        if not s.wants_index or key in served:
+            continue
+        mine = per_statement.get(key, [])
+        costable = [c for c in mine if c in sizes]
+        entry = functools.partial(_entry, s.label)
+        if key not in costs.base:
+            out.append(entry(next((n for n in notes if n.startswith(f"{s.label} skipped")),
+                                  "cannot be costed")))
+            continue
+        if not costable:
+            served_by = next((existing[c] for c in mine if existing.get(c) is not None), None)
+            if served_by is not None:
+                out.append(entry(f"already served by the existing index {served_by.name}"))
+            elif mine:
+                out.append(entry(next((n for n in notes if mine[0].name in n),
+                                      f"candidate {mine[0].name} cannot be costed"), mine[0]))
+            else:
+                out.append(entry("no candidate index: nothing in the statement, as planned, "
+                                 "filters or sorts a column of its tables"))
+            continue
+        relative = {c: await costs.relative(s.workload, (c,)) for c in costable}
+        best = min(costable, key=lambda c: relative[c])
+        saving = s.workload.weight_ms * (1 - relative[best])
+        penalty = penalties[best]
+        if relative[best] > 1 - USED_SHARE:
+            reason = (f"not recommended: no candidate makes it faster (the best, {best.name}, "
+                      f"leaves its planner cost at {relative[best]:.0%})")
+        elif used + sizes[best] > budget:
+            reason = (f"over the budget: {best.name} needs {sizes[best] / 2**20:,.1f} MB and "
+                      f"{max(budget - used, 0) / 2**20:,.1f} MB of HOTDATA_INDEX_BUDGET_MB "
+                      "are left")
+        elif saving <= penalty.ms:
+            reason = (f"not recommended: saves {saving:,.0f} ms over the window, costs "
+                      f"{penalty.ms:,.0f} ms of writes ({penalty.detail})")
+        else:
+            reason = (f"not recommended: saves {saving:,.1f} ms over the window against "
+                      f"{penalty.ms:,.1f} ms of writes, too little for its "
+                      f"{sizes[best] / 2**20:,.1f} MB or beside the indexes chosen")
+        out.append(entry(reason, best, saving, penalty.ms))
+    return out
 
 
 async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
@@ -223,31 +275,6 @@ async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]], planner: Planner
         await conn.execute(sql.SQL(TAG + "SELECT {}()").format(
             planner.hypopg_call("hypopg_reset")))
     return sizes
-
-
-async def _penalties(conn: psycopg.AsyncConnection[dict[str, Any]],
-                     candidates: list[Candidate]) -> dict[Candidate, float]:
-    """Milliseconds the workload's writes would spend maintaining each index.
-
-    The reads' weights cover pg_stat_statements' window, the table counters their own, often
-    longer one: the writes are scaled to the statements' window.
-    """
-    cur = await conn.execute(WRITES_SQL, (sorted({c.qualified for c in candidates}),))
-    rows = await cur.fetchall()
-    statements_s = None
-    pgss, _ = await pgss_schema(conn)
-    if pgss is not None:
-        cur = await conn.execute(sql.SQL(STATEMENTS_WINDOW_SQL).format(
-            info=extensions.qualified(pgss, "pg_stat_statements_info")))
-        row = await cur.fetchone()
-        statements_s = float(row["window_s"]) if row else None
-    writes = {}
-    for row in rows:
-        share = 1.0
-        if statements_s is not None:
-            share = min(1.0, statements_s / max(float(row["window_s"]), 1.0))
-        writes[row["table"]] = float(row["writes"] or 0) * share
-    return {c: writes.get(c.qualified, 0) * WRITE_MS_PER_ROW for c in candidates}
 
 
 class WhatIfCosts:

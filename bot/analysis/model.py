@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.catalog import Table
+
 
 @dataclass
 class Statement:
@@ -68,6 +70,7 @@ class QueryResult:
     app_plan_summary: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)  # what it reads, behind views too
 
 
 @dataclass
@@ -95,6 +98,8 @@ class Analysis:
     # one), read here as plain mappings.
     recommendations: Sequence[Mapping[str, Any]] = field(default_factory=list)
     cleanup: Sequence[Mapping[str, Any]] = field(default_factory=list)  # DROP INDEX proposals
+    # why no recommendation serves a statement a finding says needs an index (Declined)
+    declined: Sequence[Mapping[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # total_s, explain_s
     id: int | None = None

@@ -113,16 +113,28 @@ def used_columns(uses: list[ParamUse], tables: dict[str, Table]) -> set[tuple[st
             if u.role == "column" and u.table in tables and u.column}
 
 
+def observed_limit(calls: int, rows: int) -> str | None:
+    """The LIMIT a parameterised statement's calls really use: the rows a call returns on
+    average (pg_stat_statements), when it returned any."""
+    if calls <= 0 or rows <= 0:
+        return None
+    return str(max(1, round(rows / calls)))
+
+
 def value_sets(uses: dict[int, ParamUse], types: list[str], tables: dict[str, Table],
-               stats: dict[tuple[str, str], ColumnStats]) -> dict[str, list[str | None]]:
-    """label → one value per parameter; identical sets are listed once."""
+               stats: dict[tuple[str, str], ColumnStats],
+               limit: str = LIMIT_VALUE) -> dict[str, list[str | None]]:
+    """label → one value per parameter (a LIMIT parameter gets `limit`); identical sets are
+    listed once."""
     if not types:
         return {"none": []}
     sets: dict[str, list[str | None]] = {}
     for label in LABELS:
         values: list[str | None] = []
         for number, type_name in enumerate(types, 1):
-            values.append(_value(uses.get(number), type_name, label, tables, stats))
+            use = uses.get(number)
+            values.append(limit if use is not None and use.role == "limit"
+                          else _value(use, type_name, label, tables, stats))
         if values not in sets.values():
             sets[label] = values
     return sets

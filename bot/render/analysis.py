@@ -49,7 +49,8 @@ def as_dict(analysis: Analysis) -> dict[str, Any]:
     return {"id": analysis.id, "database": analysis.database,
             "collected_at": analysis.collected_at,
             "queries": [_query_dict(r) for r in analysis.results],
-            "recommendations": analysis.recommendations, "cleanup": analysis.cleanup,
+            "recommendations": analysis.recommendations,
+            "recommendations_declined": analysis.declined, "cleanup": analysis.cleanup,
             "notes": analysis.notes, "timings": analysis.timings,
             "owner_plans_under_rls": asdict(analysis.owner_rls) if analysis.owner_rls else None}
 
@@ -136,6 +137,12 @@ def markdown(analysis: Analysis) -> str:
                       "for the writes in the same window", ""]
     else:
         lines.append("No index recommendations in this report.")
+    if analysis.declined:
+        lines += ["", "## Not recommended", "",
+                  "Statements a finding says need an index, and why none is recommended:", ""]
+        lines += [f"- **{d['statement']}**: {d['reason']}"
+                  + (f" (`{d['candidate']}`)" if d.get("candidate") else "")
+                  for d in analysis.declined]
     if analysis.cleanup:
         lines += ["", "## Cleanup", "", "Indexes that cost writes and space and serve nothing "
                   "another index does not:", ""]
@@ -185,6 +192,10 @@ def blocks(analysis: Analysis, *, file_note: bool = True) -> list[dict[str, Any]
             break
         out += [{"type": "divider"}, {"type": "section", "text": {"type": "mrkdwn",
                                                                    "text": _section(n, result)}}]
+    if analysis.declined:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
+            "*Not recommended:* " + "\n".join(f"{d['statement']}: {d['reason']}"
+                                               for d in analysis.declined[:3]))}]})
     if analysis.recommendations:
         preview = "\n".join(
             f"• `{_clip(str(r.get('sql')), 400)}`\n   serves "
@@ -245,3 +256,6 @@ def print_text(analysis: Analysis, console: Console) -> None:
         console.print(Text(f"recommend: {rec.get('sql')}", style="bold green"))
         console.print(Text(f"  serves {', '.join(rec.get('queries') or [])}; {_measured(rec)}; "
                            f"{_size(rec)}"))
+    for declined in analysis.declined:
+        console.print(Text(f"not recommended for {declined['statement']}: "
+                           f"{declined['reason']}", style="yellow"))

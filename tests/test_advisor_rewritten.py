@@ -1,0 +1,92 @@
+"""Candidates from the statement as PostgreSQL rewrites it: through views (plain and
+security-barrier), with ORDER BY ordinals and aliases resolved; and LIMITs planned with the
+rows their calls really return."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bot import pgcluster
+from bot.advisor.pipeline import analyze
+from tests.harness import drop, settings_for, watched_file
+
+ROWS = 50_000
+SCHEMA = f"""
+CREATE TABLE accounts AS
+  SELECT g AS id, 'user' || g || '@example.com' AS email,
+         (ARRAY['active', 'active', 'active', 'closed'])[1 + g % 4] AS status,
+         now() - g * interval '1 minute' AS created_at, g % 300 AS team_id,
+         repeat('x', 80) AS bio
+  FROM generate_series(1, {ROWS}) AS g;
+ALTER TABLE accounts ADD PRIMARY KEY (id);
+CREATE VIEW open_accounts AS SELECT id, email, team_id, created_at FROM accounts
+  WHERE status = 'active';
+CREATE VIEW guarded_accounts WITH (security_barrier) AS
+  SELECT id, email, team_id FROM accounts WHERE status <> 'closed';
+ANALYZE;
+"""
+
+
+@pytest.fixture
+def shop(pg: pgcluster.Cluster) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE hotdata_template')
+    url = pg.url(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    try:
+        yield url
+    finally:
+        drop(pg, name)
+
+
+def recommended(result: Any) -> list[tuple[str, tuple[str, ...]]]:
+    return [(r["table"], tuple(r["columns"])) for r in result.recommendations]
+
+
+@pytest.mark.parametrize("view", ["open_accounts", "guarded_accounts"])
+async def test_a_statement_through_a_view_gets_the_index_on_its_base_table(
+        shop: str, tmp_path: Path, view: str) -> None:
+    watched = watched_file(tmp_path, [{"name": "by email", "calls": 1000,
+                                       "sql": f"SELECT id, team_id FROM {view} "
+                                              "WHERE email = 'user42@example.com'"}])
+    result = await analyze(settings_for(shop, watched_queries=watched), top=5)
+    [planned] = [r for r in result.results if r.statement.name == "by email"]
+    assert planned.error is None, planned.error
+    assert any(f.kind == "seq_scan" and f.table == "public.accounts" for f in planned.findings), \
+        planned.findings
+    assert any(table == "public.accounts" and columns[0] == "email"
+               for table, columns in recommended(result)), (result.recommendations, result.notes)
+
+
+@pytest.mark.parametrize("order", ["1 DESC", "newest DESC"])
+async def test_order_by_an_ordinal_or_an_alias_gets_the_sort_serving_index(
+        shop: str, tmp_path: Path, order: str) -> None:
+    watched = watched_file(tmp_path, [{
+        "name": "newest", "calls": 1000,
+        "sql": f"SELECT created_at AS newest, id FROM accounts ORDER BY {order} LIMIT 10"}])
+    result = await analyze(settings_for(shop, watched_queries=watched), top=5)
+    assert any(table == "public.accounts" and columns[0].split()[0] == "created_at"
+               for table, columns in recommended(result)), (result.recommendations, result.notes)
+
+
+async def test_a_parameterised_limit_is_planned_with_the_rows_its_calls_return(
+        shop: str) -> None:
+    with psycopg.connect(shop, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+        for team in range(20):
+            conn.execute("SELECT id, email FROM accounts WHERE team_id > %s "
+                         "ORDER BY created_at DESC LIMIT %s", (team, 1000))
+    result = await analyze(settings_for(shop), top=5)
+    [planned] = [r for r in result.results if "LIMIT $2" in r.statement.query]
+    assert planned.statement.rows == 20 * 1000
+    assert planned.runs and all(run.values[1] == "1000" for run in planned.runs), [
+        run.values for run in planned.runs]
+    assert any("LIMIT $2 planned with 1000" in note for note in planned.notes), planned.notes
