@@ -100,16 +100,26 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import logger
-from pglast import ast
+from common import (
+    SERVER_SECONDS_SQL,
+    BaselineChoice,
+    TableInfo,
+    build,
+    logger,
+    median_ratio,
+    own_indexes,
+    positive_float,
+    ratio,
+    referenced_columns,
+    single_column_baseline,
+    table_info,
+)
 from psycopg import sql
 
 from bot import pgcluster, sqltext
 from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis, QueryResult
-from bot.analysis.plan import Planner
-from bot.db import connect
 from bot.sample import hotdash
 from bot.settings import Settings
 
@@ -158,33 +168,6 @@ def heaviest_user(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
-@dataclass(frozen=True)
-class TableInfo:
-    schema: str
-    name: str
-    columns: tuple[str, ...]
-    indexed: frozenset[str]  # columns that already lead an index (the keys)
-
-
-def table_info(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, TableInfo]:
-    """Catalog lookup of the HotDash tables (as the tiles name them) and their columns."""
-    found = {}
-    for name in names:
-        row = conn.execute(
-            "SELECT n.nspname, c.relname, array(SELECT a.attname::text FROM pg_attribute a "
-            "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-            "  ORDER BY a.attnum), "
-            "array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a "
-            "  ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "  WHERE i.indrelid = c.oid AND i.indpred IS NULL) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass(%s)", (name,)).fetchone()
-        if row is None:
-            raise SystemExit(f"table {name} not found")
-        found[name] = TableInfo(row[0], row[1], tuple(row[2]), frozenset(row[3]))
-    return found
-
-
 # --- the workload ----------------------------------------------------------------------------
 
 def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> list[float]:
@@ -224,48 +207,6 @@ def run_advisor(settings: Settings, top: int) -> tuple[float, Analysis]:
 
 # --- the per-query baseline ------------------------------------------------------------------
 
-def referenced_columns(text: str, tables: dict[str, TableInfo], *,
-                       star: bool = False) -> dict[str, list[str]]:
-    """table name → every column of it the statement references (pglast), in order of use;
-    with `star`, `*` and `alias.*` stand for every column of their tables."""
-    stmt = sqltext.parse_one(text).stmt
-    aliases: dict[str, str] = {}
-    for rel in sqltext.relations(stmt):
-        aliases[rel.alias or rel.name] = rel.name
-        aliases.setdefault(rel.name, rel.name)
-    used = sorted(set(aliases.values()))
-    found: dict[str, list[str]] = {name: [] for name in used}
-    for node, _ in sqltext.walk(stmt):
-        if not isinstance(node, ast.ColumnRef):
-            continue
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
-        if any(isinstance(f, ast.A_Star) for f in node.fields):
-            if star:
-                owners = [aliases[names[-1]]] if names and names[-1] in aliases else used
-                for owner in owners:
-                    found[owner] += [c for c in tables[owner].columns if c not in found[owner]]
-            continue
-        if not names:
-            continue
-        if len(names) >= 2:
-            owners = [aliases[names[-2]]] if names[-2] in aliases else []
-        else:
-            owners = [t for t in used if names[0] in tables[t].columns]
-        for owner in owners:
-            if names[-1] in tables[owner].columns and names[-1] not in found[owner]:
-                found[owner].append(names[-1])
-    return found
-
-
-@dataclass
-class BaselineChoice:
-    tile: str
-    candidate: Candidate | None
-    cost_before: float
-    cost_after: float
-    tried: dict[str, float] = field(default_factory=dict)  # index sql → mean relative cost
-
-
 def tile_result(analysis: Analysis, name: str) -> QueryResult:
     for result in analysis.results:
         if result.statement.name == name:
@@ -284,41 +225,18 @@ def generic_plan_findings(analysis: Analysis) -> list[dict[str, str]]:
 
 async def per_query_baseline(settings: Settings, analysis: Analysis,
                              tables: dict[str, TableInfo]) -> list[BaselineChoice]:
-    """For each tile, the single-column HypoPG index that lowers its cost most (or none)."""
-    choices = []
-    async with connect(settings, "analysis") as conn:
-        planner = Planner(conn, settings.statement_timeout_ms)
-        for tile in hotdash.TILES:
-            result = tile_result(analysis, tile.name)
-            text = sqltext.repair(result.statement.query)
-            value_sets = [r.values for r in result.runs if r.role == "owner" and r.plan]
-            if not value_sets:
-                log(f"{tile.name}: no owner plan in the analysis ({result.error}); "
-                    "costing with no values")
-                value_sets = [[]]
-            base = await planner.estimate(text, value_sets, app=None, hypothetical=[])
-            best: tuple[float, Candidate, list[float]] | None = None
-            tried = {}
-            for name, columns in referenced_columns(text, tables).items():
-                info = tables[name]
-                for column in columns:
-                    if column in info.indexed:
-                        continue  # a key already leads with it: nothing to build
-                    candidate = Candidate(info.schema, info.name, (column,))
-                    costs = await planner.estimate(text, value_sets, app=None,
-                                                   hypothetical=[candidate.create_sql()])
-                    relative = sum(c / b if b > 0 else 1.0
-                                   for c, b in zip(costs, base, strict=True)) / len(base)
-                    tried[candidate.create_sql()] = round(relative, 4)
-                    if relative < 1.0 - 1e-9 and (best is None or relative < best[0]):
-                        best = (relative, candidate, costs)
-            choice = BaselineChoice(tile.name, best[1] if best else None, base[0],
-                                    best[2][0] if best else base[0], tried)
-            log(f"baseline {tile.name}: "
-                + (f"{choice.candidate.create_sql()} (cost {choice.cost_before:.1f} → "
-                   f"{choice.cost_after:.1f})" if choice.candidate else "no index lowers it"))
-            choices.append(choice)
-    return choices
+    """For each tile, the single-column HypoPG index that lowers its cost most (or none),
+    costed with the value sets the analysis used for it as owner."""
+    statements = []
+    for tile in hotdash.TILES:
+        result = tile_result(analysis, tile.name)
+        value_sets = [r.values for r in result.runs if r.role == "owner" and r.plan]
+        if not value_sets:
+            log(f"{tile.name}: no owner plan in the analysis ({result.error}); "
+                "costing with no values")
+            value_sets = [[]]
+        statements.append((tile.name, sqltext.repair(result.statement.query), value_sets))
+    return await single_column_baseline(settings, statements, tables, log)
 
 
 def covering_ceiling(recommendations: list[dict[str, Any]],
@@ -344,38 +262,6 @@ def covering_ceiling(recommendations: list[dict[str, Any]],
 
 # --- index sets, built for real --------------------------------------------------------------
 
-OWN_INDEXES_SQL = """
-SELECT n.nspname AS schema, ci.relname AS name, pg_relation_size(i.indexrelid) AS bytes
-FROM pg_index i
-JOIN pg_class ci ON ci.oid = i.indexrelid
-JOIN pg_namespace n ON n.oid = ci.relnamespace
-WHERE i.indrelid = ANY(%s::regclass[])
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c
-                  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-                    AND c.contype IN ('p', 'u', 'x'))
-ORDER BY ci.relname
-"""
-
-
-def own_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    """(schema, name, bytes) of every index on the HotDash tables that backs no constraint."""
-    return [(r[0], r[1], int(r[2]))
-            for r in conn.execute(OWN_INDEXES_SQL, (list(hotdash.TABLES),))]
-
-
-def build(conn: psycopg.Connection[Any], statements: list[str]) -> float:
-    """Drop the previous set, build this one (autocommit: CONCURRENTLY works), VACUUM ANALYZE."""
-    for schema, name, _ in own_indexes(conn):
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    started = time.perf_counter()
-    for statement in statements:
-        conn.execute(statement)  # type: ignore[arg-type]
-    seconds = time.perf_counter() - started
-    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(
-        sql.SQL(", ").join(sql.Identifier(t) for t in hotdash.TABLES)))
-    return seconds
-
-
 @dataclass
 class Samples:
     """What the replays of one index set measured, over every round."""
@@ -389,15 +275,6 @@ class Samples:
     write_s: list[float] = field(default_factory=list)  # every replay
     round_write_s: list[float] = field(default_factory=list)  # each round's fastest
     by_tile_ms: dict[str, float] = field(default_factory=dict)  # summed over the replays
-
-
-# What executing the read mix took the server, without the client's share of each call (the
-# round trip, binding, fetching): the part an index can change.
-SERVER_SECONDS_SQL = """
-SELECT coalesce(sum(total_exec_time), 0) / 1000 FROM pg_stat_statements
-WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND query NOT LIKE '%pg_stat_statements%'
-"""
 
 
 def replay_reads(url: str, reads: Plan, into: Samples) -> None:
@@ -463,8 +340,8 @@ def measure(url: str, index_sets: dict[str, list[str]], reads: Plan, writes: Pla
                     continue
                 into = samples[label]
                 with psycopg.connect(url, autocommit=True) as conn:
-                    into.build_s.append(build(conn, index_sets[label]))
-                    into.indexes = own_indexes(conn)
+                    into.build_s.append(build(conn, index_sets[label], hotdash.TABLES))
+                    into.indexes = own_indexes(conn, hotdash.TABLES)
                 replay_reads(url, reads, into)
                 share = range(step, write_repeats, passes[label])  # this pass's part
                 for _ in share:
@@ -529,13 +406,6 @@ def summarize(found: Samples, reads: Plan) -> dict[str, Any]:
 
 # --- main ------------------------------------------------------------------------------------
 
-def positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return number
-
-
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -560,15 +430,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write-mix replays per set and round, each rolled back; the "
                              "round keeps the fastest (default 10)")
     return parser.parse_args(argv)
-
-
-def median_ratio(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(statistics.median(known), 3) if known else None
-
-
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b > 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,10 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         log_breakdown(samples, reads)
         sets = {label: summarize(found, reads) for label, found in samples.items()}
         with psycopg.connect(url, autocommit=True) as conn:
-            build(conn, index_sets["hotdata"])
+            build(conn, index_sets["hotdata"], hotdash.TABLES)
         _, applied = run_advisor(settings, args.top)  # what the next analysis reports
         with psycopg.connect(url, autocommit=True) as conn:
-            build(conn, [])  # leave the database as loaded (not that anyone keeps it)
+            build(conn, [], hotdash.TABLES)  # leave it as loaded (not that anyone keeps it)
 
         base, ours = samples["per_query_baseline"], samples["hotdata"]
         by_pass = [ratio(h, b) for h, b in zip(ours.read_s, base.read_s, strict=True)]
@@ -692,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                  "queries": r["queries"], "costed_as": r.get("costed_as")}
                 for r in recommendations],
             "baseline_choices": {
-                c.tile: {"index": c.candidate.create_sql(named=True) if c.candidate else None,
+                c.statement: {"index": c.candidate.create_sql(named=True) if c.candidate else None,
                          "cost_before": round(c.cost_before, 2),
                          "cost_after": round(c.cost_after, 2),
                          "relative_cost_by_index": c.tried} for c in choices},

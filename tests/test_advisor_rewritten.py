@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from bot import pgcluster
+from bot.advisor import candidates as cands
 from bot.advisor.pipeline import analyze
+from bot.catalog import Table
 from tests.harness import drop, settings_for, watched_file
 
 ROWS = 50_000
@@ -90,3 +92,22 @@ async def test_a_parameterised_limit_is_planned_with_the_rows_its_calls_return(
     assert planned.runs and all(run.values[1] == "1000" for run in planned.runs), [
         run.values for run in planned.runs]
     assert any("LIMIT $2 planned with 1000" in note for note in planned.notes), planned.notes
+
+
+def test_a_plans_parameter_values_never_become_a_partial_index_predicate() -> None:
+    """The plan shows `$1` as the value it was made for: that column is an equality; only a
+    constant of the statement (here the view's own filter) may make a partial index."""
+    table = Table(1, "public", "shipments", ROWS, columns=["id", "device_id", "status", "urgent"])
+    plan = {"Node Type": "Seq Scan", "Relation Name": "shipments", "Alias": "shipments",
+            "Filter": "((device_id = '1'::bigint) AND (status = 'active'::text) AND urgent)"}
+    text = "SELECT id FROM active_shipments WHERE device_id = $1 AND urgent = $2"
+    bound = cands.bound_columns(text)
+    assert bound == {"device_id", "urgent"}
+    [preds] = cands.from_plan(plan, {"public.shipments": table}, bound).values()
+    assert set(preds.constants) == {"status"} and preds.booleans == {}
+    assert set(preds.equal) == {"device_id", "status", "urgent"}
+    # a parameter compared with an expression: nothing of the plan's values is trusted
+    loose = cands.bound_columns("SELECT id FROM active_shipments WHERE lower(code) = $1")
+    assert loose is None
+    [preds] = cands.from_plan(plan, {"public.shipments": table}, loose).values()
+    assert preds.constants == {} and preds.booleans == {}

@@ -251,10 +251,39 @@ def _resolver(aliases: dict[str, str], tables: dict[str, Table]) -> _Resolver:
     return resolve
 
 
-def from_plan(plan: dict[str, Any], tables: dict[str, Table]) -> dict[str, Predicates]:
+def from_plan(plan: dict[str, Any], tables: dict[str, Table],
+              bound: set[str] | None) -> dict[str, Predicates]:
     """table key → what the plan's scans filter on and its top sort orders by: the statement
     as PostgreSQL rewrote it (views, security-barrier ones too, expanded to their tables;
-    ORDER BY ordinals and aliases resolved to columns), where the text alone does not say."""
+    ORDER BY ordinals and aliases resolved to columns), where the text alone does not say.
+
+    The plan was made for one set of parameter values, which it shows as constants: a column
+    in `bound` (compared with a `$n`; None: any column may be) is an equality, never a
+    partial index's predicate tied to that one value."""
+    found = _from_plan(plan, tables)
+    for preds in found.values():
+        for column in list(preds.booleans):
+            if bound is None or column in bound:
+                del preds.booleans[column]
+                preds.add(preds.equal, column)
+        preds.constants = {column: constant for column, constant in preds.constants.items()
+                           if bound is not None and column not in bound}
+    return found
+
+
+def bound_columns(text: str) -> set[str] | None:
+    """The columns a statement compares with its parameters, or None when one of them is
+    compared with something the parse tree does not name."""
+    uses = sqltext.param_uses(text)
+    numbers = {node.number for node, _ in sqltext.walk(sqltext.parse_one(text).stmt)
+               if isinstance(node, ast.ParamRef)}
+    if any(n not in uses or (uses[n].role == "column" and not uses[n].column)
+           for n in numbers):
+        return None
+    return {u.column for u in uses.values() if u.role == "column" and u.column}
+
+
+def _from_plan(plan: dict[str, Any], tables: dict[str, Table]) -> dict[str, Predicates]:
     found: dict[str, Predicates] = {}
     for node in walk(plan):
         key = _plan_table(node, tables)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,15 +145,27 @@ async def _collect(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Sett
     behind = await catalog.behind_views(conn, [r for r in relations if r.key not in tables])
     if behind:
         tables.update(await catalog.tables(conn, [b for bases in behind.values() for b in bases]))
-    uses = {key: sqltext.param_uses(text) for key, text in texts.items() if text}
+    uses = {key: _through_views(sqltext.param_uses(text), tables, behind)
+            for key, text in texts.items() if text}
     volatile = await session.volatile_functions(
         conn, {f for text in texts.values() if text for f in sqltext.functions(text)})
     stats = await params.column_stats(conn, params.used_columns(
         [u for per_statement in uses.values() for u in per_statement.values()], tables))
     mode = await session.plan_cache_mode(conn, settings.app_role)
     return _Workload(statements, texts, tables, behind, uses, stats, volatile,
-                     app_identity(settings),
-                     mode)
+                     app_identity(settings), mode)
+
+
+def _through_views(uses: dict[int, sqltext.ParamUse], tables: dict[str, Table],
+                   behind: dict[str, list[sqltext.Relation]]) -> dict[int, sqltext.ParamUse]:
+    """Parameters compared with a view's column, as compared with the column of that name of
+    the one table behind the view that has it: its statistics give the values to plan with."""
+    found = {}
+    for number, use in uses.items():
+        bases = [b.key for b in behind.get(use.table or "", ())
+                 if b.key in tables and use.column in tables[b.key].columns]
+        found[number] = replace(use, table=bases[0]) if len(bases) == 1 else use
+    return found
 
 
 async def _together(*steps: Coroutine[Any, Any, None]) -> None:

@@ -124,7 +124,8 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
     statements = workload(results, app)
     found = {s.workload.key: cands.merged(
         cands.predicates(s.text, s.tables, _policy_quals(s)),
-        cands.from_plan(s.plan["Plan"], s.tables) if s.plan else {}, s.tables)
+        cands.from_plan(s.plan["Plan"], s.tables, cands.bound_columns(s.text))
+        if s.plan else {}, s.tables)
         for s in statements}
     by_qualified = {t.qualified: t for s in statements for t in s.tables.values()}
     wanted = {(s.tables[k].schema, s.tables[k].name, c)
