@@ -9,6 +9,7 @@ from typing import Any
 
 import pglast
 from pglast import ast, parser
+from pglast.enums.parsenodes import A_Expr_Kind
 from pglast.stream import RawStream
 
 DML = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
@@ -201,6 +202,7 @@ class ParamUse:
     role: str  # "column" | "limit" | "offset" | "unknown"
     table: str | None = None
     column: str | None = None
+    above: bool = False  # a lower bound (`column > $n`, `>=`, BETWEEN's first): high is rare
 
 
 def _param_number(node: Any) -> int | None:
@@ -245,9 +247,26 @@ def param_uses(text: str) -> dict[int, ParamUse]:
                 qualifier, column = columns[0]
                 table = aliases.get(qualifier) if qualifier else (
                     next(iter(single)) if len(single) == 1 else None)
+                lower = _lower_bounds(node)
                 for number in params:
-                    uses.setdefault(number, ParamUse(number, "column", table, column))
+                    uses.setdefault(number, ParamUse(number, "column", table, column,
+                                                     number in lower))
     return uses
+
+
+def _lower_bounds(node: ast.A_Expr) -> set[int]:
+    """The parameters an expression uses as a column's lower bound."""
+    if node.kind == A_Expr_Kind.AEXPR_BETWEEN and isinstance(node.rexpr, tuple | list):
+        first = _param_number(node.rexpr[0]) if node.rexpr else None
+        return {first} if first is not None and _column(node.lexpr) else set()
+    operator = node.name[-1].sval if node.name and node.kind == A_Expr_Kind.AEXPR_OP else ""
+    if operator in (">", ">=") and _column(node.lexpr):
+        number = _param_number(node.rexpr)
+    elif operator in ("<", "<=") and _column(node.rexpr):
+        number = _param_number(node.lexpr)
+    else:
+        return set()
+    return {number} if number is not None else set()
 
 
 def printed_expression(expression: str) -> str:

@@ -12,9 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot import pgcluster
+from bot import pgcluster, sqltext
 from bot.advisor import candidates as cands
 from bot.advisor.pipeline import analyze
+from bot.analysis import params
 from bot.catalog import Table
 from tests.harness import drop, settings_for, watched_file
 
@@ -111,3 +112,16 @@ def test_a_plans_parameter_values_never_become_a_partial_index_predicate() -> No
     assert loose is None
     [preds] = cands.from_plan(plan, {"public.shipments": table}, loose).values()
     assert preds.constants == {} and preds.booleans == {}
+
+
+def test_a_lower_bound_is_planned_with_its_selective_end_as_the_rare_value() -> None:
+    """For `created_at >= $1` the rare, selective value is the top of the histogram (the
+    recent rows a dashboard asks for), not its bottom, which selects every row."""
+    table = Table(1, "public", "accounts", ROWS, columns=["id", "created_at"])
+    stats = {("public.accounts", "created_at"): params.ColumnStats(
+        [], [], ["2026-01-01", "2026-06-01", "2026-12-01"], -1.0, 0.0)}
+    text = "SELECT count(*) FROM accounts WHERE created_at >= $1 AND created_at < $2"
+    sets = params.value_sets(sqltext.param_uses(text), ["timestamptz", "timestamptz"],
+                             {"accounts": table}, stats)
+    assert sets["rare"] == ["2026-12-01", "2026-01-01"]  # both bounds at their selective end
+    assert list(sets.values()) == [["2026-06-01", "2026-06-01"], sets["rare"]]  # common

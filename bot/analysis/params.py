@@ -148,6 +148,8 @@ def _value(use: ParamUse | None, type_name: str, label: str, tables: dict[str, T
         return "0"
     if use is not None and use.role == "column" and use.table in tables and use.column:
         found = stats.get((tables[use.table].qualified, use.column))
+        if found is not None and use.above and label == "rare" and found.hist:
+            return found.hist[-1]  # a lower bound is selective at the top of the range
         if found is not None and found.values().get(label) is not None:
             return found.values().get(label)
     return DEFAULTS.get(type_name)
