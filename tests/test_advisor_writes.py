@@ -120,3 +120,12 @@ def test_an_index_on_a_column_updates_set_is_charged_the_hot_updates_it_ends() -
 def test_write_statements_are_read_for_their_target(
         text: str, expected: tuple[str, str, frozenset[str]] | None) -> None:
     assert writes.target(text) == expected
+
+
+async def test_an_index_over_the_budget_is_declined_with_the_space_left(loaded: str) -> None:
+    reads(loaded, 10)
+    result = await analyze(settings_for(loaded, index_budget_mb=0.5), top=5)
+    assert not wanted(result), result.recommendations
+    [declined] = [d for d in result.declined if "account_id" in (d["candidate"] or "")]
+    assert declined["reason"].startswith("over the budget: idx_events_account_id"), declined
+    assert "0.5 MB of HOTDATA_INDEX_BUDGET_MB are left" in declined["reason"]
