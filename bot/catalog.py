@@ -137,6 +137,8 @@ class Table:
     indexes: list[Index] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
+    owner: str = ""
+    mine: bool = True  # the connected role owns it or acts as its owner: it may change it
 
     @property
     def qualified(self) -> str:
@@ -235,7 +237,8 @@ SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
              ORDER BY r.rolname) AS readable_by,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum) AS columns
+             ORDER BY a.attnum) AS columns,
+       pg_get_userbyid(c.relowner) AS owner, pg_has_role(c.relowner, 'USAGE') AS mine
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid

@@ -172,6 +172,22 @@ def test_the_extensions_are_found_in_their_schema_whatever_the_search_path(
 # --- lint: what the API exposes ---------------------------------------------------------------
 
 
+def test_lint_says_which_findings_only_the_platform_may_fix(supabase_db: str,
+                                                           tmp_path: Path) -> None:
+    """`storage.objects` belongs to supabase_storage_admin: `postgres` cannot index it, and the
+    finding says whose it is; the team's own tables carry no such remark."""
+    result = hotdata(tmp_path, "lint", "--dsn", supabase_db, "--format", "json")
+    assert_clean(result)
+    findings = json.loads(result.stdout)["findings"]
+    [storage] = [f for f in findings if f["kind"] == "unindexed_fk"
+                 and f["table"] == "storage.objects"]
+    assert storage["fix"].endswith("(only supabase_storage_admin, its owner, may: this role "
+                                   "is not a member of it)"), storage
+    ours = [f for f in findings if (f["table"] or "").startswith("public.")]
+    assert ours and not any("its owner, may" in f["fix"] for f in ours)
+
+
+
 def test_lint_with_the_authenticated_app_role_names_anon_on_an_unprotected_table(
         supabase_db: str, tmp_path: Path) -> None:
     def unprotected() -> dict[str, dict[str, Any]]:

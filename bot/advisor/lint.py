@@ -213,12 +213,14 @@ def check(snapshot: Snapshot, unused_min_age_days: int = cleanup.UNUSED_MIN_AGE_
     """Every finding the snapshot shows, in KINDS order, then by table."""
     found: list[Finding] = []
     for table in snapshot.tables:
-        found += _rls_disabled(table)
-        found += _rls_per_row_calls(table)
-        found += _multiple_permissive(table)
-        found += _unindexed_fks(table)
-        found += _no_primary_key(table)
-        found += _index_findings(table, snapshot, unused_min_age_days)
+        findings = [*_rls_disabled(table), *_rls_per_row_calls(table),
+                *_multiple_permissive(table), *_unindexed_fks(table), *_no_primary_key(table),
+                *_index_findings(table, snapshot, unused_min_age_days)]
+        if not table.mine:  # e.g. Supabase's storage tables: the platform's, not the team's
+            for finding in findings:
+                finding.fix += (f" (only {table.owner}, its owner, may: this role is not a "
+                                "member of it)")
+        found += findings
     if notes is not None and snapshot.stats_days < unused_min_age_days:
         notes.append(f"unused indexes are not reported yet: there are only "
                      f"{snapshot.stats_window}, and {unused_min_age_days} days are needed")
