@@ -179,26 +179,19 @@ class Snapshot:
 # --- the queries --------------------------------------------------------------------------------
 
 RESOLVE_SQL = TAG + """
-SELECT r.key, c.oid::bigint AS oid
+SELECT r.key, c.oid::bigint AS oid, c.relkind::text AS kind
 FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
 JOIN pg_class c ON c.oid = to_regclass(
        CASE WHEN r.s IS NULL THEN quote_ident(r.n)
             ELSE quote_ident(r.s) || '.' || quote_ident(r.n) END)
-WHERE c.relkind IN ('r', 'p', 'm')
 """
+TABLE_KINDS = ("r", "p", "m")
 
 # The tables behind each named view, through views of views (a view's rewrite rule depends on
 # every relation its query reads).
 BEHIND_VIEWS_SQL = TAG + """
-WITH RECURSIVE named AS (
-  SELECT r.key, c.oid
-  FROM unnest(%(keys)s::text[], %(schemas)s::text[], %(names)s::text[]) AS r(key, s, n)
-  JOIN pg_class c ON c.oid = to_regclass(
-         CASE WHEN r.s IS NULL THEN quote_ident(r.n)
-              ELSE quote_ident(r.s) || '.' || quote_ident(r.n) END)
-  WHERE c.relkind = 'v'
-), behind(key, oid) AS (
-  SELECT key, oid FROM named
+WITH RECURSIVE behind(key, oid) AS (
+  SELECT key, oid::oid FROM unnest(%s::text[], %s::bigint[]) AS v(key, oid)
   UNION
   SELECT b.key, d.refobjid FROM behind b
   JOIN pg_rewrite w ON w.ev_class = b.oid
@@ -351,27 +344,36 @@ async def load(conn: psycopg.AsyncConnection[dict[str, Any]], oids: list[int] | 
 async def tables(conn: psycopg.AsyncConnection[dict[str, Any]],
                  relations: list[sqltext.Relation]) -> dict[str, Table]:
     """The relations a workload names: key as written (`name` or `schema.name`) → Table."""
+    keys = {key: oid for key, (oid, kind) in (await resolve(conn, relations)).items()
+            if kind in TABLE_KINDS}
+    if not keys:
+        return {}
+    loaded = await load(conn, sorted(set(keys.values())))
+    return {key: loaded[oid] for key, oid in keys.items() if oid in loaded}
+
+
+async def resolve(conn: psycopg.AsyncConnection[dict[str, Any]],
+                  relations: list[sqltext.Relation]) -> dict[str, tuple[int, str]]:
+    """Key as written → (oid, relkind) of the relations that exist, found as the statement's
+    own search_path finds them."""
     unique = {r.key: r for r in relations}
     if not unique:
         return {}
     cur = await conn.execute(RESOLVE_SQL, {
         "keys": list(unique), "schemas": [r.schema for r in unique.values()],
         "names": [r.name for r in unique.values()]})
-    keys = {row["key"]: row["oid"] for row in await cur.fetchall()}
-    loaded = await load(conn, sorted(set(keys.values())))
-    return {key: loaded[oid] for key, oid in keys.items() if oid in loaded}
+    return {row["key"]: (row["oid"], row["kind"]) for row in await cur.fetchall()}
 
 
 async def behind_views(conn: psycopg.AsyncConnection[dict[str, Any]],
                        relations: list[sqltext.Relation]) -> dict[str, list[sqltext.Relation]]:
     """The views among `relations`: key as written → the tables their queries read (what
     PostgreSQL scans when it rewrites a statement through them)."""
-    unique = {r.key: r for r in relations}
-    if not unique:
+    views = {key: oid for key, (oid, kind) in (await resolve(conn, relations)).items()
+             if kind == "v"}
+    if not views:
         return {}
-    cur = await conn.execute(BEHIND_VIEWS_SQL, {
-        "keys": list(unique), "schemas": [r.schema for r in unique.values()],
-        "names": [r.name for r in unique.values()]})
+    cur = await conn.execute(BEHIND_VIEWS_SQL, (list(views), list(views.values())))
     found: dict[str, list[sqltext.Relation]] = {}
     for row in await cur.fetchall():
         found.setdefault(row["key"], []).append(sqltext.Relation(row["schema"], row["name"],

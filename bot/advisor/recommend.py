@@ -150,7 +150,8 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
                      "index")
     sizes = await _sizes(conn, planner, fresh, notes) if fresh else {}
     fresh = [c for c in fresh if c in sizes]
-    table_writes = await writes.measured(conn, sorted({c.qualified for c in fresh}))
+    table_writes = await writes.measured(
+        conn, [by_qualified[q] for q in sorted({c.qualified for c in fresh})])
     penalties = {c: writes.penalty(c, by_qualified[c.qualified], table_writes[c.qualified])
                  for c in fresh}
     costs = WhatIfCosts(planner, statements, plan_cache_mode)

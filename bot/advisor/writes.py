@@ -2,8 +2,8 @@
 
 The reads are weighed from pg_stat_statements, so the writes are too: the INSERT, UPDATE,
 DELETE, MERGE and COPY statements it holds, per target table, with their calls and rows. The
-table counters (pg_stat_user_tables) are used only without pg_stat_statements, scaled to its
-window: they count since the statistics were reset, bulk loads included.
+table counters (pg_stat_user_tables, as the catalog loads them) are used only without
+pg_stat_statements: they count since the statistics were reset, bulk loads included.
 
 - A bulk statement (more than BULK_ROWS rows a call) maintains an index in one pass over
   sorted, cached pages: it is charged BULK_ROWS rows a call, not its rows.
@@ -22,7 +22,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from bot import extensions, sqltext
+from bot import catalog, extensions, sqltext
 from bot.advisor.model import Candidate
 from bot.analysis.collect import pgss_schema
 from bot.catalog import TAG, Table
@@ -36,19 +36,6 @@ FROM {pgss}(true)
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
   AND query ~* '^\\s*(insert|update|delete|merge|copy|with)\\M'
 GROUP BY query
-"""
-RESOLVE_SQL = TAG + """
-SELECT r.key, n.nspname || '.' || c.relname AS qualified
-FROM unnest(%s::text[]) AS r(key)
-JOIN pg_class c ON c.oid = to_regclass(r.key) JOIN pg_namespace n ON n.oid = c.relnamespace
-"""
-COUNTERS_SQL = TAG + """
-SELECT t.schemaname || '.' || t.relname AS table, t.n_tup_ins, t.n_tup_upd, t.n_tup_hot_upd,
-       t.n_tup_del,
-       extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time()))
-         AS window_s
-FROM pg_stat_user_tables t JOIN pg_stat_database d ON d.datname = current_database()
-WHERE t.schemaname || '.' || t.relname = ANY(%s::text[])
 """
 
 
@@ -78,7 +65,7 @@ class TableWrites:
     hot_share: float = 0.0
 
 
-def target(text: str) -> tuple[str, str, frozenset[str]] | None:
+def target(text: str) -> tuple[str, sqltext.Relation, frozenset[str]] | None:
     """(command, table as written, columns an UPDATE sets) of a write statement; None for
     anything else (a COPY TO, a SELECT)."""
     try:
@@ -88,7 +75,7 @@ def target(text: str) -> tuple[str, str, frozenset[str]] | None:
     relation = getattr(stmt, "relation", None)
     if not isinstance(relation, ast.RangeVar) or relation.relname is None:
         return None
-    key = sqltext.Relation(relation.schemaname, relation.relname, None).key
+    key = sqltext.Relation(relation.schemaname, relation.relname, None)
     if isinstance(stmt, ast.InsertStmt):
         return "INSERT", key, frozenset()
     if isinstance(stmt, ast.UpdateStmt):
@@ -104,37 +91,29 @@ def target(text: str) -> tuple[str, str, frozenset[str]] | None:
 
 
 async def measured(conn: psycopg.AsyncConnection[dict[str, Any]],
-                   tables: list[str]) -> dict[str, TableWrites]:
-    """schema.table → its writes in pg_stat_statements' window (counters scaled to that
-    window without pg_stat_statements), for `tables`."""
-    cur = await conn.execute(COUNTERS_SQL, (tables,))
-    counters = {row["table"]: row for row in await cur.fetchall()}
-    found = {t: TableWrites([], _hot_share(counters.get(t))) for t in tables}
+                   tables: list[Table]) -> dict[str, TableWrites]:
+    """schema.table → its writes in pg_stat_statements' window (without pg_stat_statements,
+    its counters since the statistics began), for `tables`."""
+    found = {t.qualified: TableWrites([], t.hot_updates / t.updates if t.updates else 0.0)
+             for t in tables}
     pgss, _ = await pgss_schema(conn)
     if pgss is None:
-        for table, row in counters.items():
-            rows = row["n_tup_ins"] + row["n_tup_upd"] - row["n_tup_hot_upd"] + row["n_tup_del"]
-            found[table].writes.append(Write(table, "COUNTERS", 0, float(rows)))
+        for t in tables:
+            found[t.qualified].writes.append(Write(t.qualified, "COUNTERS", 0,
+                                                   float(t.index_writes)))
         return found
     cur = await conn.execute(sql.SQL(WRITE_STATEMENTS_SQL).format(
         pgss=extensions.qualified(pgss, "pg_stat_statements")))
-    statements = [(target(row["query"]), row) for row in await cur.fetchall()]
-    keys = sorted({t[1] for t, _ in statements if t is not None})
-    cur = await conn.execute(RESOLVE_SQL, (keys,))
-    qualified = {row["key"]: row["qualified"] for row in await cur.fetchall()}
-    for parsed, row in statements:
-        if parsed is None or qualified.get(parsed[1]) not in found:
-            continue
-        table = qualified[parsed[1]]
-        found[table].writes.append(Write(table, parsed[0], int(row["calls"]),
-                                         float(row["rows"]), parsed[2]))
+    statements = [(parsed, row) for row in await cur.fetchall()
+                  if (parsed := target(row["query"])) is not None]
+    resolved = await catalog.resolve(conn, [parsed[1] for parsed, _ in statements])
+    by_oid = {t.oid: t.qualified for t in tables}
+    for (command, relation, sets), row in statements:
+        table = by_oid.get(resolved.get(relation.key, (0, ""))[0])
+        if table is not None:
+            found[table].writes.append(Write(table, command, int(row["calls"]),
+                                             float(row["rows"]), sets))
     return found
-
-
-def _hot_share(row: dict[str, Any] | None) -> float:
-    if row is None or not row["n_tup_upd"]:
-        return 0.0
-    return float(row["n_tup_hot_upd"]) / float(row["n_tup_upd"])
 
 
 def indexed_columns(candidate: Candidate) -> set[str]:
