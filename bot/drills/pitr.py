@@ -1,5 +1,6 @@
 """Point-in-time drills (pgBackRest, HOTDATA_DRILL_TARGET=random or a timestamp): a target
-inside the recoverable window, and the proof that the copy stopped there.
+inside the recoverable window; and every pgBackRest copy's `recovery` check: replayed to the
+archive's end, or stopped at the target.
 
 PostgreSQL stops at a target time only when it replays a transaction committed after it; one
 that the archive lacks ends recovery with "recovery target not reached". So the window ends at
@@ -16,6 +17,7 @@ from datetime import datetime
 
 from bot.catalog import TAG
 from bot.db import connect
+from bot.drills import facts, store
 from bot.drills.model import Check
 from bot.drills.sources import NoBackup
 from bot.drills.sources.pgbackrest import Latest
@@ -23,18 +25,11 @@ from bot.settings import Settings, target_time
 
 ARCHIVE_WAIT_S = 600
 POLL_S = 0.5
-MARK_SQL = TAG + """
-INSERT INTO hotdata.heartbeat (id, at) VALUES (1, clock_timestamp())
-ON CONFLICT (id) DO UPDATE SET at = excluded.at RETURNING at
-"""
 # After the heartbeat's commit: the WAL file its commit record is in, or an earlier one.
 SEGMENT_SQL = TAG + "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS segment"
 ARCHIVED_SQL = TAG + "SELECT last_archived_wal AS wal FROM pg_stat_archiver"
-COPY_SQL = TAG + """
-SELECT pg_is_in_recovery() AS standby, pg_last_xact_replay_timestamp() AS replayed,
-       CASE WHEN to_regclass('hotdata.heartbeat') IS NULL THEN NULL
-            ELSE (SELECT at FROM hotdata.heartbeat WHERE id = 1) END AS heartbeat
-"""
+RECOVERY_SQL = TAG + ("SELECT pg_is_in_recovery() AS standby, "
+                      "pg_last_xact_replay_timestamp() AS replayed")
 
 
 def _archived(last: str | None, segment: str) -> bool:
@@ -48,9 +43,8 @@ def _archived(last: str | None, segment: str) -> bool:
 async def archived_mark(settings: Settings) -> datetime:
     """Write a heartbeat and wait until the archive holds it; its time ends the window."""
     async with connect(settings, "state") as state:
-        row = await (await state.execute(MARK_SQL)).fetchone()
-        assert row is not None
-        mark: datetime = row["at"]
+        mark = await store.heartbeat(state)
+        assert mark is not None
         segment = (await (await state.execute(SEGMENT_SQL)).fetchone() or {})["segment"]
     deadline = time.monotonic() + ARCHIVE_WAIT_S
     async with connect(settings, "analysis") as source:
@@ -86,14 +80,21 @@ async def target(settings: Settings, start: datetime) -> datetime:
     return start + (end - start) * random.random()
 
 
-async def check(settings: Settings, dsn: str, target: datetime,
-                backup: Latest) -> Check:
-    """Did the copy stop at `target`: promoted, its last replayed transaction and its heartbeat
-    no later than it."""
+async def check(settings: Settings, dsn: str, backup: Latest,
+                target: datetime | None) -> Check:
+    """Did the copy recover: promoted after replaying the archive to its end, or (with
+    `target`) with its last replayed transaction and its heartbeat no later than the target."""
     async with connect(settings, "migrator", dsn=dsn) as conn:
-        row = await (await conn.execute(COPY_SQL)).fetchone()
+        row = await (await conn.execute(RECOVERY_SQL)).fetchone()
+        beat = await (await conn.execute(facts.HEARTBEAT_SQL)).fetchone()
     assert row is not None
-    replayed, heartbeat = row["replayed"], row["heartbeat"]
+    replayed, heartbeat = row["replayed"], beat["at"] if beat else None
+    if target is None:
+        since = (f", last transaction replayed from {replayed:%Y-%m-%d %H:%M:%S %Z}"
+                 if replayed else "")
+        return Check("recovery", not row["standby"],
+                     f"backup {backup.label} restored, archived WAL replayed to its end "
+                     f"({backup.archive_max}){since}, promoted")
     when = f"PITR to {target:%Y-%m-%d %H:%M:%S.%f %Z}"
     if row["standby"]:
         return Check("recovery", False, f"{when}: the copy did not promote")

@@ -438,26 +438,10 @@ async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
         user = await pgbackrest.recover(copy, dbname, source.get("user"))
         result.phases.append(Phase("restore", round(time.perf_counter() - restore_started, 3)))
         copy_dsn = copy.socket_dsn(dbname, user)
-        if target is None:
-            result.checks.append(await _recovery_check(settings, newest, copy_dsn))
-        else:
-            result.checks.append(await pitr.check(settings, copy_dsn, target, newest))
+        result.checks.append(await pitr.check(settings, copy_dsn, newest, target))
         yield backup, copy_dsn, None
     finally:
         await _cleanup(settings, progress, str(root))
-
-
-async def _recovery_check(settings: Settings, newest: pgbackrest.Latest, dsn: str) -> Check:
-    async with connect(settings, "migrator", dsn=dsn) as conn:
-        cur = await conn.execute(TAG + "SELECT pg_is_in_recovery() AS standby, "
-                                 "pg_last_xact_replay_timestamp() AS replayed")
-        row = await cur.fetchone()
-    assert row is not None
-    replayed = (f", last transaction replayed from {row['replayed']:%Y-%m-%d %H:%M:%S %Z}"
-                if row["replayed"] else "")
-    return Check("recovery", not row["standby"],
-                 f"backup {newest.label} restored, archived WAL replayed to its end "
-                 f"({newest.archive_max}){replayed}, promoted")
 
 
 async def _cleanup(settings: Settings, progress: Progress | None, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from bot.db import Conn
@@ -10,14 +11,18 @@ HEARTBEAT_SQL = ("INSERT INTO hotdata.heartbeat (id, at) VALUES (1, clock_timest
                  "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
 
 
-async def heartbeat(conn: Conn, *, unless_within: str | None = None) -> None:
+async def heartbeat(conn: Conn, *, unless_within: str | None = None) -> datetime | None:
     """The row whose restored age is the RPO (written every minute by `hotdata serve`); with
-    `unless_within` (an interval such as '2 minutes'), only when none is that recent."""
+    `unless_within` (an interval such as '2 minutes'), only when none is that recent. The
+    time written, if it was."""
     if unless_within is None:
-        await conn.execute(HEARTBEAT_SQL)
+        cur = await conn.execute(HEARTBEAT_SQL + " RETURNING at")
     else:
-        await conn.execute(HEARTBEAT_SQL + " WHERE hotdata.heartbeat.at < clock_timestamp() - "
-                           "%s::interval", (unless_within,))
+        cur = await conn.execute(HEARTBEAT_SQL + " WHERE hotdata.heartbeat.at < "
+                                 "clock_timestamp() - %s::interval RETURNING at",
+                                 (unless_within,))
+    row = await cur.fetchone()
+    return row["at"] if row else None
 
 
 async def trend(conn: Conn, limit: int = 5) -> list[dict[str, Any]]:
