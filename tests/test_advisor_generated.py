@@ -5,7 +5,6 @@ ends in a recommendation or in a reason it declined one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -24,16 +23,6 @@ EXAMPLES = 3  # value sets per read statement whose plans are compared
 COST_SLACK = 0.01  # the planner keeps paths within 1 % of the cheapest (its fuzz factor)
 COST_NOISE = 0.5
 LARGE_ROWS = 5_000  # a seq_scan finding on a table this large must be answered
-
-
-@pytest.fixture
-def fresh(pg: pgcluster.Cluster) -> Iterator[str]:
-    """An empty database with hotdata's extensions (pg_stat_statements, hypopg); its URL."""
-    name = clone(pg, TEMPLATE)
-    try:
-        yield pg.url(name)
-    finally:
-        drop(pg, name)
 
 
 def label(result: QueryResult) -> str:
@@ -78,22 +67,22 @@ def test_a_seed_is_always_the_same_workload(pg: pgcluster.Cluster) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_the_advice_on_a_generated_workload_builds_helps_and_answers_every_scan(
-        fresh: str, seed: int) -> None:
-    with psycopg.connect(fresh, autocommit=True) as conn:
+        database: str, seed: int) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
         workload = generated.load(conn, seed, SCALE)
         # Nothing may change the statistics between the plans compared below but the indexes.
         for table in workload.table_names:
             conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         generated.reset_statistics(conn)
         generated.run(conn, workload)
-    result = await analyze(settings_for(fresh), top=20)
+    result = await analyze(settings_for(database), top=20)
     context = json.dumps({"workload": generated.describe(workload),
                           "recommendations": [r["sql"] for r in result.recommendations],
                           "notes": result.notes}, indent=1, default=str)
     errors = [(r.statement.query, r.error) for r in result.results if r.error]
     assert not errors, context
 
-    with psycopg.connect(fresh, autocommit=True) as conn:
+    with psycopg.connect(database, autocommit=True) as conn:
         # The writes left dead rows and moved row counts, and a build counts the rows again:
         # counted once here, before and after see the same table statistics.
         conn.execute(f"VACUUM (ANALYZE) {', '.join(workload.table_names)}")

@@ -4,20 +4,18 @@ rows their calls really return."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from bot import pgcluster, sqltext
+from bot import sqltext
 from bot.advisor import candidates as cands
 from bot.advisor.pipeline import analyze
 from bot.analysis import params
 from bot.catalog import Table
-from tests.harness import drop, settings_for, watched_file
+from tests.harness import settings_for, watched_file
 
 ROWS = 50_000
 SCHEMA = f"""
@@ -37,17 +35,11 @@ ANALYZE;
 
 
 @pytest.fixture
-def shop(pg: pgcluster.Cluster) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE hotdata_template')
-    url = pg.url(name)
-    with psycopg.connect(url, autocommit=True) as conn:
+def shop(database: str) -> str:
+    """A fresh database (conftest's) holding SCHEMA; its URL."""
+    with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(SCHEMA)
-    try:
-        yield url
-    finally:
-        drop(pg, name)
+    return database
 
 
 def recommended(result: Any) -> list[tuple[str, tuple[str, ...]]]:

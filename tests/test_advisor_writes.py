@@ -6,33 +6,26 @@ it would end."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from bot import pgcluster
 from bot.advisor import writes
 from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
 from bot.catalog import Index, Table
 from bot.render import analysis as render
-from tests.harness import drop, settings_for
+from tests.harness import settings_for
 
 BULK_ROWS = 200_000
 READ = "SELECT id, kind FROM events WHERE account_id = %s"
 
 
 @pytest.fixture
-def loaded(pg: pgcluster.Cluster) -> Iterator[str]:
+def loaded(database: str) -> str:
     """`events` bulk-loaded (one INSERT … SELECT of BULK_ROWS rows) before the window: the
     table counters hold those inserts, pg_stat_statements (reset afterwards) does not."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE hotdata_template')
-    url = pg.url(name)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_reset()")  # the counters' window starts with the load
         conn.execute("CREATE TABLE events (id bigserial PRIMARY KEY, account_id int NOT NULL, "
                      "kind text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
@@ -41,10 +34,7 @@ def loaded(pg: pgcluster.Cluster) -> Iterator[str]:
                      f"FROM generate_series(1, {BULK_ROWS}) AS g")
         conn.execute("ANALYZE events")
         conn.execute("SELECT pg_stat_statements_reset()")
-    try:
-        yield url
-    finally:
-        drop(pg, name)
+    return database
 
 
 def reads(url: str, calls: int) -> None:
