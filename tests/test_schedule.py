@@ -280,7 +280,7 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
     started: int = 0
 
-    def start(self, grace_minutes: float = 15.0) -> Replica:
+    def start(self, grace_minutes: float = 15.0, report_cron: str = REPORT_CRON) -> Replica:
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.upper().startswith(("HOTDATA_", "SLACK_"))}
@@ -288,7 +288,7 @@ class Cluster:
             "HOTDATA_DATABASE_URL": self.url, "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET, "HOTDATA_SLACK_API_URL": self.api_url,
             "HOTDATA_PORT": str(port), "HOTDATA_CHANNEL": CHANNEL,
-            "HOTDATA_REPORT_CRON": REPORT_CRON, "HOTDATA_SNAPSHOT_CRON": FAR_AWAY,
+            "HOTDATA_REPORT_CRON": report_cron, "HOTDATA_SNAPSHOT_CRON": FAR_AWAY,
             "HOTDATA_MISSED_GRACE_MINUTES": str(grace_minutes),
         })
         self.started += 1

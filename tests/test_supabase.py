@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +28,9 @@ from bot.sample import hotdash as sample
 from tests import supabase
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET
 from tests.harness import BotUnderTest, drop, settings_for
-from tests.test_cli import HOTDATA, clean_env, hotdata
+from tests.test_cli import hotdata
 from tests.test_pooler import ADVICE, POOLER_LINE
+from tests.test_schedule import Cluster as Replicas
 
 CHANNEL = "C0HOTDATA"
 ENGINEER, MANAGER = "U0ENGINEER", "U0MANAGER"
@@ -280,51 +277,6 @@ def test_an_approved_index_is_applied_as_postgres_with_the_event_trigger_on(
 # --- leader election between two replicas -----------------------------------------------------
 
 
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def healthy(self) -> bool:
-        assert self.process.poll() is None, self.output()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
-                                        timeout=2) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-
-def start_replica(url: str, api_url: str, workdir: Path, n: int) -> Replica:
-    port = pgcluster.free_port()
-    env = clean_env(HOTDATA_DATABASE_URL=url, SLACK_BOT_TOKEN=BOT_TOKEN,
-                    SLACK_SIGNING_SECRET=SIGNING_SECRET, HOTDATA_SLACK_API_URL=api_url,
-                    HOTDATA_PORT=str(port), HOTDATA_CHANNEL=CHANNEL,
-                    HOTDATA_REPORT_CRON=FAR_AWAY, HOTDATA_SNAPSHOT_CRON=FAR_AWAY)
-    log = workdir / f"serve-{n}.log"
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen([str(HOTDATA), "serve", "--host", "127.0.0.1"], env=env,
-                                   cwd=workdir, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    return Replica(process, port, log)
-
-
-def stop_replicas(replicas: list[Replica]) -> None:
-    for replica in replicas:
-        if replica.process.poll() is None:
-            replica.process.send_signal(signal.SIGTERM)
-    for replica in replicas:
-        try:
-            replica.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            replica.process.kill()
-            replica.process.wait(timeout=5)
-
-
 def leader_locks(url: str) -> list[dict[str, Any]]:
     """The sessions holding the leader's advisory lock."""
     return query(url, "SELECT l.pid, a.usename FROM pg_locks l "
@@ -335,16 +287,15 @@ def leader_locks(url: str) -> list[dict[str, Any]]:
 def test_two_replicas_elect_exactly_one_leader_as_postgres(
         supabase_db: str, fake_slack_server: FakeSlackServer, slack: FakeSlack,
         tmp_path: Path) -> None:
-    replicas = [start_replica(supabase_db, fake_slack_server.api_url, tmp_path, n)
-                for n in (1, 2)]
+    cluster = Replicas(supabase_db, slack, fake_slack_server.api_url, tmp_path)
+    replicas = [cluster.start(report_cron=FAR_AWAY) for _ in (1, 2)]
 
     def logs() -> str:
-        return "\n".join(r.output() for r in replicas)
+        return "\n".join(cluster.output(r) for r in replicas)
 
     try:
-        for replica in replicas:
-            wait_until("hotdata serve is healthy", replica.healthy, 30, logs)
-        pids = {str(r.process.pid): r for r in replicas}
+        cluster.healthy(*replicas)
+        pids = {str(r.pid): r for r in replicas}
 
         def campaigned() -> dict[str, bool] | None:
             rows = query(supabase_db, "SELECT name, leader FROM hotdata.replicas")
@@ -356,21 +307,22 @@ def test_two_replicas_elect_exactly_one_leader_as_postgres(
         assert [h["usename"] for h in leader_locks(supabase_db)] == ["postgres"]
         leader = next(pid for pid, lead in seen.items() if lead)
         [follower] = set(pids) - {leader}
-        assert all(replica.process.poll() is None for replica in replicas), logs()
-        assert f"-{leader} is the leader" in pids[leader].output()
-        assert "is the leader" not in pids[follower].output()
+        assert all(replica.alive() for replica in replicas), logs()
+        assert f"-{leader} is the leader" in cluster.output(pids[leader])
+        assert "is the leader" not in cluster.output(pids[follower])
 
         # the leader stops: the other, campaigning as postgres too, takes the lock over
-        stop_replicas([pids[leader]])
-        assert pids[leader].process.returncode == 0, pids[leader].output()
+        cluster.terminate(pids[leader])
+        assert pids[leader].process.returncode == 0, cluster.output(pids[leader])
         wait_until("the follower leads", lambda: (campaigned() or {}).get(follower), 30, logs)
         assert [h["usename"] for h in leader_locks(supabase_db)] == ["postgres"]
-        assert f"-{follower} is the leader" in pids[follower].output()
+        assert f"-{follower} is the leader" in cluster.output(pids[follower])
         assert "Traceback" not in logs()
+        cluster.terminate(*replicas)
     finally:
-        stop_replicas(replicas)
+        cluster.stop_all()
     for replica in replicas:
-        assert replica.process.returncode == 0, replica.output()
+        assert replica.process.returncode == 0, cluster.output(replica)
 
 
 # --- a transaction-mode pooler in front of it ------------------------------------------------
