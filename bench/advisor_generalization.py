@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from common import (
     Costed,
     TableInfo,
     build,
+    forget_configuration,
     logger,
     median_ratio,
     own_indexes,
@@ -302,8 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The advisor must see the bench's configuration only.
-    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
-        del os.environ[key]
+    forget_configuration()
     log("starting a throwaway PostgreSQL")
     cluster = pgcluster.create()
     try:

@@ -88,7 +88,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -105,6 +104,7 @@ from common import (
     BaselineChoice,
     TableInfo,
     build,
+    forget_configuration,
     logger,
     median_ratio,
     own_indexes,
@@ -435,8 +435,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The advisor must see the bench's configuration only.
-    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
-        del os.environ[key]
+    forget_configuration()
     log("starting a throwaway PostgreSQL")
     cluster = pgcluster.create()
     workdir = Path(tempfile.mkdtemp(prefix="hotdata-bench-"))

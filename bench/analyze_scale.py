@@ -45,7 +45,6 @@ import asyncio
 import compileall
 import contextlib
 import json
-import os
 import random
 import shutil
 import statistics
@@ -60,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import logger, positive
+from common import forget_configuration, logger, positive
 from psycopg import sql
 from psycopg.types.numeric import Int4, Int8
 
@@ -366,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = table_names(args.tables, numbered=args.numbered_names)
     # The in-process run must see the same configuration as the CLI subprocess: none.
-    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
-        del os.environ[key]
+    forget_configuration()
     wanted = args.tables * SHAPES_PER_TABLE
     log("starting a throwaway PostgreSQL")
     cluster = pgcluster.create(settings={"pg_stat_statements.max": "10000"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -17,11 +18,19 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from bot import sqltext
+from bot import sqltext, tools
 from bot.advisor.model import Candidate
 from bot.analysis.plan import Planner
 from bot.db import connect
 from bot.settings import Settings
+
+
+def forget_configuration() -> None:
+    """Drop the caller's HOTDATA_*/SLACK_* variables: hotdata in the bench sees the bench's
+    configuration only (the same environment bot.tools gives the tools it runs)."""
+    keep = tools.clean_env()
+    for key in [k for k in os.environ if k not in keep]:
+        del os.environ[key]
 
 
 def positive(value: str) -> int:

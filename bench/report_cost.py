@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import time
@@ -49,7 +48,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from analyze_scale import SHAPES, SHAPES_PER_TABLE, Shape, table_names
-from common import logger, positive
+from common import forget_configuration, logger, positive
 
 from bot import migrate, pgcluster
 from bot.db import connect
@@ -194,8 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for key in [k for k in os.environ if k.upper().startswith(("HOTDATA_", "SLACK_"))]:
-        del os.environ[key]
+    forget_configuration()
     log("starting a throwaway PostgreSQL")
     cluster = pgcluster.create(settings={"pg_stat_statements.max": "20000"})
     try:
