@@ -219,9 +219,7 @@ def _policy(qual: str, key: str, tables: dict[str, Table], found: dict[str, Pred
     except sqltext.Unparseable:
         return
     assert isinstance(stmt, ast.SelectStmt)
-    resolve = _Resolver(stmt, {key: tables[key]})
-    resolve.aliases = {tables[key].name: key}
-    resolve.keys = [key]
+    resolve = _resolver({tables[key].name: key}, {key: tables[key]})
     for conjunct in _conjuncts(stmt.whereClause):
         _collect(conjunct, resolve, found)
     _reads(stmt, resolve, found)
