@@ -65,7 +65,7 @@ MARK = "/* report_cost */ "  # the bench's own statements, left out of the count
 
 TAGGED_CALLS_SQL = MARK + """
 SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
-WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) AND query LIKE '/* hotdata */%%'
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) AND query LIKE '%%/* hotdata */%%'
 """
 ALL_CALLS_SQL = MARK + """
 SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements

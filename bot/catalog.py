@@ -4,21 +4,41 @@ for "an existing index already serves this" (`Index.serves`). The analysis, the 
 cleanup and schema documentation all read tables through here.
 
 Each loader sends a handful of batched queries, whatever the number of tables.
+
+Here too: `TAG`, which marks the text of hotdata's own statements (pg_stat_statements readers
+skip them), and the one place where the SQL differs with the server's PostgreSQL version.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from bot import sqltext
 from bot.units import span
 
-TAG = "/* hotdata */ "  # marks hotdata's own statements so pg_stat_statements readers skip them
+MARK = "/* hotdata */"  # in the text of each of hotdata's own statements
+_FIRST_KEYWORD = re.compile(r"\s*[A-Za-z]+")
 
+
+class _Tag(str):
+    """`TAG + text` is `text` marked as hotdata's: MARK after its first keyword
+    (`SELECT /* hotdata */ …`), where every PostgreSQL version keeps it. PostgreSQL 18 records a
+    statement's text from its first token on, so a leading comment would be lost there."""
+
+    def __add__(self, text: str) -> str:
+        keyword = _FIRST_KEYWORD.match(text)
+        if keyword is None:
+            return f"{MARK} {text}"
+        return f"{keyword.group(0)} {MARK}{text[keyword.end():]}"
+
+
+TAG = _Tag(MARK + " ")  # `TAG + "SELECT …"` (an f-string puts MARK first, lost on 18)
 
 
 @dataclass
@@ -174,6 +194,36 @@ class Snapshot:
         origin = "the last statistics reset" if self.stats_were_reset else "the server start"
         since = self.stats_since.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         return f"{span(self.stats_days)} of statistics (since {origin}, {since})"
+
+
+# --- what differs between PostgreSQL versions --------------------------------------------------
+#
+# hotdata supports PostgreSQL 13 and newer. The catalog differences it meets are chosen here,
+# by the connected server's version (`conn.info.server_version`, e.g. 150018 or 180006), and
+# nowhere else. (Plans need none: hotdata asks for BUFFERS, which 18 adds by default to
+# ANALYZE, and reads row counts as floats, which 18 prints with decimals.)
+
+def pgss_io_ms(version: int) -> sql.Composable:
+    """pg_stat_statements' milliseconds spent reading and writing blocks (when track_io_timing
+    is on), summed over a group of its rows: `blk_read_time` and `blk_write_time` until 16 (and
+    the temporary blocks' since 15), renamed `shared_blk_read_time`… in 17 beside `local_` ones."""
+    if version >= 170000:
+        columns = [f"{kind}_blk_{way}_time" for kind in ("shared", "local", "temp")
+                   for way in ("read", "write")]
+    else:
+        columns = ["blk_read_time", "blk_write_time",
+                   *(["temp_blk_read_time", "temp_blk_write_time"] if version >= 150000 else [])]
+    return sql.SQL(" + ").join(sql.SQL("sum({})").format(sql.Identifier(column))
+                               for column in columns)
+
+
+def pgss_reset(version: int, schema: str) -> sql.Composable:
+    """When pg_stat_statements was last reset, as a scalar expression: its view
+    pg_stat_statements_info came in 14; before, NULL (only a restart shows then)."""
+    if version < 140000:
+        return sql.SQL("NULL::timestamptz")
+    return sql.SQL("(SELECT stats_reset FROM {})").format(
+        sql.Identifier(schema, "pg_stat_statements_info"))
 
 
 # --- the queries --------------------------------------------------------------------------------

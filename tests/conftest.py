@@ -18,6 +18,9 @@ from tests.harness import (
     create_hotdash_template,
     create_template,
     drop,
+    drop_copies,
+    give_scratch_copy,
+    scratch_copy,
 )
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -26,13 +29,24 @@ BOT_TOKEN = "xoxb-0000-test-token"
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[pgcluster.Cluster]:
-    """One throwaway cluster for the whole session (pg_stat_statements preloaded, HypoPG)."""
+    """One throwaway cluster for the whole session (pg_stat_statements preloaded, HypoPG where
+    the server has it)."""
     cluster = pgcluster.create()
     try:
         create_template(cluster)
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(autouse=True)
+def scratch_copies() -> Iterator[None]:
+    """The scratch copies a test's analyses were given (tests/harness.py: advised), dropped
+    after it."""
+    try:
+        yield
+    finally:
+        drop_copies()
 
 
 @pytest.fixture
@@ -54,10 +68,14 @@ def hotdash_template(pg: pgcluster.Cluster) -> str:
 
 @pytest.fixture
 def hotdash(pg: pgcluster.Cluster, hotdash_template: str) -> Iterator[str]:
-    """A fresh copy of the HotDash sample with empty pg_stat_statements for it; its URL."""
+    """A fresh copy of the HotDash sample with empty pg_stat_statements for it; its URL. On a
+    server without HypoPG a second copy of the sample is its scratch copy (harness.advised), for
+    the advisor to build candidates on."""
     name = clone(pg, hotdash_template)
     try:
-        yield pg.url(name)
+        url = pg.url(name)
+        give_scratch_copy(url, hotdash_template)
+        yield url
     finally:
         drop(pg, name)
 
@@ -75,10 +93,13 @@ def supabase_pg() -> Iterator[pgcluster.Cluster]:
 @pytest.fixture
 def supabase_db(supabase_pg: pgcluster.Cluster) -> Iterator[str]:
     """A fresh Supabase-shaped database with the HotDash sample; its URL as `postgres` (the
-    non-superuser role a team connects as). Dropped afterwards."""
+    non-superuser role a team connects as). Dropped afterwards. On a server without HypoPG a
+    second copy is its scratch copy (harness.advised)."""
     name = supabase.clone(supabase_pg)
     try:
-        yield supabase.url(supabase_pg, name)
+        url = supabase.url(supabase_pg, name)
+        give_scratch_copy(url, supabase.TEMPLATE)
+        yield url
     finally:
         drop(supabase_pg, name)
 
@@ -124,8 +145,10 @@ def bot(settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
 
 @pytest.fixture
 def hotdash_bot(hotdash: str, settings: Settings, slack: FakeSlack) -> Iterator[BotUnderTest]:
-    """The bot, as `bot`, but pointed at a copy of the HotDash sample."""
+    """The bot, as `bot`, but pointed at a copy of the HotDash sample (and, on a server without
+    HypoPG, at its scratch copy for the advisor)."""
     settings.database_url = hotdash
+    settings.scratch_database_url = scratch_copy(hotdash)
     running = BotUnderTest(settings, slack).start()
     try:
         yield running

@@ -1,10 +1,12 @@
 """A cluster laid out the way a hosted Supabase project is, for the suites that must hold on it.
 
 - `supabase_admin` is the bootstrap superuser; it owns schema `extensions` and the extensions in
-  it (pg_stat_statements, hypopg, amcheck, pgcrypto) and the `auth` and `storage` schemas.
+  it (pg_stat_statements, hypopg where the server offers it, amcheck, pgcrypto) and the `auth`
+  and `storage` schemas.
 - `postgres` — the role a team connects as — is NOSUPERUSER with CREATEROLE, CREATEDB,
-  REPLICATION and BYPASSRLS, a member of pg_read_all_stats, pg_monitor, anon, authenticated
-  and service_role, with `search_path "$user", public, extensions`; it owns the application
+  REPLICATION and BYPASSRLS, a member of pg_read_all_stats, and with ADMIN OPTION of
+  pg_read_all_data, pg_monitor, anon, authenticated and service_role, with
+  `search_path "$user", public, extensions`; it owns the application
   tables (the HotDash sample, loaded as `postgres`).
 - `anon`, `authenticated`, `service_role` (BYPASSRLS) are NOLOGIN; `authenticator` is LOGIN
   NOINHERIT; `auth.users` and `storage.objects` have RLS and policies; the `pgrst_ddl_watch`
@@ -38,19 +40,19 @@ CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD '{PASSWORD}';
 CREATE ROLE supabase_auth_admin NOLOGIN NOINHERIT CREATEROLE;
 CREATE ROLE supabase_storage_admin NOLOGIN NOINHERIT CREATEROLE;
 GRANT anon, authenticated, service_role TO authenticator;
-GRANT pg_read_all_stats, pg_monitor TO postgres;
+GRANT pg_read_all_stats TO postgres;
+GRANT pg_read_all_data, pg_monitor TO postgres WITH ADMIN OPTION;
 GRANT anon, authenticated, service_role TO postgres WITH ADMIN OPTION;
 ALTER ROLE postgres SET search_path = "$user", public, extensions;
 """
 
-# Run by supabase_admin in the template database.
+# Run by supabase_admin in the template database, {extensions} being a CREATE EXTENSION … WITH
+# SCHEMA extensions for each of EXTENSIONS the server offers, {gen_random_uuid} pgcrypto's
+# (extensions.gen_random_uuid) or, without it, PostgreSQL's own.
 PLATFORM_SQL = """
 CREATE SCHEMA extensions;
 GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
-CREATE EXTENSION pg_stat_statements WITH SCHEMA extensions;
-CREATE EXTENSION hypopg WITH SCHEMA extensions;
-CREATE EXTENSION amcheck WITH SCHEMA extensions;
-CREATE EXTENSION pgcrypto WITH SCHEMA extensions;
+{extensions}
 GRANT ALL ON ALL FUNCTIONS IN SCHEMA extensions TO postgres WITH GRANT OPTION;
 GRANT ALL ON ALL TABLES IN SCHEMA extensions TO postgres WITH GRANT OPTION;
 GRANT ALL ON SCHEMA public TO postgres, anon, authenticated, service_role;
@@ -60,7 +62,7 @@ GRANT USAGE ON SCHEMA auth TO postgres, anon, authenticated, service_role;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
   AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
 ALTER FUNCTION auth.uid() OWNER TO supabase_auth_admin;
-CREATE TABLE auth.users (id uuid PRIMARY KEY DEFAULT extensions.gen_random_uuid(),
+CREATE TABLE auth.users (id uuid PRIMARY KEY DEFAULT {gen_random_uuid}(),
                          email text NOT NULL UNIQUE, created_at timestamptz DEFAULT now());
 ALTER TABLE auth.users OWNER TO supabase_auth_admin;
 ALTER TABLE auth.users ENABLE ROW LEVEL SECURITY;
@@ -71,7 +73,7 @@ INSERT INTO auth.users (email)
 CREATE SCHEMA storage AUTHORIZATION supabase_storage_admin;
 GRANT USAGE ON SCHEMA storage TO postgres, anon, authenticated, service_role;
 CREATE TABLE storage.buckets (id text PRIMARY KEY, public boolean DEFAULT false);
-CREATE TABLE storage.objects (id uuid PRIMARY KEY DEFAULT extensions.gen_random_uuid(),
+CREATE TABLE storage.objects (id uuid PRIMARY KEY DEFAULT {gen_random_uuid}(),
                               bucket_id text REFERENCES storage.buckets, name text,
                               owner uuid);
 ALTER TABLE storage.buckets OWNER TO supabase_storage_admin;
@@ -115,7 +117,12 @@ def create_cluster(settings: dict[str, str] | None = None) -> pgcluster.Cluster:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER postgres").format(
                 sql.Identifier(TEMPLATE)))
         with psycopg.connect(cluster.dsn(TEMPLATE), autocommit=True) as conn:
-            conn.execute(PLATFORM_SQL)
+            available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+            conn.execute(PLATFORM_SQL.replace("{extensions}", "\n".join(
+                f"CREATE EXTENSION {name} WITH SCHEMA extensions;"
+                for name in EXTENSIONS if name in available)).replace(
+                "{gen_random_uuid}", "extensions.gen_random_uuid" if "pgcrypto" in available
+                else "pg_catalog.gen_random_uuid"))
         with psycopg.connect(cluster.dsn(TEMPLATE, POSTGRES, PASSWORD),
                              autocommit=True) as conn:
             hotdash.load(conn, scale=SCALE)

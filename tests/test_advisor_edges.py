@@ -17,7 +17,7 @@ from bot.advisor.pipeline import analyze
 from bot.catalog import Table
 from bot.reports import snapshots
 from bot.server import upgrade_state
-from tests.harness import drop, settings_for, watched_file
+from tests.harness import advised, drop, watched_file
 
 ROWS = 20_000
 WIDE = 40  # columns of the wide table: more than an index may hold (32)
@@ -25,15 +25,18 @@ WIDE = 40  # columns of the wide table: more than an index may hold (32)
 
 @pytest.fixture
 def elsewhere(pg: pgcluster.Cluster) -> Iterator[str]:
-    """A database whose extensions live in schema `extensions`, outside the search_path."""
+    """A database whose extensions (those the server offers) live in schema `extensions`,
+    outside the search_path."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = pg.url(name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA extensions")
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
         for extension in ("pg_stat_statements", "hypopg", "amcheck"):
-            conn.execute(f"CREATE EXTENSION {extension} WITH SCHEMA extensions")
+            if extension in available:
+                conn.execute(f"CREATE EXTENSION {extension} WITH SCHEMA extensions")
         conn.execute(f"CREATE TABLE orders AS SELECT g AS id, g % 500 AS customer_id, "
                      f"now() - g * interval '1 minute' AS placed_at "
                      f"FROM generate_series(1, {ROWS}) AS g")
@@ -68,7 +71,7 @@ async def test_extensions_outside_the_search_path_and_a_wide_statement(
          "sql": f"SELECT * FROM wide WHERE {everything}"},
         {"name": "a box", "calls": 50,  # `=` but no B-tree operator class: not indexable
          "sql": "SELECT * FROM shapes WHERE area = box(point(7, 7), point(0, 0))"}])
-    settings = settings_for(elsewhere, watched_queries=watched)
+    settings = advised(elsewhere, watched_queries=watched)
     result = await analyze(settings, top=5)
     planned = {r.statement.name: r for r in result.results}
     assert set(planned) >= {"latest orders", "thirty-three columns", "a box"}

@@ -15,7 +15,7 @@ from bot.advisor.pipeline import analyze
 from bot.analysis.model import QueryResult
 from bot.sample import generated
 from bot.sample.hotdash import to_client_sql
-from tests.harness import TEMPLATE, clone, drop, settings_for
+from tests.harness import TEMPLATE, advised, clone, drop
 
 SEEDS = (1, 2, 3)  # consecutive, not chosen: between them, every kind of statement
 SCALE = 0.5  # 10,000 to 50,000 rows a seed: several tables above the seq_scan finding's 10,000
@@ -75,7 +75,7 @@ async def test_the_advice_on_a_generated_workload_builds_helps_and_answers_every
             conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         generated.reset_statistics(conn)
         generated.run(conn, workload)
-    result = await analyze(settings_for(database), top=20)
+    result = await analyze(advised(database), top=20)
     context = json.dumps({"workload": generated.describe(workload),
                           "recommendations": [r["sql"] for r in result.recommendations],
                           "notes": result.notes}, indent=1, default=str)

@@ -15,7 +15,7 @@ from bot.advisor import candidates as cands
 from bot.advisor.pipeline import analyze
 from bot.analysis import params
 from bot.catalog import Table
-from tests.harness import settings_for, watched_file
+from tests.harness import advised, settings_for, watched_file
 
 ROWS = 50_000
 SCHEMA = f"""
@@ -52,7 +52,7 @@ async def test_a_statement_through_a_view_gets_the_index_on_its_base_table(
     watched = watched_file(tmp_path, [{"name": "by email", "calls": 1000,
                                        "sql": f"SELECT id, team_id FROM {view} "
                                               "WHERE email = 'user42@example.com'"}])
-    result = await analyze(settings_for(shop, watched_queries=watched), top=5)
+    result = await analyze(advised(shop, watched_queries=watched), top=5)
     [planned] = [r for r in result.results if r.statement.name == "by email"]
     assert planned.error is None, planned.error
     assert any(f.kind == "seq_scan" and f.table == "public.accounts" for f in planned.findings), \
@@ -67,7 +67,7 @@ async def test_order_by_an_ordinal_or_an_alias_gets_the_sort_serving_index(
     watched = watched_file(tmp_path, [{
         "name": "newest", "calls": 1000,
         "sql": f"SELECT created_at AS newest, id FROM accounts ORDER BY {order} LIMIT 10"}])
-    result = await analyze(settings_for(shop, watched_queries=watched), top=5)
+    result = await analyze(advised(shop, watched_queries=watched), top=5)
     assert any(table == "public.accounts" and columns[0].split()[0] == "created_at"
                for table, columns in recommended(result)), (result.recommendations, result.notes)
 

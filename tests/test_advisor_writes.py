@@ -15,7 +15,7 @@ from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
 from bot.catalog import Index, Table
 from bot.render import analysis as render
-from tests.harness import settings_for
+from tests.harness import advised
 
 BULK_ROWS = 200_000
 READ = "SELECT id, kind FROM events WHERE account_id = %s"
@@ -50,7 +50,7 @@ def wanted(result: object) -> bool:
 
 async def test_a_bulk_load_before_the_window_does_not_suppress_the_index(loaded: str) -> None:
     reads(loaded, 10)
-    result = await analyze(settings_for(loaded), top=5)
+    result = await analyze(advised(loaded), top=5)
     assert wanted(result), (result.recommendations, result.declined, result.notes)
     [rec] = [r for r in result.recommendations if r["table"] == "public.events"]
     assert rec["write_penalty_ms"] == 0  # nothing was written in the window
@@ -62,7 +62,7 @@ async def test_a_write_heavy_window_declines_the_index_and_says_why(loaded: str)
     with psycopg.connect(loaded, autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany("INSERT INTO events (account_id, kind) VALUES (%s, 'view')",
                         [(n % 2000,) for n in range(30_000)])
-    result = await analyze(settings_for(loaded), top=5)
+    result = await analyze(advised(loaded), top=5)
     assert not wanted(result), result.recommendations
     [declined] = [d for d in result.declined if "account_id" in (d["candidate"] or "")]
     assert declined["reason"].startswith("not recommended: saves ")
@@ -115,7 +115,7 @@ def test_write_statements_are_read_for_their_target(
 
 async def test_an_index_over_the_budget_is_declined_with_the_space_left(loaded: str) -> None:
     reads(loaded, 10)
-    result = await analyze(settings_for(loaded, index_budget_mb=0.5), top=5)
+    result = await analyze(advised(loaded, index_budget_mb=0.5), top=5)
     assert not wanted(result), result.recommendations
     [declined] = [d for d in result.declined if "account_id" in (d["candidate"] or "")]
     assert declined["reason"].startswith("over the budget: idx_events_account_id"), declined

@@ -29,7 +29,7 @@ from bot.analysis import collect
 from bot.analysis.collect import WatchedQueriesError
 from bot.analysis.model import Analysis, Finding, PlanRun, QueryResult, Statement
 from bot.analysis.plan import Planner
-from bot.catalog import TAG
+from bot.catalog import MARK, TAG
 from bot.db import DatabaseUnavailable
 from bot.dsn import redact_dsn
 from bot.render import analysis as render
@@ -154,6 +154,52 @@ async def test_slowest_statements_ranked_without_the_bots_own_or_utility_stateme
 
     third = await analyze(settings_for(hotdash), top=3)
     assert [r.statement.identity for r in third.results] == [e[0] for e in expected[:3]]
+
+
+def test_hotdatas_mark_stays_in_the_texts_pg_stat_statements_records(database: str) -> None:
+    # PostgreSQL 18 records a statement from its first token on, dropping a leading comment:
+    # the mark goes after the first keyword.
+    assert TAG + "SELECT 1" == "SELECT /* hotdata */ 1"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(RESET_SQL)
+        conn.execute(TAG + "SELECT count(*) FROM pg_class WHERE relkind = 'r'").fetchall()
+        conn.execute(TAG + "\nSELECT nspname FROM pg_namespace").fetchall()
+        recorded = [query for query, _, _ in conn.execute(PGSS_SQL)
+                    if "pg_class" in query or "pg_namespace" in query]
+    assert len(recorded) == 2 and all(MARK in query for query in recorded), recorded
+
+
+# pg_stat_statements' I/O timing columns, as each version names them (renamed in 17, temporary
+# blocks' added in 15): the test's own reading, to check hotdata's (bot.catalog.pgss_io_ms).
+IO_COLUMNS = {17: [f"{kind}_blk_{way}_time" for kind in ("shared", "local", "temp")
+                   for way in ("read", "write")],
+              15: ["blk_read_time", "blk_write_time", "temp_blk_read_time",
+                   "temp_blk_write_time"]}
+SPILLING = "SELECT t FROM spill ORDER BY t"
+
+
+async def test_io_time_is_read_from_the_columns_of_the_servers_version(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE spill AS "
+                     "SELECT i, md5(i::text) AS t FROM generate_series(1, 50000) AS i")
+        conn.execute(RESET_SQL)
+        # timed I/O: a sort too large for work_mem writes and reads temporary files
+        conn.execute("SET track_io_timing = on")
+        conn.execute("SET work_mem = '64kB'")
+        for _ in range(3):
+            conn.execute(SPILLING).fetchall()
+        major = conn.info.server_version // 10000
+        columns = IO_COLUMNS[17 if major >= 17 else 15]
+        expected = conn.execute(sql.SQL(
+            "SELECT sum({}) FROM pg_stat_statements WHERE query = %s AND dbid = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())").format(
+            sql.SQL(" + ").join(sql.Identifier(c) for c in columns)), (SPILLING,)).fetchone()
+    assert expected is not None and expected[0] > 0  # the sort's temporary files, timed
+
+    analysis = await analyze(settings_for(database))
+    [spilled] = [r.statement for r in analysis.results if r.statement.query == SPILLING]
+    assert spilled.calls == 3
+    assert spilled.io_ms == pytest.approx(expected[0])
 
 
 async def test_a_statement_whose_texts_add_up_outranks_a_heavier_single_text(

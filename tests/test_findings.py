@@ -16,6 +16,8 @@ from bot import pgcluster, sqltext
 from bot.advisor.pipeline import analyze
 from bot.analysis import findings, params, session
 from bot.analysis.model import Finding, PlanRun, QueryResult
+from bot.analysis.plan import plan_document
+from bot.catalog import Table
 from bot.settings import Settings
 from tests.harness import TEMPLATE, clone, drop, watched_file
 
@@ -432,6 +434,54 @@ async def test_no_timeout_finding_with_a_generous_timeout(dataset: str, tmp_path
     }, statement_timeout_ms=30_000)
     planned(results["count"])
     assert "timeout" not in kind_names(results["count"])
+
+
+# --- PostgreSQL 18's EXPLAIN ------------------------------------------------------------------
+
+# EXPLAIN (ANALYZE, FORMAT JSON) from PostgreSQL 18.6, trimmed: BUFFERS come without being asked
+# (each node's and the planning's blocks), "Disabled" is new, and "Actual Rows" is a per-loop
+# average with decimals (342 rows over 4 loops: 85.5); earlier versions print whole numbers.
+PG18_PLAN = """[{"Plan": {
+  "Node Type": "Nested Loop", "Join Type": "Inner", "Total Cost": 4911.84, "Plan Rows": 4,
+  "Actual Total Time": 12.899, "Actual Rows": 0.0, "Actual Loops": 1, "Disabled": false,
+  "Shared Hit Blocks": 1300, "Shared Read Blocks": 0, "Temp Written Blocks": 0,
+  "Plans": [
+    {"Node Type": "Function Scan", "Parent Relationship": "Outer",
+     "Function Name": "generate_series", "Alias": "s", "Total Cost": 0.04, "Plan Rows": 4,
+     "Actual Rows": 4.0, "Actual Loops": 1, "Disabled": false, "Shared Hit Blocks": 0,
+     "Temp Written Blocks": 0},
+    {"Node Type": "Limit", "Parent Relationship": "Inner", "Total Cost": 1227.94,
+     "Plan Rows": 1, "Actual Rows": 0.0, "Actual Loops": 4, "Disabled": false,
+     "Shared Hit Blocks": 1300, "Temp Written Blocks": 0,
+     "Plans": [
+       {"Node Type": "Sort", "Parent Relationship": "Outer", "Total Cost": 1227.94,
+        "Plan Rows": 85, "Actual Rows": 85.5, "Actual Loops": 4, "Disabled": false,
+        "Sort Key": ["readings.id"], "Sort Method": "quicksort", "Sort Space Used": 25,
+        "Sort Space Type": "Memory", "Shared Hit Blocks": 1300, "Temp Written Blocks": 0,
+        "Plans": [
+          {"Node Type": "Seq Scan", "Parent Relationship": "Outer",
+           "Relation Name": "readings", "Alias": "readings", "Total Cost": 1225.0,
+           "Plan Rows": 85, "Actual Rows": 85.5, "Actual Loops": 4, "Disabled": false,
+           "Filter": "((sensor = s.s) AND (v = 0))", "Rows Removed by Filter": 59914,
+           "Shared Hit Blocks": 1300, "Shared Read Blocks": 0, "Temp Read Blocks": 0,
+           "Temp Written Blocks": 0}]}]}]},
+  "Planning": {"Shared Hit Blocks": 25, "Shared Read Blocks": 3, "Temp Written Blocks": 0},
+  "Planning Time": 0.312, "Triggers": [], "Execution Time": 12.921}]"""
+
+
+def test_a_postgresql_18_plan_with_buffers_and_fractional_rows_is_read() -> None:
+    run = PlanRun("owner", "common", ["0"], analyzed=True,
+                  plan=plan_document({"QUERY PLAN": PG18_PLAN}))
+    assert run.plan is not None and run.plan["Execution Time"] == 12.921
+    readings = Table(1, "public", "readings", rows=60_000, columns=["id", "sensor", "v"])
+    tables = {"readings": readings}
+    # rows over all loops: 85.5 * 4 returned, (59,914 + 85.5) * 4 read
+    [scan] = findings.plan_findings(run, tables)
+    assert scan.kind == "seq_scan" and scan.table == "public.readings"
+    assert scan.detail.startswith("Seq Scan on public.readings reads 239,998 rows to return "
+                                  "342 (filter ((sensor = s.s) AND (v = 0)))")
+    assert findings.summarize(run.plan, tables) == ("Nested Loop [0 rows] → "
+                                                    "Function Scan [4 rows]")
 
 
 # --- pure helpers -----------------------------------------------------------------------------

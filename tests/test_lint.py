@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from bot.advisor import cleanup, lint
 from bot.analysis.model import Finding
-from bot.catalog import TAG
+from bot.catalog import MARK
 from bot.pgcluster import Cluster
 from bot.render import lint as render_lint
 from bot.settings import Settings
@@ -127,7 +127,7 @@ END $$""")
         calls = conn.execute(
             "SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE %s AND dbid = "
             "(SELECT oid FROM pg_database WHERE datname = current_database())",
-            (TAG + "%",)).fetchone()
+            (f"%{MARK}%",)).fetchone()
     assert calls is not None and 1 <= calls[0] <= 5
 
 

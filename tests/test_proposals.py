@@ -34,7 +34,15 @@ from bot.proposals import allowlist
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
-from tests.harness import BotUnderTest, clone, drop, watched_file
+from tests.harness import (
+    BotUnderTest,
+    advised,
+    advised_env,
+    clone,
+    drop,
+    scratch_copy,
+    watched_file,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "proposals-test-signing-secret-0001"
@@ -74,14 +82,13 @@ def tiles_file(directory: Path) -> Path:
 def hotdash_analysis(pg: pgcluster.Cluster, hotdash_template: str,
                      tmp_path_factory: pytest.TempPathFactory) -> Analysis:
     """One analysis (with recommendations) of a HotDash copy whose workload ran; each test
-    records it in its own fresh copy, the recommendations being the same there."""
+    records it in its own fresh copy, the recommendations being the same there. Without HypoPG,
+    costed on a scratch copy (harness.advised)."""
     name = clone(pg, hotdash_template)
     try:
         url = pg.url(name)
         run_workload(url)
-        config = Settings(_env_file=None,  # type: ignore[call-arg]
-                          database_url=url, watched_queries=tiles_file(tmp_path_factory.mktemp(
-                              "tiles")))
+        config = advised(url, watched_queries=tiles_file(tmp_path_factory.mktemp("tiles")))
         analysis = asyncio.run(analyze(config, top=10))
     finally:
         drop(pg, name)
@@ -97,6 +104,8 @@ class Flow:
         self.slack: FakeSlack = bot.slack
         self.settings = bot.settings
         self.url = bot.settings.database_url
+        # the target, and its scratch copy when there is one (a server without HypoPG)
+        self.databases = [self.url, *filter(None, [bot.settings.scratch_database_url])]
 
     def query(self, text: str, params: tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
         with psycopg.connect(self.url, autocommit=True, row_factory=dict_row) as conn:
@@ -168,7 +177,7 @@ def flow(hotdash: str, fake_slack_server: FakeSlackServer, slack: FakeSlack,
         _env_file=None,  # type: ignore[call-arg]
         database_url=hotdash, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
         slack_api_url=fake_slack_server.api_url, channel="C0HOTDATA",
-        manager_ids=[MANAGER, BOSS])
+        manager_ids=[MANAGER, BOSS], scratch_database_url=scratch_copy(hotdash))
     running = BotUnderTest(settings, slack).start()
     try:
         running.run(record(settings, hotdash_analysis, ENGINEER))
@@ -478,17 +487,20 @@ def test_a_partitioned_tables_index_is_built_online_through_the_approval(flow: F
     """PostgreSQL refuses CREATE INDEX CONCURRENTLY on a partitioned table: the approved index
     is built in steps (ON ONLY, each partition CONCURRENTLY, ATTACH) and ends valid on the
     table and every partition, sub-partitions included."""
-    flow.execute("CREATE TABLE events (id int, blog_id int, at date) PARTITION BY RANGE (at)")
-    flow.execute("CREATE TABLE events_jan PARTITION OF events "
-                 "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')")
-    flow.execute("CREATE TABLE events_feb PARTITION OF events "
-                 "FOR VALUES FROM ('2026-02-01') TO ('2026-03-01') PARTITION BY HASH (id)")
-    for n in range(2):
-        flow.execute(f"CREATE TABLE events_feb_{n} PARTITION OF events_feb "
-                     f"FOR VALUES WITH (MODULUS 2, REMAINDER {n})")
-    flow.execute("INSERT INTO events SELECT g, g % 2000, date '2026-01-01' + (g % 50) "
-                 "FROM generate_series(1, 60000) g")
-    flow.execute("ANALYZE events")
+    for url in flow.databases:  # the advisor's scratch copy, if any, holds the table too
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE events (id int, blog_id int, at date) "
+                         "PARTITION BY RANGE (at)")
+            conn.execute("CREATE TABLE events_jan PARTITION OF events "
+                         "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')")
+            conn.execute("CREATE TABLE events_feb PARTITION OF events FOR VALUES "
+                         "FROM ('2026-02-01') TO ('2026-03-01') PARTITION BY HASH (id)")
+            for n in range(2):
+                conn.execute(f"CREATE TABLE events_feb_{n} PARTITION OF events_feb "
+                             f"FOR VALUES WITH (MODULUS 2, REMAINDER {n})")
+            conn.execute("INSERT INTO events SELECT g, g % 2000, date '2026-01-01' + (g % 50) "
+                         "FROM generate_series(1, 60000) g")
+            conn.execute("ANALYZE events")
     watched = watched_file(tmp_path, [{"name": "blog events", "calls": 300,
                                        "sql": "SELECT * FROM events WHERE blog_id = 42"}])
     settings = flow.settings.model_copy(update={"watched_queries": watched})
@@ -718,7 +730,7 @@ def test_cli_propose_prints_and_writes_the_migrations(hotdash: str, tmp_path: Pa
     hotdata = Path(sys.executable).parent / "hotdata"
     done = subprocess.run(
         [str(hotdata), "propose", "--dsn", hotdash, "--out", str(out)], cwd=tmp_path,
-        env=clean_env(HOTDATA_WATCHED_QUERIES=str(tiles_file(tmp_path))),
+        env=clean_env(HOTDATA_WATCHED_QUERIES=str(tiles_file(tmp_path)), **advised_env(hotdash)),
         capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr
     with psycopg.connect(hotdash, row_factory=dict_row) as conn:

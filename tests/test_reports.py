@@ -20,6 +20,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from bot import migrate, pgcluster
+from bot.catalog import MARK
 from bot.container import Container
 from bot.db import connect
 from bot.fake_slack import FakeSlack, FakeSlackServer
@@ -38,7 +39,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHANNEL = "C0REPORTS"
 TAGGED_CALLS_SQL = ("SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements "
                     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) "
-                    "AND query LIKE '/* hotdata */%%'")
+                    "AND query LIKE '%%' || %s || '%%'")
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def assert_block_kit_limits(blocks: list[dict[str, Any]]) -> None:
 def tagged_calls(settings: Settings) -> int:
     dbname = settings.database_url.rsplit("/", 1)[1]
     with psycopg.connect(settings.state_dsn, autocommit=True) as conn:
-        row = conn.execute(TAGGED_CALLS_SQL, (dbname,)).fetchone()
+        row = conn.execute(TAGGED_CALLS_SQL, (dbname, MARK)).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from bot.analysis.model import Finding
 from bot.flows.schema import review_plan
-from bot.pgcluster import Cluster
+from bot.pgcluster import Cluster, client_tool, server_major
 from bot.render import schema as render
 from bot.schema import document
 from bot.server import upgrade_state
@@ -269,14 +269,17 @@ async def test_growth_plan_gets_one_finding_per_planted_lint(
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(empty)))
     try:
         source, env = conninfo_and_env(hotdash)
-        dumped = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--dbname", source],
+        major = server_major(pg.bindir)  # pg_dump refuses a newer server
+        psql = client_tool("psql", major)
+        dumped = subprocess.run([client_tool("pg_dump", major), "--schema-only", "--no-owner",
+                                 "--dbname", source],
                                 env=env, capture_output=True, text=True, check=True)
         target, env = conninfo_and_env(pg.url(empty))
-        subprocess.run(["psql", "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--dbname",
+        subprocess.run([psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--dbname",
                         target], input=dumped.stdout, env=env, capture_output=True, text=True,
                        check=True)
         for stub in stubs:
-            applied = subprocess.run(["psql", "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1",
+            applied = subprocess.run([psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1",
                                       "--single-transaction", "--dbname", target, "--file",
                                       str(stub)], env=env, capture_output=True, text=True)
             assert applied.returncode == 0, (stub.name, applied.stderr)

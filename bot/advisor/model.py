@@ -151,6 +151,7 @@ class Recommendation(TypedDict):
     measured_after_ms: float | None
     size_bytes: int | None  # a HypoPG estimate until built on a scratch copy
     size_estimated: bool
+    costing: Literal["hypopg", "built"]  # how candidates were costed: HypoPG, or built on a copy
     benefit_ms: float
     write_penalty_ms: float
     costed_as: list[str]  # roles: "owner", or the application's

@@ -16,11 +16,11 @@ from bot.advisor import candidates as cands
 from bot.advisor import whatif, writes
 from bot.advisor.model import Candidate, Declined, Recommendation
 from bot.advisor.select import USED_SHARE, Selection, Workload, select
-from bot.advisor.verify import ScratchIsTarget, verify
+from bot.advisor.verify import ScratchIsTarget, scratch_connection, verify
 from bot.analysis.findings import Thresholds
 from bot.analysis.model import QueryResult
 from bot.analysis.params import column_stats
-from bot.analysis.plan import AppIdentity, Planner
+from bot.analysis.plan import AppIdentity, Planner, WhatIf
 from bot.catalog import TAG, Table
 from bot.db import DatabaseUnavailable
 from bot.settings import Settings
@@ -45,7 +45,12 @@ JOIN pg_type t ON t.oid = a.atttypid
 """
 HYPOPG_HINT = ("HypoPG is not installed in this database, so there are no index "
                "recommendations: run `CREATE EXTENSION hypopg;` (Debian: "
-               "postgresql-<major>-hypopg; Supabase: Database → Extensions → hypopg)")
+               "postgresql-<major>-hypopg; Supabase: Database → Extensions → hypopg), or set "
+               "HOTDATA_SCRATCH_DATABASE_URL to a copy of this database, where candidates are "
+               "built for real instead")
+BUILT_NOTE = ("index costs were measured without HypoPG: each candidate built for real on the "
+              "scratch copy, inside a transaction rolled back at once (exact, slower; never on "
+              "the target)")
 
 
 @dataclass
@@ -117,10 +122,30 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
     serves, why; `plan_cache_mode` is how the application's prepared statements are planned
     (`session.plan_cache_mode`)."""
     hypopg = await extensions.schema(conn, "hypopg")
-    if hypopg is None:
+    if hypopg is not None:
+        planner.hypopg = hypopg
+        return await _advise(settings, conn, planner, results, app, notes, plan_cache_mode)
+    if settings.scratch_database_url is None:
         notes.append(HYPOPG_HINT)
         return [], []
-    planner.hypopg = hypopg
+    try:
+        async with scratch_connection(settings, conn) as copy:
+            found = await _advise(settings, conn, Planner(copy, planner.timeout_ms * 4, "built"),
+                                  results, app, notes, plan_cache_mode)
+    except (ScratchIsTarget, DatabaseUnavailable, psycopg.Error) as error:
+        notes.append(f"{HYPOPG_HINT}; the scratch copy could not be used: {error}")
+        return [], []
+    notes.append(BUILT_NOTE)
+    return found
+
+
+async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, Any]],
+                  planner: Planner, results: list[QueryResult], app: AppIdentity | None,
+                  notes: list[str], plan_cache_mode: str
+                  ) -> tuple[list[Recommendation], list[Declined]]:
+    """recommend() with its what-if method chosen: `planner` makes HypoPG's hypothetical
+    indexes on the target (`conn`), or builds them for real on a scratch copy; the catalog
+    facts and the write counters always come from the target."""
     statements = workload(results, app)
     found = {s.workload.key: cands.merged(
         cands.predicates(s.text, s.tables, _policy_quals(s)),
@@ -148,7 +173,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
     if skipped:
         notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
                      "index")
-    sizes = await _sizes(conn, planner, fresh, notes) if fresh else {}
+    sizes = await _sizes(planner, fresh, notes) if fresh else {}
     fresh = [c for c in fresh if c in sizes]
     table_writes = await writes.measured(
         conn, [by_qualified[q] for q in sorted({c.qualified for c in fresh})])
@@ -160,7 +185,7 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
     selection = await select([s.workload for s in costs.statements], fresh, sizes,
                              {c: p.ms for c, p in penalties.items()}, budget, costs.relative,
                              {q: t.size_bytes for q, t in by_qualified.items()})
-    recommendations = await _recommendations(selection, sizes, costs)
+    recommendations = await _recommendations(selection, sizes, costs, planner.whatif)
     declined = await _declined(statements, per_statement, existing, sizes, penalties, selection,
                                costs, budget, notes)
     if not recommendations:
@@ -255,15 +280,19 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
     return widths
 
 
-async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]], planner: Planner,
-                 candidates: list[Candidate], notes: list[str]) -> dict[Candidate, int]:
-    """HypoPG's size of each candidate; one HypoPG cannot build (a type without a B-tree
-    operator class, say) is left out, and the notes say why."""
+async def _sizes(planner: Planner, candidates: list[Candidate],
+                 notes: list[str]) -> dict[Candidate, int]:
+    """The size of each candidate: HypoPG's estimate, or, built on a scratch copy, the real
+    size of the index built inside a transaction rolled back at once. One that cannot be made
+    (a type without a B-tree operator class, say) is left out, and the notes say why."""
     sizes = {}
     try:
         for candidate in candidates:
             try:
-                cur = await conn.execute(sql.SQL(
+                if planner.whatif == "built":
+                    sizes[candidate] = await _built_size(planner, candidate)
+                    continue
+                cur = await planner.conn.execute(sql.SQL(
                     TAG + "SELECT {}(indexrelid) AS size FROM {}(%s)").format(
                     planner.hypopg_call("hypopg_relation_size"),
                     planner.hypopg_call("hypopg_create_index")), (candidate.create_sql(),))
@@ -274,9 +303,37 @@ async def _sizes(conn: psycopg.AsyncConnection[dict[str, Any]], planner: Planner
             row = await cur.fetchone()
             sizes[candidate] = int(row["size"]) if row else 0
     finally:
-        await conn.execute(sql.SQL(TAG + "SELECT {}()").format(
-            planner.hypopg_call("hypopg_reset")))
+        if planner.whatif == "hypopg":
+            await planner.conn.execute(sql.SQL(TAG + "SELECT {}()").format(
+                planner.hypopg_call("hypopg_reset")))
     return sizes
+
+
+async def _built_size(planner: Planner, candidate: Candidate) -> int:
+    """The bytes `candidate` takes once built on the planner's (scratch) database: its table's
+    index bytes after the build less those before, inside a transaction that is rolled back."""
+    table = (candidate.schema, candidate.table)
+    async with planner.conn.transaction(force_rollback=True):
+        await planner.conn.execute(sql.SQL(TAG + "SET LOCAL statement_timeout = {}").format(
+            sql.Literal(planner.timeout_ms)))
+        before = await _index_bytes(planner.conn, table)
+        await planner.conn.execute(sql.SQL(TAG + candidate.create_sql()))
+        return await _index_bytes(planner.conn, table) - before
+
+
+INDEX_BYTES_SQL = TAG + """
+SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0)::bigint AS bytes
+FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+
+async def _index_bytes(conn: psycopg.AsyncConnection[dict[str, Any]],
+                       table: tuple[str, str]) -> int:
+    cur = await conn.execute(INDEX_BYTES_SQL, table)
+    row = await cur.fetchone()
+    return int(row["bytes"]) if row else 0
 
 
 class WhatIfCosts:
@@ -359,7 +416,7 @@ async def _still_slow_when_prepared(selection: Selection, costs: WhatIfCosts) ->
 
 
 async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
-                           costs: WhatIfCosts) -> list[Recommendation]:
+                           costs: WhatIfCosts, whatif: WhatIf) -> list[Recommendation]:
     chosen = tuple(selection.chosen)
     out: list[Recommendation] = []
     for candidate in sorted(chosen, key=lambda c: -selection.benefit_ms[c]):
@@ -377,7 +434,8 @@ async def _recommendations(selection: Selection, sizes: dict[Candidate, int],
             "queries": [costs.by_key[k].label for k in served],
             "cost_before": round(before, 2), "cost_after": round(after, 2),
             "measured_before_ms": None, "measured_after_ms": None,
-            "size_bytes": sizes[candidate], "size_estimated": True,
+            "size_bytes": sizes[candidate], "size_estimated": whatif == "hypopg",
+            "costing": whatif,
             "benefit_ms": round(selection.benefit_ms[candidate], 2),
             "write_penalty_ms": round(selection.penalty_ms[candidate], 2),
             "costed_as": sorted({s.app.role if s.app else "owner" for s in statements}),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -45,16 +47,25 @@ async def _median_ms(planner: Planner, statement: Any) -> float | None:
     return statistics.median(timings)
 
 
-async def verify(settings: Settings, target: psycopg.AsyncConnection[dict[str, Any]],
-                 chosen: list[tuple[Recommendation, Candidate, list[Any]]]) -> str:
-    """Fill measured_before_ms/measured_after_ms, real size and build time into each
-    recommendation; returns a note saying what was done. `chosen` holds (recommendation,
-    candidate, statements it serves)."""
+@asynccontextmanager
+async def scratch_connection(settings: Settings, target: psycopg.AsyncConnection[dict[str, Any]]
+                             ) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+    """A connection to HOTDATA_SCRATCH_DATABASE_URL, refused (ScratchIsTarget) when it reaches
+    the target itself: the only database hotdata builds test indexes on."""
     assert settings.scratch_database_url is not None
     async with connect(settings, "migrator", dsn=settings.scratch_database_url) as scratch:
         if await _identity(scratch) == await _identity(target):
             raise ScratchIsTarget("HOTDATA_SCRATCH_DATABASE_URL points at the target database; "
                                   "hotdata never builds test indexes there")
+        yield scratch
+
+
+async def verify(settings: Settings, target: psycopg.AsyncConnection[dict[str, Any]],
+                 chosen: list[tuple[Recommendation, Candidate, list[Any]]]) -> str:
+    """Fill measured_before_ms/measured_after_ms, real size and build time into each
+    recommendation; returns a note saying what was done. `chosen` holds (recommendation,
+    candidate, statements it serves)."""
+    async with scratch_connection(settings, target) as scratch:
         planner = Planner(scratch, settings.statement_timeout_ms * 4)
         statements = {id(s): s for _, _, served in chosen for s in served}
         before = {key: await _median_ms(planner, s) for key, s in statements.items()}
@@ -72,12 +83,12 @@ async def verify(settings: Settings, target: psycopg.AsyncConnection[dict[str, A
                 recommendation["size_bytes"] = int(row["size"]) if row else None
                 recommendation["size_estimated"] = False
             for table in sorted({(c.schema, c.table) for c in built}):
-                await scratch.execute(f"{TAG}ANALYZE {quote(table[0])}.{quote(table[1])}")
+                await scratch.execute(TAG + f"ANALYZE {quote(table[0])}.{quote(table[1])}")
             after = {key: await _median_ms(planner, s) for key, s in statements.items()}
         finally:
             for candidate in built:
                 await scratch.execute(
-                    f"{TAG}DROP INDEX IF EXISTS {quote(candidate.schema)}.{quote(candidate.name)}")
+                    TAG + f"DROP INDEX IF EXISTS {quote(candidate.schema)}.{quote(candidate.name)}")
         for recommendation, _, served in chosen:
             pairs = [(before[id(s)], after[id(s)]) for s in served]
             measured = [(b, a) for b, a in pairs if b is not None and a is not None]

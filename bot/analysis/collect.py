@@ -12,7 +12,7 @@ from psycopg import sql
 
 from bot import extensions, sqltext
 from bot.analysis.model import Statement
-from bot.catalog import TAG
+from bot.catalog import TAG, pgss_io_ms
 from bot.errors import UserError
 
 MAX_TOP = 50
@@ -24,7 +24,7 @@ SELECT s.queryid::text AS queryid, min(s.query) AS query, sum(s.calls)::bigint A
        sum(s.total_exec_time) AS total_ms, sum(s.rows)::bigint AS rows,
        sum(s.shared_blks_hit)::bigint AS shared_blks_hit,
        sum(s.shared_blks_read)::bigint AS shared_blks_read,
-       sum(s.temp_blks_written)::bigint AS temp_blks_written,
+       sum(s.temp_blks_written)::bigint AS temp_blks_written, {io_ms} AS io_ms,
        coalesce(sum(s.calls) FILTER (WHERE r.rolsuper OR r.rolbypassrls), 0)::bigint
          AS bypass_calls
 FROM {pgss} s LEFT JOIN pg_roles r ON r.oid = s.userid
@@ -121,7 +121,8 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict[str, Any]], top:
                      "Analysing the watched queries only.")
         return []
     cur = await conn.execute(sql.SQL(PGSS_SQL).format(
-        pgss=extensions.qualified(schema, "pg_stat_statements")), (top * OVERFETCH,))
+        pgss=extensions.qualified(schema, "pg_stat_statements"),
+        io_ms=pgss_io_ms(conn.info.server_version)), (top * OVERFETCH,))
     rows = await cur.fetchall()
     visible = [row for row in rows if row["query"] != "<insufficient privilege>"]
     grouped: dict[str, Statement] = {}
@@ -146,7 +147,7 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict[str, Any]], top:
                     calls=row["calls"], total_ms=row["total_ms"], rows=row["rows"],
                     shared_blks_hit=row["shared_blks_hit"],
                     shared_blks_read=row["shared_blks_read"],
-                    temp_blks_written=row["temp_blks_written"],
+                    temp_blks_written=row["temp_blks_written"], io_ms=row["io_ms"],
                     bypass_calls=row["bypass_calls"])
                 continue
             found.calls += row["calls"]
@@ -155,6 +156,7 @@ async def pg_stat_statements(conn: psycopg.AsyncConnection[dict[str, Any]], top:
             found.shared_blks_hit += row["shared_blks_hit"]
             found.shared_blks_read += row["shared_blks_read"]
             found.temp_blks_written += row["temp_blks_written"]
+            found.io_ms += row["io_ms"]
             found.bypass_calls += row["bypass_calls"]
     if len(rows) > len(visible):
         notes.append(f"{len(rows) - len(visible)} statement(s) of other roles are hidden from "

@@ -25,6 +25,7 @@ class Statement:
     shared_blks_hit: int = 0
     shared_blks_read: int = 0
     temp_blks_written: int = 0
+    io_ms: float = 0.0  # reading and writing blocks (with track_io_timing; else 0)
     params: list[str | None] | None = None  # sample values given for a watched query
     bypass_calls: int = 0  # calls made by roles that bypass RLS (superusers, BYPASSRLS)
 

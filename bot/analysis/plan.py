@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -85,10 +85,17 @@ def generic_chosen(generic: dict[str, Any], custom: list[dict[str, Any]],
     return total_cost(generic) < average_custom_cost(custom)
 
 
+# How what-if indexes are made: HypoPG's hypothetical ones, or real ones built inside the
+# planning transaction and rolled back with it (on a scratch copy only, never on the target:
+# CREATE INDEX holds a lock that blocks writes while it builds).
+WhatIf = Literal["hypopg", "built"]
+
+
 class Planner:
     """Plans statements on one analysis connection (read-only, statement timeout)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], timeout_ms: int) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], timeout_ms: int,
+                 whatif: WhatIf = "hypopg") -> None:
         self.conn = conn
         # No automatic prepared statements from psycopg on this connection: once it has some,
         # a new statement that rolls back, drops or alters makes it send DEALLOCATE ALL, which
@@ -97,6 +104,7 @@ class Planner:
         self.timeout_ms = timeout_ms
         self.explain_seconds = 0.0  # time spent waiting for EXPLAIN, for the benchmarks
         self.hypopg = "public"  # the schema HypoPG is installed in (the advisor sets it)
+        self.whatif = whatif
 
     def hypopg_call(self, function: str) -> sql.Identifier:
         """One of HypoPG's functions, qualified: the analysis role's search_path may not hold
@@ -155,7 +163,8 @@ class Planner:
                         hypothetical: list[str] | tuple[str, ...] = (),
                         generic: bool = False) -> AsyncIterator[None]:
         """`text` prepared as `name` in a read-only transaction, then rolled back, deallocated
-        and any hypothetical index reset: the set-up is one round trip, the clean-up another."""
+        and any hypothetical index reset (a built one goes with the rollback): the set-up is
+        one round trip, the clean-up another."""
         try:
             await self.conn.execute(sql.SQL("; ").join([
                 sql.SQL(TAG + "BEGIN"), *self._settings(app, hypothetical, generic),
@@ -167,7 +176,8 @@ class Planner:
                 with contextlib.suppress(psycopg.errors.InvalidSqlStatementName):
                     await self.conn.execute(sql.SQL("; ").join([
                         sql.SQL(TAG + "ROLLBACK"),
-                        *([self._reset_sql()] if hypothetical else []),
+                        *([self._reset_sql()] if hypothetical and self.whatif == "hypopg"
+                          else []),
                         self._deallocate_sql(name)]))
 
     def _reset_sql(self) -> sql.Composed:
@@ -190,14 +200,19 @@ class Planner:
     def _settings(self, app: AppIdentity | None, hypothetical: tuple[str, ...] | list[str],
                   generic: bool = False) -> list[sql.Composable]:
         settings: list[sql.Composable] = [
-            sql.SQL(TAG + "SET TRANSACTION READ ONLY"),
             sql.SQL(TAG + "SET LOCAL statement_timeout = {}").format(sql.Literal(self.timeout_ms))]
+        if self.whatif == "built":
+            # Built for real, rolled back with the transaction; before it turns read-only,
+            # which PostgreSQL allows after writes (only the way back is refused).
+            settings += [sql.SQL(TAG + ddl) for ddl in hypothetical]
+        settings.append(sql.SQL(TAG + "SET TRANSACTION READ ONLY"))
         # Explicit either way: a plan_cache_mode set for hotdata's role would change the plans.
         settings.append(sql.SQL(TAG + "SET LOCAL plan_cache_mode = {}").format(
             sql.SQL("force_generic_plan" if generic else "force_custom_plan")))
-        settings += [sql.SQL(TAG + "SELECT {}({})").format(self.hypopg_call(
-                         "hypopg_create_index"), sql.Literal(ddl))
-                     for ddl in hypothetical]  # created as hotdata's role, for the session
+        if self.whatif == "hypopg":
+            settings += [sql.SQL(TAG + "SELECT {}({})").format(self.hypopg_call(
+                             "hypopg_create_index"), sql.Literal(ddl))
+                         for ddl in hypothetical]  # created as hotdata's role, for the session
         if app is not None:
             settings += [
                 sql.SQL(TAG + "SET LOCAL ROLE {}").format(sql.Identifier(app.role)),

@@ -238,16 +238,18 @@ def _left_out(dropped: list[str]) -> str:
 
 async def _restore(settings: Settings, backup: Backup, scratch_dsn: str, name: str,
                    work: Path, result: DrillResult) -> str | None:
-    """Roles, then pg_restore into database `name`; the scratch role when it had to stand in
-    for the source's owners (a restore without owners), else None."""
+    """Roles, then pg_restore into database `name` (a pg_restore as new as the scratch server
+    and the pg_dump that wrote the backup); the scratch role when it had to stand in for the
+    source's owners (a restore without owners), else None."""
     conninfo, env = conninfo_and_env(scratch_dsn, dbname=name)
     started = time.perf_counter()
     async with connect(settings, "scratch", dsn=scratch_dsn) as server:
         cur = await server.execute(SCRATCH_ROLE_SQL)
         role = await cur.fetchone()
+        pg_restore = toc.restorer(backup.path, server.info.server_version // 10000)
     assert role is not None
     try:
-        kept, dropped = restore_list(await toc.listing(str(backup.path)),
+        kept, dropped = restore_list(await toc.listing(str(backup.path), pg_restore),
                                      superuser=bool(role["super"]),
                                      privileged=set(role["privileged"]))
     except ValueError as error:
@@ -258,7 +260,7 @@ async def _restore(settings: Settings, backup: Backup, scratch_dsn: str, name: s
     listing.write_text(kept)
     owners = [] if role["super"] else ["--no-owner"]
     started = time.perf_counter()
-    restored = await tools.run("pg_restore", f"--jobs={settings.drill_jobs}", "--exit-on-error",
+    restored = await tools.run(pg_restore, f"--jobs={settings.drill_jobs}", "--exit-on-error",
                                *owners, "--use-list", str(listing), "--dbname", conninfo,
                                str(backup.path), timeout=RESTORE_TIMEOUT_S, env=env)
     result.phases.append(Phase("restore", round(time.perf_counter() - started, 3)))

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from bot import extensions
-from bot.catalog import TAG
+from bot.catalog import TAG, pgss_reset
 from bot.db import connect
 from bot.settings import Settings
 
@@ -23,8 +23,7 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 GROUP BY queryid
 """
 EPOCHS_SQL = TAG + """
-SELECT (SELECT stats_reset FROM {info}) AS statements_reset,
-       pg_postmaster_start_time() AS server_started
+SELECT {reset} AS statements_reset, pg_postmaster_start_time() AS server_started
 """
 TABLES_SQL = TAG + """
 SELECT schemaname || '.' || relname AS relation, n_tup_ins AS inserts, n_tup_upd AS updates,
@@ -56,11 +55,11 @@ async def take(settings: Settings) -> int | None:
         # own into every window.
         try:
             epochs = await (await target.execute(sql.SQL(EPOCHS_SQL).format(
-                info=extensions.qualified(schema, "pg_stat_statements_info")))).fetchone()
+                reset=pgss_reset(target.info.server_version, schema)))).fetchone()
+            statements = await (await target.execute(sql.SQL(STATEMENTS_SQL).format(
+                pgss=extensions.qualified(schema, "pg_stat_statements")))).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.ObjectNotInPrerequisiteState):
             return None
-        statements = await (await target.execute(sql.SQL(STATEMENTS_SQL).format(
-            pgss=extensions.qualified(schema, "pg_stat_statements")))).fetchall()
         tables = await (await target.execute(TABLES_SQL)).fetchall()
     assert epochs is not None
     async with connect(settings, "state") as state, state.transaction():

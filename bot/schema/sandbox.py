@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot import locks, toc, tools
+from bot import locks, pgcluster, toc, tools
 from bot.catalog import TAG
 from bot.db import DatabaseUnavailable, connect
 from bot.dsn import redact_dsn, scrub, with_options
@@ -113,6 +113,7 @@ class TargetFacts:
     extensions: list[tuple[str, str]]  # (name, schema), in creation order
     roles: list[str]
     default_grants: list[DefaultGrant]
+    major: int  # the target's PostgreSQL major version: pg_dump must be at least as new
 
     @property
     def extension_names(self) -> set[str]:
@@ -133,7 +134,7 @@ async def target_facts(conn: psycopg.AsyncConnection[dict[str, Any]]) -> TargetF
     roles = [r["name"] for r in await (await conn.execute(ROLES_SQL)).fetchall()
              if not r["name"].startswith("pg_")]
     grants = [DefaultGrant(**r) for r in await (await conn.execute(DEFAULT_ACL_SQL)).fetchall()]
-    return TargetFacts(extensions, roles, grants)
+    return TargetFacts(extensions, roles, grants, conn.info.server_version // 10000)
 
 
 def toc_kept(listing: str, schemas: set[str]) -> str:
@@ -204,24 +205,27 @@ async def _extensions(settings: Settings, server: str, name: str,
     return schemas
 
 
-async def _copy_schema(target: str, login: str, schemas: set[str], notes: list[str]) -> None:
-    """pg_dump --schema-only of the target, restored by the throwaway role."""
+async def _copy_schema(target: str, login: str, schemas: set[str], notes: list[str], *,
+                       target_major: int, scratch_major: int) -> None:
+    """pg_dump --schema-only of the target, restored by the throwaway role; each tool as new as
+    the server it talks to (pg_restore: and as the pg_dump that wrote the archive)."""
     with tempfile.TemporaryDirectory(prefix="hotdata-review-") as tmp:
         archive, listing = Path(tmp) / "schema.dump", Path(tmp) / "schema.list"
         conninfo, env = conninfo_and_env(target)
-        dumped = await tools.run("pg_dump", "--schema-only", "--format=custom", "--file",
-                                 str(archive), "--dbname", conninfo, timeout=DUMP_TIMEOUT_S,
-                                 env=env)
+        dumped = await tools.run(pgcluster.client_tool("pg_dump", target_major), "--schema-only",
+                                 "--format=custom", "--file", str(archive), "--dbname", conninfo,
+                                 timeout=DUMP_TIMEOUT_S, env=env)
         if dumped.returncode != 0:
             raise SandboxError(f"pg_dump --schema-only failed: {dumped.stderr.strip()[-300:]}")
+        pg_restore = toc.restorer(archive, scratch_major)
         try:
-            listed = await toc.listing(str(archive), timeout=60)
+            listed = await toc.listing(str(archive), pg_restore, timeout=60)
         except ValueError as error:
             raise SandboxError(str(error)) from None
         listing.write_text(toc_kept(listed, schemas))
         conninfo, env = conninfo_and_env(login)
         restored = await tools.run(
-            "pg_restore", "--schema-only", "--no-owner", "--no-publications",
+            pg_restore, "--schema-only", "--no-owner", "--no-publications",
             "--no-subscriptions", "--no-security-labels", "--no-tablespaces",
             "--use-list", str(listing), "--dbname", conninfo, str(archive),
             timeout=DUMP_TIMEOUT_S, env=env)
@@ -299,9 +303,11 @@ async def _prepare(settings: Settings, server: str, target: str, box: Sandbox, p
     try:
         async with connect(settings, "scratch", dsn=server) as admin:
             await _create(admin, box.name, password, facts, box.notes)
+            scratch_major = admin.info.server_version // 10000
         schemas = await _extensions(settings, server, box.name,
                                     [*facts.extensions, *extensions], box.notes)
-        await _copy_schema(target, box.dsn, schemas, box.notes)
+        await _copy_schema(target, box.dsn, schemas, box.notes, target_major=facts.major,
+                           scratch_major=scratch_major)
         await _default_grants(settings, box.dsn, facts.default_grants)
     except psycopg.Error as error:
         raise SandboxError("the scratch server refused to prepare the review: "
@@ -309,6 +315,8 @@ async def _prepare(settings: Settings, server: str, target: str, box: Sandbox, p
                                    [password, *settings.secrets()])[:300]) from None
     except DatabaseUnavailable as error:
         raise SandboxError(str(error) + (LOGIN_HINT if box.name in str(error) else "")) from None
+    except tools.ToolMissing as error:  # no pg_dump or pg_restore new enough
+        raise SandboxError(str(error)) from None
 
 
 @dataclass

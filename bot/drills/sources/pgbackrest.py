@@ -10,6 +10,8 @@ start it on a private port and let it replay the archived WAL to its end, then p
   `hba_file` (trust for local connections), so nothing but hotdata can reach it; SSL and the
   source's own files (certificates, includes) are switched off or replaced.
 - It runs as PostgreSQL must: as ourselves, or as the `postgres` user when we are root.
+- A pgBackRest older than the stanza's PostgreSQL (Debian 12's 2.45 and PostgreSQL 18) says
+  so in its own words; the drill fails saying which pgBackRest and which PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from bot.settings import Settings
 
 RESTORE_TIMEOUT_S = 6 * 3600
 PROMOTE_POLL_S = 0.2
+# How pgBackRest says it does not know a PostgreSQL version (its pg_control, its catalog).
+UNSUPPORTED = ("VersionNotSupportedError", "is this version of PostgreSQL supported")
 # What the copy must not inherit from the source's configuration.
 OVERRIDES = {
     "listen_addresses": "''",
@@ -75,11 +79,29 @@ async def _pgbackrest(settings: Settings, *args: str, run_as: str | None,
                            *args, timeout=timeout, env=tools.clean_env(), user=run_as)
 
 
+async def unsupported(output: str, major: int | None, run_as: str | None) -> str | None:
+    """When pgBackRest's `output` says it does not support the server's PostgreSQL version:
+    that, naming both versions; else None."""
+    if not any(marker in output for marker in UNSUPPORTED):
+        return None
+    try:
+        asked = await tools.run("pgbackrest", "version", timeout=30, user=run_as)
+        ours = asked.stdout.strip() or "this pgBackRest"  # "pgBackRest 2.45"
+    except tools.ToolMissing:
+        ours = "this pgBackRest"
+    server = f"PostgreSQL {major}" if major else "the stanza's PostgreSQL version"
+    said = next(line.strip() for line in output.splitlines()
+                if any(marker in line for marker in UNSUPPORTED))
+    return (f"{ours} does not support {server}: install a pgBackRest release that does where "
+            f"hotdata runs (pgBackRest said: {' '.join(said.split())[:200]})")
+
+
 async def backups(settings: Settings, run_as: str | None) -> list[Latest]:
     """The stanza's backups, oldest first (`pgbackrest info`)."""
     done = await _pgbackrest(settings, "--output=json", "info", run_as=run_as)
     if done.returncode != 0:
-        raise NoBackup(f"pgbackrest info failed: {done.stderr.strip()[-500:]}")
+        raise NoBackup(await unsupported(done.stderr + done.stdout, None, run_as)
+                       or f"pgbackrest info failed: {done.stderr.strip()[-500:]}")
     stanzas = json.loads(done.stdout or "[]")
     if not stanzas:
         raise NoBackup(f"pgBackRest knows no stanza {settings.drill_pgbackrest_stanza!r}")
@@ -141,8 +163,9 @@ async def fetch(settings: Settings, root: Path, run_as: str | None, newest: Late
                              *recovery, "--archive-mode=off", "restore",
                              run_as=run_as, timeout=RESTORE_TIMEOUT_S)
     if done.returncode != 0:
-        raise RestoreFailed(f"pgbackrest restore of {newest.label} failed: "
-                            f"{done.stderr.strip()[-500:]}")
+        raise RestoreFailed(await unsupported(done.stderr + done.stdout, newest.major, run_as)
+                            or f"pgbackrest restore of {newest.label} failed: "
+                               f"{done.stderr.strip()[-500:]}")
     return Backup("pgbackrest", copy.datadir, None, newest.stopped_at, None, newest.bytes), copy
 
 
@@ -182,7 +205,8 @@ async def recover(copy: pgcluster.Cluster, dbname: str, known_user: str | None, 
                               "-l", str(copy.logfile), "-w", "-t", str(int(timeout)), "start",
                               timeout=timeout + 30, env=tools.clean_env(), user=copy.run_as)
     if started.returncode != 0:
-        raise RecoveryFailed(f"the restored copy did not start: {_log_tail(copy)}")
+        raise RecoveryFailed(await _unsupported_in_log(copy)
+                             or f"the restored copy did not start: {_log_tail(copy)}")
     deadline = time.monotonic() + timeout
     try:
         conn = await psycopg.AsyncConnection.connect(
@@ -200,8 +224,18 @@ async def recover(copy: pgcluster.Cluster, dbname: str, known_user: str | None, 
                     raise RecoveryFailed(f"recovery did not finish in {timeout:.0f} s")
                 await asyncio.sleep(PROMOTE_POLL_S)
     except psycopg.OperationalError as error:  # the copy stopped, or refuses us
-        raise RecoveryFailed(f"the restored copy is unreachable ({' '.join(str(error).split())})"
-                             f": {_log_tail(copy)}") from None
+        raise RecoveryFailed(await _unsupported_in_log(copy) or (
+            f"the restored copy is unreachable ({' '.join(str(error).split())}): "
+            f"{_log_tail(copy)}")) from None
+
+
+async def _unsupported_in_log(copy: pgcluster.Cluster) -> str | None:
+    """The copy's restore_command (pgbackrest archive-get) refused its PostgreSQL version."""
+    try:
+        log = copy.logfile.read_text(errors="replace")
+    except OSError:
+        return None
+    return await unsupported(log, pgcluster.server_major(copy.bindir), copy.run_as)
 
 
 def _log_tail(copy: pgcluster.Cluster) -> str:
