@@ -97,11 +97,12 @@ async def _approve(console: Console, fake: FakeSlack, slack: SlackRequests,
     proposal = await _wait(fake, "chat.postMessage", 60,
                            lambda p: _button(p.get("blocks"), APPROVE) is not None, after=sent)
     print_message(console, proposal.get("blocks"), proposal.get("text", ""))
-    proposal_id = _button(proposal.get("blocks"), APPROVE)
-    assert proposal_id is not None
+    approve = _button(proposal.get("blocks"), APPROVE)  # `<id>:<statement digest>`
+    assert approve is not None
+    proposal_id = approve.split(":")[0]
     console.rule("the demo manager clicks Approve")
     sent = len(fake.answered("chat.postMessage"))
-    await asyncio.to_thread(slack.click, APPROVE, proposal_id, "U0MANAGER")
+    await asyncio.to_thread(slack.click, APPROVE, approve, "U0MANAGER")
     with console.status("building the index CONCURRENTLY, then measuring…"):
         thread = await _wait(fake, "chat.postMessage", 120,
                              lambda p: bool(p.get("thread_ts")), after=sent)

@@ -12,6 +12,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.container import Container
 from bot.flows import proposals
+from bot.proposals import binding
 from bot.render.proposals import APPROVE, PROPOSE, REJECT
 from bot.slack import Reply
 from handlers.context import container_of, hand_off, respond_to
@@ -21,10 +22,13 @@ Click = Callable[[AsyncAck, dict[str, Any], AsyncRespond, AsyncBoltContext], Awa
 Flow = Callable[[Container, Reply, str, int | None, dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
+def value(body: dict[str, Any]) -> str:
+    return str(body["actions"][0].get("value", ""))
+
+
 def clicked(body: dict[str, Any]) -> tuple[str, int | None]:
     """Who clicked, and the id the button carries (None when it carries no plain number)."""
-    value = str(body["actions"][0].get("value", ""))
-    return body["user"]["id"], int(value) if value.isascii() and value.isdigit() else None
+    return body["user"]["id"], binding.parse(value(body))[0]
 
 
 def button(what: str, flow: Flow) -> Click:
@@ -40,7 +44,8 @@ def button(what: str, flow: Flow) -> Click:
 
 
 approve = button("approve", lambda container, reply, user, proposal_id, body:
-                 proposals.approve_clicked(container, reply, proposal_id, user))
+                 proposals.approve_clicked(container, reply, proposal_id, user,
+                                           binding.parse(value(body))[1]))
 reject = button("reject", lambda container, reply, user, proposal_id, body:
                 proposals.reject_clicked(container, reply, proposal_id, user,
                                          body["trigger_id"]))

@@ -214,6 +214,15 @@ def test_a_button_without_a_plain_number_carries_no_id(container: Container,
     assert work.arguments["proposal_id"] is None
 
 
+@pytest.mark.parametrize(("value", "approved"), [
+    ("42:0123456789ab", "0123456789ab"), ("42", None), ("42:", None), ("42:XYZ", None),
+    ("42:0123456789abc", None), ("42:0123", None)])
+def test_approve_hands_off_the_statement_digest_its_button_carries(
+        container: Container, value: str, approved: str | None) -> None:
+    _, work = click(container, actions.approve, value)
+    assert work.arguments["proposal_id"] == 42 and work.arguments["approved"] == approved
+
+
 def test_reject_keeps_the_trigger_for_the_modal(container: Container) -> None:
     _, work = click(container, actions.reject, "7")
     assert work.arguments["trigger_id"] == "T.2"

@@ -30,7 +30,7 @@ from bot.analysis.model import Analysis
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.flows import proposals as service
 from bot.flows.analysis import record
-from bot.proposals import allowlist
+from bot.proposals import allowlist, binding
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
@@ -124,9 +124,16 @@ class Flow:
         rows = self.query("SELECT * FROM hotdata.proposals ORDER BY id")
         return {row["index_name"]: row for row in rows}
 
-    def click(self, action: str, proposal_id: int, user: str) -> str:
-        """A signed button click; the ephemeral answer the clicking user gets."""
-        reply = self.bot.requests.click(action, str(proposal_id), user=user)
+    def click(self, action: str, proposal_id: int, user: str, value: str | None = None) -> str:
+        """A signed button click (Approve carries the statement digest its card shows, the
+        proposal's, unless `value` says otherwise); the ephemeral answer the user gets."""
+        if value is None:
+            value = str(proposal_id)
+            if action == APPROVE:
+                [row] = self.query("SELECT sql_sha256 FROM hotdata.proposals WHERE id = %s",
+                                   (proposal_id,)) or [{"sql_sha256": "0" * 64}]
+                value = binding.button_value(proposal_id, row["sql_sha256"])
+        reply = self.bot.requests.click(action, value, user=user)
         assert reply.status == 200
         [answer] = self.slack.wait_for(f"response_url/{reply.response_key}", timeout=60)
         assert answer.params["response_type"] == "ephemeral"
@@ -263,8 +270,9 @@ def test_twenty_concurrent_proposes_leave_one_open_proposal_per_index(flow: Flow
     # and the state schema holds the line even against a writer that skips the check
     [row] = flow.query("SELECT * FROM hotdata.proposals WHERE status = 'pending' LIMIT 1")
     with pytest.raises(psycopg.errors.UniqueViolation):
-        flow.execute("INSERT INTO hotdata.proposals (table_name, index_name, sql) "
-                     "VALUES (%s, %s, %s)", (row["table_name"], row["index_name"], row["sql"]))
+        flow.execute("INSERT INTO hotdata.proposals (table_name, index_name, sql, sql_sha256) "
+                     "VALUES (%s, %s, %s, %s)", (row["table_name"], row["index_name"],
+                                                 row["sql"], row["sql_sha256"]))
 
 
 # --- approval through the signed Slack flow ---------------------------------------------------
@@ -281,8 +289,11 @@ def test_only_managers_decide_and_an_approval_builds_the_index(flow: Flow,
         assert message["channel"] == "C0HOTDATA" and row["status"] == "pending"
         assert row["channel"] == "C0HOTDATA" and row["message_ts"]
         [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+        # Approve carries the statement's digest, which the card shows too
+        assert row["sql_sha256"] == binding.digest(row["sql"])
         assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [
-            (APPROVE, str(row["id"])), (REJECT, str(row["id"]))]
+            (APPROVE, f"{row['id']}:{row['sql_sha256'][:12]}"), (REJECT, str(row["id"]))]
+        assert f"statement sha256 `{row['sql_sha256'][:12]}`" in context(message["blocks"])
         assert "Lint (squawk):* clean" in json.dumps(message["blocks"])
     pending = proposals[PENDING]
     pid, ts = pending["id"], pending["message_ts"]
@@ -372,7 +383,8 @@ def test_two_managers_at_once_and_a_replayed_click_apply_once(flow: Flow) -> Non
 
     def click(user: str) -> None:
         barrier.wait()
-        reply = requests.click(APPROVE, str(pid), user=user)
+        reply = requests.click(APPROVE, binding.button_value(pid, proposals[PENDING][
+            "sql_sha256"]), user=user)
         assert reply.status == 200
         keys[user] = reply.response_key
 
@@ -403,7 +415,8 @@ def test_two_managers_at_once_and_a_replayed_click_apply_once(flow: Flow) -> Non
 
     requests.post = recording  # type: ignore[method-assign]
     try:
-        first = requests.click(APPROVE, str(proposals[UNREAD]["id"]), user=BOSS)
+        first = requests.click(APPROVE, binding.button_value(
+            proposals[UNREAD]["id"], proposals[UNREAD]["sql_sha256"]), user=BOSS)
     finally:
         del requests.post  # back to the class's method
     [(body, headers, key)] = sent
@@ -592,7 +605,8 @@ def test_a_tampered_proposal_is_refused_at_apply_time(flow: Flow) -> None:
     proposals = flow.propose(ENGINEER)
     rows_before = flow.query("SELECT count(*) AS n FROM public.decision_log")
 
-    # statement and evidence both replaced by a DROP TABLE
+    # statement and evidence both replaced by a DROP TABLE after the card was posted: the
+    # statement to run is not the one approved, and the channel is told
     pending = proposals[PENDING]
     flow.execute("UPDATE hotdata.proposals SET sql = 'DROP TABLE public.decision_log', "
                  "evidence = jsonb_set(evidence, '{sql}', '\"DROP TABLE public.decision_log\"')"
@@ -600,17 +614,37 @@ def test_a_tampered_proposal_is_refused_at_apply_time(flow: Flow) -> None:
     flow.click(APPROVE, pending["id"], MANAGER)
     final = flow.proposal(pending["id"])
     assert final["status"] == "failed"
-    assert final["result"]["error"].startswith(
-        "refused: DROP TABLE statements are never applied by hotdata")
+    approved = pending["sql_sha256"][:12]
+    assert final["result"]["error"] == (
+        "refused: the statement to run (sha256 "
+        f"{binding.digest('DROP TABLE public.decision_log')[:12]}) is not the one approved "
+        f"(sha256 {approved}): the proposal was edited after it was posted")
     assert flow.query("SELECT count(*) AS n FROM public.decision_log") == rows_before
     assert flow.audit(pending["id"]) == ["proposed", "approved", "failed"]
+    [told] = flow.replies(pending["message_ts"])
+    assert told.startswith(":x: Not applied: refused: the statement to run")
 
-    # an allow-listed statement that is not the proposed index: DROP INDEX of another one
+    # the digest edited too: the card the manager saw shows another statement, so the click
+    # approves nothing, and the card is redrawn with what the proposal now holds
     flow.execute("CREATE INDEX keep_me ON public.notifications (kind)")
     unread = proposals[UNREAD]
     drop_sql = "DROP INDEX CONCURRENTLY IF EXISTS public.keep_me"
-    flow.execute("UPDATE hotdata.proposals SET sql = %s, evidence = evidence || %s "
-                 "WHERE id = %s", (drop_sql, Jsonb({"sql": drop_sql}), unread["id"]))
+    flow.execute("UPDATE hotdata.proposals SET sql = %s, sql_sha256 = %s, "
+                 "evidence = evidence || %s WHERE id = %s",
+                 (drop_sql, binding.digest(drop_sql), Jsonb({"sql": drop_sql}), unread["id"]))
+    shown = binding.button_value(unread["id"], unread["sql_sha256"])
+    answer = flow.click(APPROVE, unread["id"], MANAGER, value=shown)
+    current = binding.digest(drop_sql)[:12]
+    assert answer == (f"Nothing approved: this card showed statement sha256 "
+                      f"`{unread['sql_sha256'][:12]}`, but index migration #{unread['id']} now "
+                      f"holds sha256 `{current}`. The card shows the current statement again: "
+                      "read it, then approve there.")
+    assert flow.proposal(unread["id"])["status"] == "pending"
+    assert flow.audit(unread["id"]) == ["proposed", "refused"]
+    redrawn = flow.updates(unread["message_ts"])[-1]
+    assert drop_sql in json.dumps(redrawn["blocks"])
+    assert f"statement sha256 `{current}`" in context(redrawn["blocks"])
+    # approved from the redrawn card, the allow-list still refuses what is not the index
     flow.click(APPROVE, unread["id"], MANAGER)
     final = flow.proposal(unread["id"])
     assert final["status"] == "failed"
@@ -618,16 +652,11 @@ def test_a_tampered_proposal_is_refused_at_apply_time(flow: Flow) -> None:
                                         f"index {UNREAD} on public.notifications")
     assert flow.indexes("public.notifications")["keep_me"] is True
 
-    # only the stored statement edited: the evidence shown in Slack no longer matches it
+    # a card from before statement digests (its Approve carries none) approves nothing either
     other = next(r for name, r in proposals.items() if name not in (UNREAD, PENDING))
-    flow.execute("UPDATE hotdata.proposals SET sql = %s WHERE id = %s",
-                 (f"DROP TABLE {other['table_name']}", other["id"]))
-    indexes_before = flow.indexes(other["table_name"])
-    flow.click(APPROVE, other["id"], MANAGER)
-    final = flow.proposal(other["id"])
-    assert final["status"] == "failed"
-    assert "refused: the stored statement differs" in final["result"]["error"]
-    assert flow.indexes(other["table_name"]) == indexes_before
+    answer = flow.click(APPROVE, other["id"], MANAGER, value=str(other["id"]))
+    assert answer.startswith("Nothing approved: this card showed no statement digest")
+    assert flow.proposal(other["id"])["status"] == "pending"
 
 
 def test_lock_timeout_fails_cleanly(flow: Flow) -> None:
@@ -777,8 +806,8 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
 
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.apply_child", flow.url, flow.settings.slack_api_url,
-         str(pid), MANAGER], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+         str(pid), MANAGER, binding.short(proposal["sql_sha256"])], cwd=ROOT, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not flow.query(CIC_RUNNING_SQL):

@@ -249,7 +249,7 @@ def test_an_approved_index_is_applied_as_postgres_with_the_event_trigger_on(
         assert reply.status == 200 and "Proposing" in reply.text
         [done] = slack.wait_for(f"response_url/{reply.response_key}", timeout=30)
         assert f"index migration(s) in <#{CHANNEL}>" in done.params["text"]
-        proposals = query(supabase_db, "SELECT id, table_name, index_name, status "
+        proposals = query(supabase_db, "SELECT id, table_name, index_name, status, sql_sha256 "
                                        "FROM hotdata.proposals ORDER BY id")
         assert proposals and {p["status"] for p in proposals} == {"pending"}
         chosen = next((p for p in proposals if p["table_name"] == "public.notifications"),
@@ -259,7 +259,8 @@ def test_an_approved_index_is_applied_as_postgres_with_the_event_trigger_on(
         with psycopg.connect(admin, autocommit=True) as listener:
             listener.execute("LISTEN pgrst")
             assert bot.requests is not None
-            click = bot.requests.click(APPROVE, str(pid), user=MANAGER)
+            click = bot.requests.click(APPROVE, f"{pid}:{chosen['sql_sha256'][:12]}",
+                                       user=MANAGER)
             assert click.status == 200
             [answer] = slack.wait_for(f"response_url/{click.response_key}", timeout=60)
             notified = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]

@@ -14,7 +14,7 @@ from bot.container import Container
 from bot.db import connect
 from bot.errors import UserError
 from bot.proposals import apply as applying
-from bot.proposals import migration, store
+from bot.proposals import binding, migration, store
 from bot.proposals.model import Proposal
 from bot.render import proposals as render
 from bot.slack import Reply
@@ -58,8 +58,12 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
             0, rec, settings.lock_timeout_ms))}
         async with container.pools.connection("state") as conn:
             proposal = await store.create(conn, rec, analysis, user, settings.channel)
-        if proposal is None:  # a concurrent propose was first: its proposal stands
-            continue
+            if proposal is None:  # a concurrent propose was first: its proposal stands
+                continue
+            file_sha256 = binding.digest(migration.content(proposal["id"], rec,
+                                                           settings.lock_timeout_ms))
+            await store.set_file_digest(conn, proposal["id"], file_sha256)
+            proposal["file_sha256"] = file_sha256
         if out is not None:
             path = migration.write(out, proposal["id"], rec, settings.lock_timeout_ms,
                                    settings.migration_layout)
@@ -139,18 +143,25 @@ async def _already(conn: store.Conn, proposal_id: int) -> str:
     return f"Index migration #{proposal_id} was already {status}{who}."
 
 
-async def approve(container: Container, proposal_id: int, user: str) -> str:
-    """Decide, then apply. Returns what to tell the clicking user."""
+async def approve(container: Container, proposal_id: int, user: str,
+                  approved: str | None) -> str:
+    """Decide, then apply. `approved`: the statement digest the clicked card showed
+    (`binding.short`); a card that shows another statement, or none, approves nothing.
+    Returns what to tell the clicking user."""
     refusal = await decision_refused(container, proposal_id, user, "approve")
     if refusal is not None:
         return refusal
     settings = container.settings
     async with connect(settings, "state") as conn:
         await _expire(container, conn)
+        stale = await _stale_card(container, conn, proposal_id, user, approved)
+        if stale is not None:
+            return stale
         proposal = await store.decide(conn, proposal_id, "approved", user)
         if proposal is None:
             return await _already(conn, proposal_id)
-        await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved")
+        await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved",
+                          {"sql_sha256": proposal["sql_sha256"]})
         # Held until this connection closes: while it is, the proposal is not a leftover.
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
         proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
@@ -160,9 +171,36 @@ async def approve(container: Container, proposal_id: int, user: str) -> str:
     return f"Approved index migration #{proposal_id}; the result is in the channel."
 
 
+async def _stale_card(container: Container, conn: store.Conn, proposal_id: int, user: str,
+                      approved: str | None) -> str | None:
+    """Why a click must not approve: the card showed another statement than the proposal
+    holds now, or none (a card older than statement digests). Audited; the card is redrawn
+    with the proposal as it is."""
+    proposal = await store.get(conn, proposal_id)
+    if proposal is None or proposal["status"] != "pending":
+        return None  # decide() answers those
+    current = binding.short(proposal["sql_sha256"])
+    if approved == current:
+        return None
+    await store.audit(conn, user, "refused", proposal_id, proposal["sql"], "approve",
+                      {"reason": "stale card", "card_sha256": approved,
+                       "sql_sha256": proposal["sql_sha256"]})
+    await _refresh(container, proposal)
+    shown = f"statement sha256 `{approved}`" if approved else "no statement digest"
+    return (f"Nothing approved: this card showed {shown}, but index migration #{proposal_id} "
+            f"now holds sha256 `{current}`. The card shows the current statement again: "
+            "read it, then approve there.")
+
+
 async def _apply(container: Container, proposal: Proposal) -> None:
     settings, rec = container.settings, proposal["evidence"]
     try:
+        if binding.digest(proposal["sql"]) != proposal["sql_sha256"]:
+            raise applying.ApplyFailed(
+                f"refused: the statement to run (sha256 "
+                f"{binding.short(binding.digest(proposal['sql']))}) is not the one approved "
+                f"(sha256 {binding.short(proposal['sql_sha256'])}): the proposal was edited "
+                "after it was posted")
         if rec.get("sql") != proposal["sql"]:
             raise applying.ApplyFailed("refused: the stored statement differs from the one in "
                                        "the proposal's evidence (edited after it was proposed)")
@@ -294,8 +332,11 @@ async def list_for(container: Container, reply: Reply) -> None:
 
 
 async def approve_clicked(container: Container, reply: Reply, proposal_id: int | None,
-                          user: str) -> None:
-    await reply(NO_ID if proposal_id is None else await approve(container, proposal_id, user))
+                          user: str, approved: str | None) -> None:
+    """Approve: `approved` is the statement digest the button carries (None: it carries
+    none)."""
+    await reply(NO_ID if proposal_id is None
+                else await approve(container, proposal_id, user, approved))
 
 
 async def reject_clicked(container: Container, reply: Reply, proposal_id: int | None,

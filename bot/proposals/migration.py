@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.advisor.model import Recommendation
+from bot.proposals import binding
 
 
 def filename(index: str, at: datetime, layout: str) -> Path:
@@ -33,6 +34,7 @@ def _evidence(rec: Recommendation) -> list[str]:
 def content(proposal_id: int, rec: Recommendation, lock_timeout_ms: int) -> str:
     return "\n".join([
         f"-- hotdata proposal #{proposal_id}: {rec['index']} on {rec['table']}",
+        f"-- Approved statement: sha256 {binding.digest(rec['sql'])}",
         *_evidence(rec),
         "-- Run this file OUTSIDE a transaction: CREATE INDEX CONCURRENTLY cannot run inside",
         "-- one (psql: plain `psql -f`; Supabase: keep it as its own migration file).",

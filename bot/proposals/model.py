@@ -16,6 +16,8 @@ class Proposal(TypedDict):
     table_name: str
     index_name: str
     sql: str
+    sql_sha256: str  # of `sql` when proposed: what the card shows and Approve carries
+    file_sha256: str | None  # of its migration file (`migration.content`)
     # pending | approved | applying | applied | rejected | failed | expired
     status: str
     proposed_by: str | None

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bot.advisor.model import Recommendation
+from bot.proposals import binding
 from bot.proposals.model import Proposal
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -37,17 +38,26 @@ async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
 async def create(conn: Conn, rec: Recommendation, analysis_id: int | None, proposed_by: str,
                  channel: str | None) -> Proposal | None:
     """A pending proposal, audited; None when the index already has an open one (the state
-    schema holds one open proposal per index, whatever the concurrency)."""
+    schema holds one open proposal per index, whatever the concurrency). It is bound to the
+    SHA-256 of its statement (`binding`)."""
     cur = await conn.execute(
-        "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, proposed_by, "
-        "evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, sql_sha256, "
+        "proposed_by, evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (table_name, index_name) WHERE status IN ('pending', 'approved', "
         "'applying') DO NOTHING RETURNING *",
-        (analysis_id, rec["table"], rec["index"], rec["sql"], proposed_by, Jsonb(rec), channel))
+        (analysis_id, rec["table"], rec["index"], rec["sql"], binding.digest(rec["sql"]),
+         proposed_by, Jsonb(rec), channel))
     row = await _one(cur)
     if row is not None:
-        await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending")
+        await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending",
+                    {"sql_sha256": row["sql_sha256"]})
     return row
+
+
+async def set_file_digest(conn: Conn, proposal_id: int, file_sha256: str) -> None:
+    """The SHA-256 of the migration file written for the proposal (`migration.content`)."""
+    await conn.execute("UPDATE hotdata.proposals SET file_sha256 = %s WHERE id = %s",
+                       (file_sha256, proposal_id))
 
 
 async def get(conn: Conn, proposal_id: int) -> Proposal | None:

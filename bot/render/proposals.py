@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.advisor.model import Recommendation
+from bot.proposals import binding
 from bot.proposals.model import Proposal
 from bot.render.modal import text_modal
 
@@ -73,12 +74,14 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
             f"statements it serves · built in {result.get('build_seconds')} s · "
             f"{_mb(result.get('size_bytes'))}")}})
     out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-        f"{state} · proposed by <@{proposal.get('proposed_by')}> · rollback and details: "
+        f"{state} · proposed by <@{proposal.get('proposed_by')}> · statement sha256 "
+        f"`{binding.short(proposal['sql_sha256'])}` · rollback and details: "
         f"`{RUNBOOK}`")[:3000]}]})
     if status == "pending":
         out.append({"type": "actions", "block_id": "decision", "elements": [
             {"type": "button", "action_id": APPROVE, "style": "primary",
-             "value": str(proposal["id"]), "text": {"type": "plain_text", "text": "Approve"},
+             "value": binding.button_value(proposal["id"], proposal["sql_sha256"]),
+             "text": {"type": "plain_text", "text": "Approve"},
              "confirm": {"title": {"type": "plain_text", "text": "Apply this index?"},
                          "text": {"type": "mrkdwn", "text": (
                              f"hotdata will run `CREATE INDEX CONCURRENTLY` on "

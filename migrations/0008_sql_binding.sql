@@ -1,0 +1,8 @@
+-- hotdata state schema, version 0008: each proposal is bound to the exact statement approved.
+
+-- The SHA-256 (hex) of the statement the card shows and the Approve button carries, and of the
+-- migration file written for it; an apply refuses a statement whose digest is not the approved
+-- one (a state row edited after the card was posted).
+ALTER TABLE hotdata.proposals ADD COLUMN sql_sha256 text, ADD COLUMN file_sha256 text;
+UPDATE hotdata.proposals SET sql_sha256 = encode(sha256(convert_to(sql, 'UTF8')), 'hex');
+ALTER TABLE hotdata.proposals ALTER COLUMN sql_sha256 SET NOT NULL;
