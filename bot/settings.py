@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(5000, ge=100, le=DAY_MS)
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0, le=YEAR_HOURS)
+    apply_growth_limit: float = Field(2.0, ge=1.0, le=1000.0)
     allow_self_approval: bool = False
     drill_source: Literal["dump", "directory", "pgbackrest"] = "dump"
     drill_backup_dir: Path | None = None
@@ -266,6 +267,8 @@ _EXPECTS = {
     "lock_timeout_ms": "milliseconds, from 100 to a day (86400000)",
     "apply_retries": "a whole number from 0 to 20",
     "proposal_ttl_hours": "hours, more than 0 and at most a year (8784)",
+    "apply_growth_limit": "a factor from 1 to 1000: a table grown past this many times its "
+                          "size when proposed is approved again",
     "allow_self_approval": "true or false",
     "drill_source": "dump, directory or pgbackrest",
     "drill_pgbackrest_stanza": "the pgBackRest stanza to restore, such as 'main'",

@@ -1,4 +1,5 @@
--- hotdata state schema, version 0008: each proposal is bound to the exact statement approved.
+-- hotdata state schema, version 0008: each proposal is bound to the exact statement approved,
+-- and re-checked against the table the approver saw.
 
 -- The SHA-256 (hex) of the statement the card shows and the Approve button carries, and of the
 -- migration file written for it; an apply refuses a statement whose digest is not the approved
@@ -6,3 +7,12 @@
 ALTER TABLE hotdata.proposals ADD COLUMN sql_sha256 text, ADD COLUMN file_sha256 text;
 UPDATE hotdata.proposals SET sql_sha256 = encode(sha256(convert_to(sql, 'UTF8')), 'hex');
 ALTER TABLE hotdata.proposals ALTER COLUMN sql_sha256 SET NOT NULL;
+
+-- The table's size when it was proposed (what the approver saw): an apply finding it grown past
+-- HOTDATA_APPLY_GROWTH_LIMIT times that asks again. And `unneeded`: at apply time an equivalent
+-- index already served it, so nothing was built.
+ALTER TABLE hotdata.proposals ADD COLUMN table_bytes bigint;
+ALTER TABLE hotdata.proposals DROP CONSTRAINT proposals_status_check;
+ALTER TABLE hotdata.proposals ADD CONSTRAINT proposals_status_check
+    CHECK (status IN ('pending', 'approved', 'applying', 'applied', 'rejected', 'failed',
+                      'expired', 'unneeded'));

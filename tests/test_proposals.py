@@ -24,13 +24,14 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from bot import pgcluster, squawk, tools
+from bot import pgcluster, squawk, tools, units
 from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.flows import proposals as service
 from bot.flows.analysis import record
 from bot.proposals import allowlist, binding
+from bot.proposals import apply as applying
 from bot.render.proposals import APPROVE, REJECT
 from bot.sample import hotdash as sample
 from bot.settings import Settings
@@ -550,16 +551,15 @@ def test_an_existing_index_or_a_changed_table_is_reported_not_built(flow: Flow) 
     before = flow.indexes("public.notifications")
     flow.click(APPROVE, unread["id"], MANAGER)
     final = flow.proposal(unread["id"])
-    assert final["status"] == "failed"
-    assert final["result"]["error"] == (f"index {UNREAD} already exists on "
-                                        "public.notifications: nothing to apply")
+    assert final["status"] == "unneeded"
+    note = f"index {UNREAD} already exists on public.notifications: nothing built"
+    assert final["result"] == {"note": note}
     assert flow.indexes("public.notifications") == before  # nothing built twice
     last = flow.updates(unread["message_ts"])[-1]
     assert not has_buttons(last["blocks"])
-    assert "Not applied: index" in context(last["blocks"])
-    assert "already exists" in context(last["blocks"])
-    assert flow.replies(unread["message_ts"]) == [f":x: Not applied: {final['result']['error']}"]
-    assert flow.audit(unread["id"]) == ["proposed", "approved", "failed"]
+    assert f"Nothing built (approved by <@{MANAGER}>): {note}" in context(last["blocks"])
+    assert flow.replies(unread["message_ts"]) == [f":information_source: Nothing built: {note}"]
+    assert flow.audit(unread["id"]) == ["proposed", "approved", "unneeded"]
 
     pending = proposals[PENDING]
     flow.execute("ALTER TABLE public.decision_log DROP COLUMN created_at CASCADE")
@@ -570,6 +570,81 @@ def test_an_existing_index_or_a_changed_table_is_reported_not_built(flow: Flow) 
                                         "created_at no longer exist")
     assert PENDING not in flow.indexes("public.decision_log")
     assert "changed" in context(flow.updates(pending["message_ts"])[-1]["blocks"])
+
+
+def test_an_equivalent_index_built_meanwhile_means_nothing_is_built(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    unread = proposals[UNREAD]
+    # another name, the same keys and rows, one more column held: it serves the proposed index
+    flow.execute("CREATE INDEX someone_elses ON public.notifications (user_id, created_at DESC)"
+                 " INCLUDE (kind) WHERE NOT read")
+    before = flow.indexes("public.notifications")
+    flow.click(APPROVE, unread["id"], MANAGER)
+    final = flow.proposal(unread["id"])
+    assert final["status"] == "unneeded"
+    assert final["result"]["note"] == (f"the existing index someone_elses already serves what "
+                                       f"{UNREAD} would: nothing built")
+    assert flow.indexes("public.notifications") == before
+    assert flow.audit(unread["id"]) == ["proposed", "approved", "unneeded"]
+
+
+def test_a_table_grown_past_the_limit_is_approved_again(flow: Flow) -> None:
+    flow.settings.apply_growth_limit = 1.5
+    proposals = flow.propose(ENGINEER)
+    pending = proposals[PENDING]
+    shown = pending["table_bytes"]
+    [size] = flow.query("SELECT pg_total_relation_size('public.decision_log') AS bytes")
+    assert shown == size["bytes"] > 0  # the size the card shows
+    [posted] = [c.params for c in flow.slack.answered("chat.postMessage") if c.params[
+        "text"].startswith(f"Index migration #{pending['id']} (pending): ")]
+    assert f"*Table:* {units.size_text(shown)} when proposed" in json.dumps(posted["blocks"])
+    [columns] = flow.query("SELECT string_agg(quote_ident(attname), ', ') AS names "
+                           "FROM pg_attribute WHERE attrelid = 'public.decision_log'::regclass "
+                           "AND attnum > 1 AND NOT attisdropped")
+    flow.execute(f"INSERT INTO public.decision_log ({columns['names']}) "
+                 f"SELECT {columns['names']} FROM public.decision_log")  # doubled
+    flow.click(APPROVE, pending["id"], MANAGER)
+    final = flow.proposal(pending["id"])
+    assert final["status"] == "pending" and final["decided_by"] is None
+    assert final["table_bytes"] > shown * 1.5  # the card shows the table as it is now
+    reason = final["result"]["asked_again"]
+    assert reason.startswith(f"public.decision_log grew from {units.size_text(shown)} to ")
+    assert "HOTDATA_APPLY_GROWTH_LIMIT" in reason
+    assert PENDING not in flow.indexes("public.decision_log")
+    redrawn = flow.updates(pending["message_ts"])[-1]
+    assert has_buttons(redrawn["blocks"]) and reason in json.dumps(redrawn["blocks"])
+    assert flow.replies(pending["message_ts"]) == [f":warning: Not built yet: {reason}"]
+    assert flow.audit(pending["id"]) == ["proposed", "approved", "ask again"]
+    # approved again, for the table as it is: built
+    assert flow.click(APPROVE, pending["id"], BOSS).startswith("Approved index migration")
+    assert flow.proposal(pending["id"])["status"] == "applied"
+    assert flow.indexes("public.decision_log")[PENDING] is True
+
+
+def test_a_long_transaction_on_the_table_is_named_instead_of_waited_for(flow: Flow) -> None:
+    flow.settings.lock_timeout_ms = 200
+    proposals = flow.propose(ENGINEER)
+    pending = proposals[PENDING]
+    with psycopg.connect(flow.url, application_name="nightly-export") as holder:
+        holder.execute("UPDATE public.decision_log SET status = status WHERE false")
+        [me] = holder.execute("SELECT pg_backend_pid()").fetchone() or [0]
+        deadline = time.monotonic() + 30
+        while not flow.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND "
+                             "xact_start < now() - interval '0.3 s'", (me,)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        flow.click(APPROVE, pending["id"], MANAGER)
+        final = flow.proposal(pending["id"])
+        holder.rollback()
+    assert final["status"] == "pending"
+    reason = final["result"]["asked_again"]
+    assert re.fullmatch(
+        rf"a transaction open for [\d.]+ s \(pid {me}, application 'nightly-export'\) would "
+        r"make CREATE INDEX CONCURRENTLY wait for it longer than the lock timeout \(200 ms\): "
+        r"approve again once it has ended", reason), reason
+    assert "UPDATE" not in reason  # its age and application, never its text
+    assert PENDING not in flow.indexes("public.decision_log")
+    assert flow.replies(pending["message_ts"]) == [f":warning: Not built yet: {reason}"]
 
 
 def test_expired_proposals_cannot_be_approved_and_proposals_are_listed(flow: Flow) -> None:
@@ -665,31 +740,40 @@ def test_lock_timeout_fails_cleanly(flow: Flow) -> None:
     flow.settings.statement_timeout_ms = 300  # the "before" measurement waits on the lock too
     proposals = flow.propose(ENGINEER)
     pending = proposals[PENDING]
-    with psycopg.connect(flow.url) as holder:
+    # a session holding the table: the check before the build names it (it waited for the lock
+    # as long as the lock timeout, so the transaction is older than that) and builds nothing
+    with psycopg.connect(flow.url, application_name="maintenance") as holder:
         holder.execute("LOCK TABLE public.decision_log IN ACCESS EXCLUSIVE MODE")
         flow.click(APPROVE, pending["id"], MANAGER)
         holder.rollback()
     final = flow.proposal(pending["id"])
-    assert final["status"] == "failed"
-    assert final["result"]["error"] == ("could not take the lock on public.decision_log within "
-                                        "200 ms in 2 attempt(s); no invalid index was left "
-                                        "behind")
+    assert final["status"] == "pending"
+    assert "application 'maintenance'" in final["result"]["asked_again"]
     assert flow.invalid_indexes() == []
     assert PENDING not in flow.indexes("public.decision_log")
-    [reply] = flow.replies(pending["message_ts"])
-    assert reply.startswith(":x: Not applied: could not take the lock")
+
+    # a lock taken after that check, during the build: it times out, and nothing is left
+    rec = dict(pending["evidence"])
+    with psycopg.connect(flow.url) as holder:
+        holder.execute("LOCK TABLE public.decision_log IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(applying.ApplyFailed) as failed:
+            flow.bot.run(applying.apply(flow.settings, rec))  # type: ignore[arg-type]
+        holder.rollback()
+    assert str(failed.value) == ("could not take the lock on public.decision_log within "
+                                 "200 ms in 2 attempt(s); no invalid index was left behind")
+    assert flow.invalid_indexes() == []
+    assert PENDING not in flow.indexes("public.decision_log")
 
     # an open transaction that wrote to the table: the build times out after it created its
     # (invalid) index, which cannot be dropped while that transaction lasts; that is said
-    unread = proposals[UNREAD]
+    unread = dict(proposals[UNREAD]["evidence"])
     with psycopg.connect(flow.url) as writer:
         writer.execute("UPDATE public.notifications SET read = read "
                        "WHERE id = (SELECT min(id) FROM public.notifications)")
-        flow.click(APPROVE, unread["id"], MANAGER)
+        with pytest.raises(applying.ApplyFailed) as failed:
+            flow.bot.run(applying.apply(flow.settings, unread))  # type: ignore[arg-type]
         writer.rollback()
-    final = flow.proposal(unread["id"])
-    assert final["status"] == "failed"
-    error = final["result"]["error"]
+    error = str(failed.value)
     assert error.startswith("could not take the lock on public.notifications within 200 ms "
                             "in 1 attempt(s); the invalid index")
     assert error.endswith(f"DROP INDEX CONCURRENTLY IF EXISTS public.{UNREAD}")

@@ -25,6 +25,7 @@ from bot.container import Container
 from bot.db import connect
 from bot.fake_slack import FakeSlack, FakeSlackServer
 from bot.flows import reports as delivery
+from bot.proposals import binding
 from bot.render import report as render
 from bot.reports import snapshots
 from bot.reports.report import Report, build, chart
@@ -40,6 +41,8 @@ CHANNEL = "C0REPORTS"
 TAGGED_CALLS_SQL = ("SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements "
                     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) "
                     "AND query LIKE '%%' || %s || '%%'")
+
+DIGEST = binding.digest("CREATE INDEX …")  # a proposal row is bound to its statement
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -304,13 +307,13 @@ async def test_realistic_window_renders_inside_block_kit_limits(split_hotdash: S
         backdate(settings, snapshot, timedelta(minutes=30 * (len(taken) - n) + 1))
     sleep_statement = {"text": "SELECT pg_sleep($1)", "values": ["0.004"]}
     state(settings,
-          "INSERT INTO hotdata.proposals (table_name, index_name, sql, status, evidence, "
-          "created_at) VALUES ('public.notifications', 'notifications_user_id_read_idx', "
-          "'CREATE INDEX CONCURRENTLY IF NOT EXISTS …', 'pending', '{}', "
-          "now() - interval '3 hours')")
-    applied = ("INSERT INTO hotdata.proposals (table_name, index_name, sql, status, evidence, "
-               "result, updated_at) VALUES ('public.decisions', %s, 'CREATE INDEX …', "
-               "'applied', %s, %s, now() - %s)")
+          "INSERT INTO hotdata.proposals (table_name, index_name, sql, sql_sha256, status, "
+          "evidence, created_at) VALUES ('public.notifications', "
+          "'notifications_user_id_read_idx', 'CREATE INDEX CONCURRENTLY IF NOT EXISTS …', "
+          f"'{DIGEST}', 'pending', '{{}}', now() - interval '3 hours')")
+    applied = ("INSERT INTO hotdata.proposals (table_name, index_name, sql, sql_sha256, "
+               "status, evidence, result, updated_at) VALUES ('public.decisions', %s, "
+               f"'CREATE INDEX …', '{DIGEST}', 'applied', %s, %s, now() - %s)")
     # Applied in this window (listed), and applied before it (its statement is judged).
     state(settings, applied, ("decisions_assignee_pending_idx", Jsonb({}),
                               Jsonb({"before_ms": 12.5, "after_ms": 0.2}),
@@ -347,8 +350,9 @@ async def test_realistic_window_renders_inside_block_kit_limits(split_hotdash: S
 
     # A pile of pending proposals and missed slots still fits: each text is cut at 3,000.
     for n in range(150):
-        state(settings, "INSERT INTO hotdata.proposals (table_name, index_name, sql, status) "
-                        "VALUES ('public.notifications', %s, 'CREATE INDEX …', 'pending')",
+        state(settings, "INSERT INTO hotdata.proposals (table_name, index_name, sql, "
+                        "sql_sha256, status) VALUES ('public.notifications', %s, "
+                        f"'CREATE INDEX …', '{DIGEST}', 'pending')",
               (f"notifications_a_rather_long_index_name_number_{n:03d}_idx",))
         state(settings, "INSERT INTO hotdata.job_runs (job, scheduled_for, status) VALUES "
                         "('report', now() - %s, 'missed')", (timedelta(minutes=n + 1),))

@@ -56,8 +56,10 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
     for rec in fresh:  # linted without holding a connection
         rec = {**rec, "lint": await squawk.lint(migration.content(
             0, rec, settings.lock_timeout_ms))}
+        async with container.pools.connection("analysis") as target:
+            size = await applying.table_bytes(target, rec)  # what the approver will see
         async with container.pools.connection("state") as conn:
-            proposal = await store.create(conn, rec, analysis, user, settings.channel)
+            proposal = await store.create(conn, rec, analysis, user, settings.channel, size)
             if proposal is None:  # a concurrent propose was first: its proposal stands
                 continue
             file_sha256 = binding.digest(migration.content(proposal["id"], rec,
@@ -205,9 +207,14 @@ async def _apply(container: Container, proposal: Proposal) -> None:
             raise applying.ApplyFailed("refused: the stored statement differs from the one in "
                                        "the proposal's evidence (edited after it was proposed)")
         async with container.pools.connection("migrator") as target:
-            blocked = await applying.preflight(target, rec)
-        if blocked is not None:
-            raise applying.ApplyFailed(blocked)
+            hold = await applying.preflight(target, rec, proposal.get("table_bytes"),
+                                            settings.apply_growth_limit,
+                                            settings.lock_timeout_ms)
+        if hold is not None and hold.outcome == "refused":
+            raise applying.ApplyFailed(hold.message)
+        if hold is not None:
+            await _hold(container, proposal, hold)
+            return
         figures = await applying.apply(settings, rec)
     except Exception as error:  # every failure is recorded and shown, never lost
         message = container.settings.scrub(" ".join(str(error).split()) or type(error).__name__)
@@ -230,6 +237,24 @@ async def _apply(container: Container, proposal: Proposal) -> None:
         f":white_check_mark: `{rec['index']}` is built and valid: the statements it serves "
         f"took {figures['before_ms']} ms before and {figures['after_ms']} ms after "
         f"(median of {applying.REPEATS} runs each); build {figures['build_seconds']} s."))
+
+
+async def _hold(container: Container, proposal: Proposal, hold: applying.Hold) -> None:
+    """Nothing built: an index already serves it (the proposal is `unneeded`), or a manager
+    must decide again (back to `pending`, buttons and all); audited, and the card says why."""
+    async with container.pools.connection("state") as conn:
+        if hold.outcome == "unneeded":
+            final = await store.mark(conn, proposal["id"], "unneeded", {"note": hold.message},
+                                     expect="applying")
+        else:
+            final = await store.ask_again(conn, proposal["id"], hold.message, hold.table_bytes)
+        await store.audit(conn, "hotdata", hold.outcome.replace("_", " "), proposal["id"],
+                          proposal["sql"], final["status"] if final else None,
+                          {"reason": hold.message})
+    await _refresh(container, final or proposal)
+    await _thread(container, final or proposal, (
+        ":information_source: Nothing built: " if hold.outcome == "unneeded"
+        else ":warning: Not built yet: ") + hold.message)
 
 
 async def reject(container: Container, proposal_id: int, user: str, reason: str) -> str:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import psycopg
 from pglast import ast
 from psycopg import sql
 
+from bot import catalog, units
 from bot.advisor.model import Candidate, Recommendation, quote
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import TAG
@@ -90,21 +92,91 @@ async def index_state(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recomm
     return await cur.fetchone()
 
 
-async def preflight(conn: psycopg.AsyncConnection[dict[str, Any]],
-                    rec: Recommendation) -> str | None:
-    """Why this proposal must not be applied now (index exists, table changed), or None."""
+async def table_bytes(conn: psycopg.AsyncConnection[dict[str, Any]],
+                      rec: Recommendation) -> int | None:
+    """The recommendation's table's size now (pg_total_relation_size, as the catalog reads
+    it), or None when it does not exist."""
+    cur = await conn.execute(TAG + "SELECT pg_total_relation_size(to_regclass(%s)) AS bytes",
+                             (_table_regclass(rec),))
+    row = await cur.fetchone()
+    return int(row["bytes"]) if row and row["bytes"] is not None else None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why an approved proposal is not built now: `unneeded` (an index that serves it exists:
+    nothing to build), `ask_again` (the table is not what the approver saw, or a transaction
+    would make the build wait: a manager decides again) or `refused` (it cannot be built)."""
+
+    outcome: Literal["unneeded", "ask_again", "refused"]
+    message: str
+    table_bytes: int | None = None  # the table's size now
+
+
+# The oldest transaction of this database (not hotdata's own session) open longer than the
+# lock timeout that CREATE INDEX CONCURRENTLY would wait for: one holding a lock on the table
+# that its build conflicts with, or one holding a snapshot (it waits for older snapshots).
+WAITED_FOR_SQL = TAG + """
+SELECT a.pid, a.application_name AS application,
+       extract(epoch FROM now() - a.xact_start) AS seconds
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND a.xact_start < now() - make_interval(secs => %(seconds)s)
+  AND (a.backend_xmin IS NOT NULL OR EXISTS (
+        SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.granted
+          AND l.relation = to_regclass(%(table)s)
+          AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'ShareLock')))
+ORDER BY a.xact_start LIMIT 1
+"""
+
+
+async def preflight(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommendation,
+                    approved_bytes: int | None, growth_limit: float,
+                    lock_timeout_ms: int) -> Hold | None:
+    """Just before building: the index, or one that serves it, may exist already; the table
+    may be gone, changed, or grown past `growth_limit` times the `approved_bytes` the approver
+    saw; a long transaction may hold it. None when the build may go ahead."""
     state = await index_state(conn, rec)
     if state is not None and state["valid"]:
-        return f"index {rec['index']} already exists on {rec['table']}: nothing to apply"
-    schema, table = rec["table"].split(".", 1)
-    cur = await conn.execute(COLUMNS_SQL, (f"{quote(schema)}.{quote(table)}",) * 2)
+        return Hold("unneeded", f"index {rec['index']} already exists on {rec['table']}: "
+                                "nothing built")
+    regclass = _table_regclass(rec)
+    cur = await conn.execute(COLUMNS_SQL, (regclass,) * 2)
     row = await cur.fetchone()
     if not row or not row["exists"]:
-        return f"table {rec['table']} no longer exists"
+        return Hold("refused", f"table {rec['table']} no longer exists")
     missing = [c.removesuffix(" DESC") for c in rec.get("columns", [])
                if c.removesuffix(" DESC") not in row["columns"]]
     if missing:
-        return f"table {rec['table']} changed: column(s) {', '.join(missing)} no longer exist"
+        return Hold("refused", f"table {rec['table']} changed: column(s) "
+                               f"{', '.join(missing)} no longer exist")
+    cur = await conn.execute(TAG + "SELECT to_regclass(%s)::oid AS oid", (regclass,))
+    oid = (await cur.fetchone() or {}).get("oid")
+    try:  # its size is read under a lock: a session holding the table makes it wait
+        table = (await catalog.load(conn, [oid])).get(oid) if oid is not None else None
+    except psycopg.errors.LockNotAvailable:
+        table = None  # the holder is named below
+    if table is not None:
+        served = table.served_by(tuple(rec["columns"]), tuple(rec.get("include") or ()),
+                                 rec.get("where"))
+        if served is not None:
+            return Hold("unneeded", f"the existing index {served.name} already serves what "
+                                    f"{rec['index']} would: nothing built")
+        if approved_bytes and table.size_bytes > approved_bytes * growth_limit:
+            return Hold("ask_again", (
+                f"{rec['table']} grew from {units.size_text(approved_bytes)} to "
+                f"{units.size_text(table.size_bytes)} since it was approved (more than "
+                f"{growth_limit:g} times, HOTDATA_APPLY_GROWTH_LIMIT): approve again for the "
+                "table as it is"), table.size_bytes)
+    cur = await conn.execute(WAITED_FOR_SQL, {"seconds": lock_timeout_ms / 1000,
+                                              "table": regclass})
+    waited = await cur.fetchone()
+    if waited is not None:
+        return Hold("ask_again", (
+            f"a transaction open for {waited['seconds']:.1f} s (pid {waited['pid']}, "
+            f"application '{waited['application'] or 'unnamed'}') would make CREATE INDEX "
+            f"CONCURRENTLY wait for it longer than the lock timeout ({lock_timeout_ms} ms): "
+            "approve again once it has ended"))
     return None
 
 

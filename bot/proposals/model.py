@@ -18,14 +18,16 @@ class Proposal(TypedDict):
     sql: str
     sql_sha256: str  # of `sql` when proposed: what the card shows and Approve carries
     file_sha256: str | None  # of its migration file (`migration.content`)
-    # pending | approved | applying | applied | rejected | failed | expired
+    # pending | approved | applying | applied | rejected | failed | expired | unneeded
     status: str
+    table_bytes: int | None  # the table's size when proposed (or last asked again)
     proposed_by: str | None
     decided_by: str | None
     decided_at: datetime | None
     reason: str | None
     evidence: Recommendation  # the recommendation it was proposed from, with squawk's lint
-    result: dict[str, Any] | None  # the figures once applied, or the error
+    # the figures once applied, the error, the note (unneeded), or why it is asked again
+    result: dict[str, Any] | None
     channel: str | None
     message_ts: str | None
     created_at: datetime

@@ -36,17 +36,18 @@ async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
 
 
 async def create(conn: Conn, rec: Recommendation, analysis_id: int | None, proposed_by: str,
-                 channel: str | None) -> Proposal | None:
+                 channel: str | None, table_bytes: int | None = None) -> Proposal | None:
     """A pending proposal, audited; None when the index already has an open one (the state
     schema holds one open proposal per index, whatever the concurrency). It is bound to the
-    SHA-256 of its statement (`binding`)."""
+    SHA-256 of its statement (`binding`); `table_bytes`: the table's size the card shows."""
     cur = await conn.execute(
         "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, sql_sha256, "
-        "proposed_by, evidence, channel) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "proposed_by, evidence, channel, table_bytes) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (table_name, index_name) WHERE status IN ('pending', 'approved', "
         "'applying') DO NOTHING RETURNING *",
         (analysis_id, rec["table"], rec["index"], rec["sql"], binding.digest(rec["sql"]),
-         proposed_by, Jsonb(rec), channel))
+         proposed_by, Jsonb(rec), channel, table_bytes))
     row = await _one(cur)
     if row is not None:
         await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending",
@@ -93,6 +94,18 @@ async def mark(conn: Conn, proposal_id: int, status: str, result: dict[str, Any]
         query += " AND status = %s"
         params.append(expect)
     cur = await conn.execute(query + " RETURNING *", params)
+    return await _one(cur)
+
+
+async def ask_again(conn: Conn, proposal_id: int, reason: str,
+                    table_bytes: int | None) -> Proposal | None:
+    """An approved proposal back to pending (from `applying`): what the approver saw no longer
+    holds; `table_bytes`, when given, is the table's size the card now shows."""
+    cur = await conn.execute(
+        "UPDATE hotdata.proposals SET status = 'pending', decided_by = NULL, decided_at = NULL, "
+        "result = %s, table_bytes = coalesce(%s, table_bytes), updated_at = now() "
+        "WHERE id = %s AND status = 'applying' RETURNING *",
+        (Jsonb({"asked_again": reason}), table_bytes, proposal_id))
     return await _one(cur)
 
 

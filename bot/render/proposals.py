@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot import units
 from bot.advisor.model import Recommendation
 from bot.proposals import binding
 from bot.proposals.model import Proposal
@@ -23,6 +24,7 @@ STATE_LINE = {
     "rejected": ":no_entry: Rejected by <@{decided_by}>: {reason}",
     "failed": ":x: Not applied: {error}",
     "expired": ":zzz: Expired without a decision",
+    "unneeded": ":information_source: Nothing built (approved by <@{decided_by}>): {note}",
 }
 
 
@@ -30,7 +32,7 @@ def _mb(size: Any) -> str:
     return f"{(size or 0) / 1024 / 1024:.1f} MB"
 
 
-def _why(rec: Recommendation) -> str:
+def _why(rec: Recommendation, table_bytes: int | None) -> str:
     lines = [f"*Serves:* {', '.join(rec.get('queries') or []) or '—'}",
              f"*Planner cost:* {rec.get('cost_before')} → {rec.get('cost_after')}"]
     if rec.get("measured_before_ms") is not None:
@@ -41,6 +43,10 @@ def _why(rec: Recommendation) -> str:
     lines.append(f"*Size:* {_mb(rec.get('size_bytes'))}"
                  f"{' (estimated)' if rec.get('size_estimated') else ''} · *write cost:* "
                  f"about {rec.get('write_penalty_ms', 0)} ms over the analysed window")
+    if table_bytes is not None:
+        build = (f"built in {rec['build_seconds']} s on the scratch copy"
+                 if rec.get("build_seconds") is not None else "build time measured when applied")
+        lines.append(f"*Table:* {units.size_text(table_bytes)} when proposed · {build}")
     roles = rec.get("costed_as") or ["owner"]
     lines.append(f"*RLS check:* costed as {', '.join(roles)}"
                  + (" (the application's role, under its policies)"
@@ -57,14 +63,16 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
     result = proposal.get("result") or {}
     state = STATE_LINE[status].format(decided_by=proposal.get("decided_by") or "?",
                                       reason=proposal.get("reason") or "no reason given",
-                                      error=result.get("error") or "unknown error")
+                                      error=result.get("error") or "unknown error",
+                                      note=result.get("note") or "")
     out: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text":
                                     f"Index migration #{proposal['id']}: {rec['table']}"[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": (
             f"*What:* `{rec['index']}` on `{rec['table']}` ({', '.join(rec['columns'])})"
             + (f" WHERE {rec['where']}" if rec.get("where") else ""))[:3000]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _why(rec)[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _why(rec, proposal.get(
+            "table_bytes"))[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn",
                                      "text": f"```{rec['sql']}```"[:3000]}},
     ]
@@ -77,6 +85,9 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
         f"{state} · proposed by <@{proposal.get('proposed_by')}> · statement sha256 "
         f"`{binding.short(proposal['sql_sha256'])}` · rollback and details: "
         f"`{RUNBOOK}`")[:3000]}]})
+    if status == "pending" and result.get("asked_again"):
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f":warning: *Approve again:* {result['asked_again']}")[:3000]}})
     if status == "pending":
         out.append({"type": "actions", "block_id": "decision", "elements": [
             {"type": "button", "action_id": APPROVE, "style": "primary",
