@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0, le=YEAR_HOURS)
     apply_growth_limit: float = Field(2.0, ge=1.0, le=1000.0)
+    approvals_required: int = Field(1, ge=1, le=10)
+    approvals_required_over_mb: float | None = Field(None, ge=0, le=1024 * 1024 * 1024)
     allow_self_approval: bool = False
     drill_source: Literal["dump", "directory", "pgbackrest"] = "dump"
     drill_backup_dir: Path | None = None
@@ -267,6 +269,9 @@ _EXPECTS = {
     "lock_timeout_ms": "milliseconds, from 100 to a day (86400000)",
     "apply_retries": "a whole number from 0 to 20",
     "proposal_ttl_hours": "hours, more than 0 and at most a year (8784)",
+    "approvals_required": "a whole number from 1 to 10: distinct managers a proposal needs",
+    "approvals_required_over_mb": "megabytes, from 0: only tables larger than this need "
+                                  "HOTDATA_APPROVALS_REQUIRED managers (others need one)",
     "apply_growth_limit": "a factor from 1 to 1000: a table grown past this many times its "
                           "size when proposed is approved again",
     "allow_self_approval": "true or false",

@@ -1,5 +1,5 @@
 -- hotdata state schema, version 0008: each proposal is bound to the exact statement approved,
--- and re-checked against the table the approver saw.
+-- re-checked against the table the approver saw, and approved by as many managers as it needs.
 
 -- The SHA-256 (hex) of the statement the card shows and the Approve button carries, and of the
 -- migration file written for it; an apply refuses a statement whose digest is not the approved
@@ -16,3 +16,16 @@ ALTER TABLE hotdata.proposals DROP CONSTRAINT proposals_status_check;
 ALTER TABLE hotdata.proposals ADD CONSTRAINT proposals_status_check
     CHECK (status IN ('pending', 'approved', 'applying', 'applied', 'rejected', 'failed',
                       'expired', 'unneeded'));
+
+-- The two-person rule: how many distinct managers a proposal needs (set when proposed, from
+-- HOTDATA_APPROVALS_REQUIRED and HOTDATA_APPROVALS_REQUIRED_OVER_MB), and each manager's
+-- approval of a statement digest; only approvals of the current statement count.
+ALTER TABLE hotdata.proposals
+    ADD COLUMN approvals_required int NOT NULL DEFAULT 1 CHECK (approvals_required >= 1);
+CREATE TABLE hotdata.approvals (
+    proposal_id   bigint NOT NULL REFERENCES hotdata.proposals (id),
+    manager       text NOT NULL,
+    sql_sha256    text NOT NULL,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (proposal_id, sql_sha256, manager)
+);

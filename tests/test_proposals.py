@@ -432,6 +432,67 @@ def test_two_managers_at_once_and_a_replayed_click_apply_once(flow: Flow) -> Non
     assert flow.proposal(uid)["status"] == "applied"
 
 
+def test_two_approvals_required_two_distinct_managers_apply_once(flow: Flow) -> None:
+    flow.settings.approvals_required = 2
+    flow.settings.allow_self_approval = True  # even so, the proposer never counts
+    flow.settings.manager_ids = [MANAGER, BOSS, LEAD]
+    proposals = flow.propose(MANAGER)
+    pending = proposals[PENDING]
+    pid, ts = pending["id"], pending["message_ts"]
+    assert pending["approvals_required"] == 2
+    [posted] = [c.params for c in flow.slack.answered("chat.postMessage")
+                if c.params["text"].startswith(f"Index migration #{pid} (pending): ")]
+    assert "*Approvals:* 0 of 2 (distinct managers" in json.dumps(posted["blocks"])
+
+    assert flow.click(APPROVE, pid, MANAGER) == (
+        f"You proposed index migration #{pid}: it needs 2 other managers' approvals, and "
+        "yours never counts.")
+    assert flow.click(APPROVE, pid, BOSS) == (
+        f"Your approval of index migration #{pid} is recorded: 1 of 2; another manager must "
+        "approve too.")
+    # one manager is not enough, however often they click
+    assert flow.click(APPROVE, pid, BOSS) == (
+        f"You have already approved index migration #{pid}: 1 of 2; another manager must "
+        "approve too.")
+    assert flow.proposal(pid)["status"] == "pending"
+    assert PENDING not in flow.indexes("public.decision_log")
+    card = flow.updates(ts)[-1]
+    assert f"*Approvals:* 1 of 2 — <@{BOSS}>" in json.dumps(card["blocks"], ensure_ascii=False)
+    assert has_buttons(card["blocks"])
+
+    # the second distinct manager applies it, exactly once
+    assert flow.click(APPROVE, pid, LEAD).startswith(f"Approved index migration #{pid}")
+    final = flow.proposal(pid)
+    assert final["status"] == "applied" and final["decided_by"] == LEAD
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    assert flow.click(APPROVE, pid, BOSS) == (f"Index migration #{pid} was already approved "
+                                              f"by <@{LEAD}> and applied.")
+    assert flow.audit(pid) == ["proposed", "refused", "approval", "approved", "applied"]
+    [approved] = flow.query("SELECT detail FROM hotdata.audit_log WHERE proposal_id = %s "
+                            "AND action = 'approved'", (pid,))
+    assert approved["detail"]["approvers"] == [BOSS, LEAD]
+
+    # a reject by any manager ends a proposal that is waiting for its second approval
+    unread = proposals[UNREAD]
+    assert "1 of 2" in flow.click(APPROVE, unread["id"], BOSS)
+    assert flow.bot.run(service.reject(flow.bot.container, unread["id"], LEAD, "not now")) == (
+        f"Rejected index migration #{unread['id']}.")
+    assert flow.click(APPROVE, unread["id"], MANAGER).startswith(
+        f"Index migration #{unread['id']} was already rejected")
+    assert UNREAD not in flow.indexes("public.notifications")
+
+
+def test_only_tables_over_the_size_need_two_managers(flow: Flow) -> None:
+    flow.settings.approvals_required = 2
+    [small] = flow.query("SELECT pg_total_relation_size('public.decision_log') AS bytes")
+    flow.settings.approvals_required_over_mb = small["bytes"] / 1024 / 1024 + 0.01
+    proposals = flow.propose(ENGINEER)
+    assert proposals[PENDING]["approvals_required"] == 1  # decision_log: under the size
+    big = [p for p in proposals.values() if p["table_bytes"] > small["bytes"] + 0.01 * 2**20]
+    assert big and all(p["approvals_required"] == 2 for p in big)
+    assert flow.click(APPROVE, proposals[PENDING]["id"], MANAGER).startswith("Approved")
+
+
 def test_a_slack_error_on_the_message_does_not_leave_the_proposal_applying(flow: Flow) -> None:
     proposals = flow.propose(ENGINEER)
     pid, ts = proposals[PENDING]["id"], proposals[PENDING]["message_ts"]

@@ -59,7 +59,8 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
         async with container.pools.connection("analysis") as target:
             size = await applying.table_bytes(target, rec)  # what the approver will see
         async with container.pools.connection("state") as conn:
-            proposal = await store.create(conn, rec, analysis, user, settings.channel, size)
+            proposal = await store.create(conn, rec, analysis, user, settings.channel, size,
+                                          _approvals_required(container, size))
             if proposal is None:  # a concurrent propose was first: its proposal stands
                 continue
             file_sha256 = binding.digest(migration.content(proposal["id"], rec,
@@ -75,6 +76,16 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
         for proposal in created:
             await _post(container, proposal)
     return created
+
+
+def _approvals_required(container: Container, table_bytes: int | None) -> int:
+    """HOTDATA_APPROVALS_REQUIRED distinct managers; with HOTDATA_APPROVALS_REQUIRED_OVER_MB,
+    only for tables larger than that (one manager for the others)."""
+    settings = container.settings
+    over = settings.approvals_required_over_mb
+    if over is None or (table_bytes or 0) > over * 1024 * 1024:
+        return settings.approvals_required
+    return 1
 
 
 async def _post(container: Container, proposal: Proposal) -> None:
@@ -94,6 +105,9 @@ async def _refresh(container: Container, proposal: Proposal) -> None:
     """Show the proposal's current state on its approval message. Best effort: Postgres owns
     the state, so a Slack error must not stop a decision half-way (stuck in `applying`)."""
     channel, ts = proposal.get("channel"), proposal.get("message_ts")
+    if proposal["approvals_required"] > 1:  # the card says who approved so far
+        async with container.pools.connection("state") as conn:
+            proposal["approvers"] = await store.approvers(conn, proposal)
     if channel and ts:
         try:
             await container.client.chat_update(channel=channel, ts=ts,
@@ -159,11 +173,15 @@ async def approve(container: Container, proposal_id: int, user: str,
         stale = await _stale_card(container, conn, proposal_id, user, approved)
         if stale is not None:
             return stale
+        waiting = await _count_approval(container, conn, proposal_id, user)
+        if waiting is not None:
+            return waiting
         proposal = await store.decide(conn, proposal_id, "approved", user)
         if proposal is None:
             return await _already(conn, proposal_id)
         await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved",
-                          {"sql_sha256": proposal["sql_sha256"]})
+                          {"sql_sha256": proposal["sql_sha256"],
+                           "approvers": await store.approvers(conn, proposal)})
         # Held until this connection closes: while it is, the proposal is not a leftover.
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
         proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
@@ -171,6 +189,33 @@ async def approve(container: Container, proposal_id: int, user: str,
         await _refresh(container, proposal)
         await _apply(container, proposal)
     return f"Approved index migration #{proposal_id}; the result is in the channel."
+
+
+async def _count_approval(container: Container, conn: store.Conn, proposal_id: int,
+                          user: str) -> str | None:
+    """Under the two-person rule, record `user`'s approval; what to tell them while it needs
+    more managers, or None once it has enough (the proposer never counts)."""
+    proposal = await store.get(conn, proposal_id)
+    if proposal is None or proposal["status"] != "pending" or \
+            proposal["approvals_required"] < 2:
+        return None
+    required = proposal["approvals_required"]
+    if user == proposal["proposed_by"]:
+        await store.audit(conn, user, "refused", proposal_id, proposal["sql"], "approve",
+                          {"reason": "the proposer never counts"})
+        return (f"You proposed index migration #{proposal_id}: it needs {required} other "
+                "managers' approvals, and yours never counts.")
+    new, names = await store.add_approval(conn, proposal, user)
+    if len(names) >= required:
+        return None
+    if not new:
+        return (f"You have already approved index migration #{proposal_id}: "
+                f"{len(names)} of {required}; another manager must approve too.")
+    await store.audit(conn, user, "approval", proposal_id, proposal["sql"], "pending",
+                      {"approvers": names, "required": required})
+    await _refresh(container, proposal)
+    return (f"Your approval of index migration #{proposal_id} is recorded: {len(names)} of "
+            f"{required}; another manager must approve too.")
 
 
 async def _stale_card(container: Container, conn: store.Conn, proposal_id: int, user: str,

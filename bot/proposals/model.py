@@ -21,6 +21,7 @@ class Proposal(TypedDict):
     # pending | approved | applying | applied | rejected | failed | expired | unneeded
     status: str
     table_bytes: int | None  # the table's size when proposed (or last asked again)
+    approvals_required: int  # distinct managers it needs (the proposer never counts)
     proposed_by: str | None
     decided_by: str | None
     decided_at: datetime | None
@@ -33,3 +34,4 @@ class Proposal(TypedDict):
     created_at: datetime
     updated_at: datetime
     file: NotRequired[str]  # the migration file written for it (`hotdata propose --out`)
+    approvers: NotRequired[list[str]]  # who approved its current statement so far

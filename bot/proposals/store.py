@@ -36,18 +36,19 @@ async def audit(conn: Conn, actor: str, action: str, proposal_id: int | None,
 
 
 async def create(conn: Conn, rec: Recommendation, analysis_id: int | None, proposed_by: str,
-                 channel: str | None, table_bytes: int | None = None) -> Proposal | None:
+                 channel: str | None, table_bytes: int | None = None,
+                 approvals_required: int = 1) -> Proposal | None:
     """A pending proposal, audited; None when the index already has an open one (the state
     schema holds one open proposal per index, whatever the concurrency). It is bound to the
     SHA-256 of its statement (`binding`); `table_bytes`: the table's size the card shows."""
     cur = await conn.execute(
         "INSERT INTO hotdata.proposals (analysis_id, table_name, index_name, sql, sql_sha256, "
-        "proposed_by, evidence, channel, table_bytes) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "proposed_by, evidence, channel, table_bytes, approvals_required) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (table_name, index_name) WHERE status IN ('pending', 'approved', "
         "'applying') DO NOTHING RETURNING *",
         (analysis_id, rec["table"], rec["index"], rec["sql"], binding.digest(rec["sql"]),
-         proposed_by, Jsonb(rec), channel, table_bytes))
+         proposed_by, Jsonb(rec), channel, table_bytes, approvals_required))
     row = await _one(cur)
     if row is not None:
         await audit(conn, proposed_by, "proposed", row["id"], rec["sql"], "pending",
@@ -72,6 +73,25 @@ async def open_for(conn: Conn, table: str, index_name: str) -> Proposal | None:
         "SELECT * FROM hotdata.proposals WHERE table_name = %s AND index_name = %s "
         "AND status IN ('pending', 'approved', 'applying')", (table, index_name))
     return await _one(cur)
+
+
+async def add_approval(conn: Conn, proposal: Proposal, manager: str) -> tuple[bool, list[str]]:
+    """Record `manager`'s approval of the proposal's current statement: (whether it is new,
+    the managers who approved that statement, first first)."""
+    cur = await conn.execute(
+        "INSERT INTO hotdata.approvals (proposal_id, manager, sql_sha256) VALUES (%s, %s, %s) "
+        "ON CONFLICT DO NOTHING RETURNING manager",
+        (proposal["id"], manager, proposal["sql_sha256"]))
+    new = await cur.fetchone() is not None
+    return new, await approvers(conn, proposal)
+
+
+async def approvers(conn: Conn, proposal: Proposal) -> list[str]:
+    """The managers who approved the proposal's current statement, first first."""
+    cur = await conn.execute(
+        "SELECT manager FROM hotdata.approvals WHERE proposal_id = %s AND sql_sha256 = %s "
+        "ORDER BY at, manager", (proposal["id"], proposal["sql_sha256"]))
+    return [row["manager"] for row in await cur.fetchall()]
 
 
 async def decide(conn: Conn, proposal_id: int, status: str, user: str,
@@ -106,7 +126,11 @@ async def ask_again(conn: Conn, proposal_id: int, reason: str,
         "result = %s, table_bytes = coalesce(%s, table_bytes), updated_at = now() "
         "WHERE id = %s AND status = 'applying' RETURNING *",
         (Jsonb({"asked_again": reason}), table_bytes, proposal_id))
-    return await _one(cur)
+    row = await _one(cur)
+    if row is not None:  # every manager decides again, on what the card now shows
+        await conn.execute("DELETE FROM hotdata.approvals WHERE proposal_id = %s",
+                           (proposal_id,))
+    return row
 
 
 async def set_message(conn: Conn, proposal_id: int, channel: str, ts: str) -> None:

@@ -85,6 +85,12 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
         f"{state} · proposed by <@{proposal.get('proposed_by')}> · statement sha256 "
         f"`{binding.short(proposal['sql_sha256'])}` · rollback and details: "
         f"`{RUNBOOK}`")[:3000]}]})
+    if proposal.get("approvals_required", 1) > 1:
+        names = proposal.get("approvers") or []
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*Approvals:* {len(names)} of {proposal['approvals_required']}"
+            + (f" — {', '.join(f'<@{n}>' for n in names)}" if names else "")
+            + " (distinct managers; the proposer never counts)")[:3000]}})
     if status == "pending" and result.get("asked_again"):
         out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
             f":warning: *Approve again:* {result['asked_again']}")[:3000]}})
