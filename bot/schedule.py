@@ -25,7 +25,7 @@ from bot.container import Container
 from bot.cron import cron_trigger, latest_fire, passed_slots
 from bot.db import DatabaseUnavailable, connect, open_connection
 from bot.drills.store import heartbeat
-from bot.flows import drills, reports
+from bot.flows import drills, proposals, reports
 from bot.reports import snapshots
 from bot.settings import Settings
 
@@ -82,8 +82,11 @@ class Scheduler:
         self.aps.start()
 
     async def heartbeat(self) -> None:
+        """Every minute, on every replica: the drills' RPO clock, and the cards of proposals
+        that have just expired."""
         async with self.container.pools.connection("state") as state:
             await heartbeat(state)
+        await proposals.expire_stale(self.container)
 
     async def stop(self) -> None:
         self.aps.shutdown(wait=False)  # cancels its coroutines; claimed slots are shielded

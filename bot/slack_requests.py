@@ -95,6 +95,15 @@ class SlackRequests:
         form, key = self.slash_form(text, user, channel)
         return self.send(form, key=key, **kwargs)
 
+    def event(self, event: dict[str, Any]) -> Reply:
+        """An Events API callback (`app_home_opened`…), signed as Slack signs it."""
+        body = json.dumps({"token": "legacy-unused", "team_id": self.team_id,
+                           "api_app_id": "A0HOTDATA", "event": event, "type": "event_callback",
+                           "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+                           "event_time": int(time.time())})
+        headers = {**signed_headers(self.secret, body), "Content-Type": "application/json"}
+        return self.post(body, headers)
+
     def interaction(self, payload: dict[str, Any], **kwargs: Any) -> Reply:
         return self.send({"payload": json.dumps(payload)}, **kwargs)
 

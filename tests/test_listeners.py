@@ -197,7 +197,7 @@ def click(container: Container, listener: Callable[..., Awaitable[None]],
 
 @pytest.mark.parametrize(("listener", "flow"), [
     (actions.approve, "approve_clicked"), (actions.reject, "reject_clicked"),
-    (actions.propose, "propose_for")])
+    (actions.propose, "propose_for"), (actions.rollback, "rollback_clicked")])
 def test_buttons_ack_then_hand_off_with_the_id_they_carry(
         container: Container, listener: Callable[..., Awaitable[None]], flow: str) -> None:
     ack, work = click(container, listener, "42")

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from slack_sdk.models.views import View
 
 from bot import pgcluster, squawk, tools, units
 from bot.advisor.pipeline import analyze
@@ -32,8 +33,9 @@ from bot.flows import proposals as service
 from bot.flows.analysis import record
 from bot.proposals import allowlist, binding
 from bot.proposals import apply as applying
-from bot.render.proposals import APPROVE, REJECT
+from bot.render.proposals import APPROVE, REJECT, ROLLBACK
 from bot.sample import hotdash as sample
+from bot.schedule import Scheduler
 from bot.settings import Settings
 from tests.harness import (
     BotUnderTest,
@@ -175,7 +177,8 @@ def context(blocks: list[dict[str, Any]]) -> str:
 
 
 def has_buttons(blocks: list[dict[str, Any]]) -> bool:
-    return any(b["type"] == "actions" for b in blocks)
+    """Whether the card offers a decision (Approve / Reject)."""
+    return any(b["type"] == "actions" and b.get("block_id") == "decision" for b in blocks)
 
 
 @pytest.fixture
@@ -735,6 +738,112 @@ def test_expired_proposals_cannot_be_approved_and_proposals_are_listed(flow: Flo
                 for r in still]
     expected.append(f"• #{old['id']} `{PENDING}` on `public.decision_log` — *expired*")
     assert [line.split(" · ")[0] for line in lines[1:]] == expected
+
+
+def test_an_applied_index_can_be_rolled_back_through_the_same_approval(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    pending = proposals[PENDING]
+    answer = flow.click(ROLLBACK, pending["id"], ENGINEER)
+    assert answer == (f"Only an applied index migration can be rolled back: #{pending['id']} "
+                      "is pending.")
+    assert flow.click(APPROVE, pending["id"], MANAGER).startswith("Approved")
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    applied = flow.updates(pending["message_ts"])[-1]
+    [undo] = [b for b in applied["blocks"] if b.get("block_id") == "undo"]
+    assert [(e["action_id"], e["value"]) for e in undo["elements"]] == [
+        (ROLLBACK, str(pending["id"]))]
+
+    # anyone may propose the rollback; it is a proposal like any other
+    answer = flow.click(ROLLBACK, pending["id"], ENGINEER)
+    [rollback] = flow.query("SELECT * FROM hotdata.proposals WHERE id > %s "
+                            "AND sql LIKE 'DROP INDEX%%'", (max(p["id"] for p in
+                                                                proposals.values()),))
+    assert answer == (f"Proposed the rollback of index migration #{pending['id']} as "
+                      f"#{rollback['id']} in <#C0HOTDATA> for a manager's approval.")
+    assert rollback["sql"] == f"DROP INDEX CONCURRENTLY IF EXISTS public.{PENDING};"
+    assert rollback["status"] == "pending" and rollback["evidence"]["rollback_of"] == \
+        pending["id"]
+    assert flow.click(ROLLBACK, pending["id"], ENGINEER) == (
+        f"The rollback of index migration #{pending['id']} is already proposed.")
+    [card] = [c.params for c in flow.slack.answered("chat.postMessage")
+              if c.params["text"].startswith(f"Index migration #{rollback['id']} (pending)")]
+    assert card["blocks"][0]["text"]["text"] == (f"Index rollback #{rollback['id']}: "
+                                                 "public.decision_log")
+    assert has_buttons(card["blocks"])
+    # the same approval: not the proposer, a manager; then the index is gone
+    assert flow.click(APPROVE, rollback["id"], LEAD).startswith("Only managers")
+    assert flow.click(APPROVE, rollback["id"], BOSS).startswith("Approved")
+    assert flow.proposal(rollback["id"])["status"] == "applied"
+    assert PENDING not in flow.indexes("public.decision_log")
+    [told] = flow.replies(rollback["message_ts"])
+    assert told.startswith(f":white_check_mark: `{PENDING}` is dropped (rollback of index "
+                           f"migration #{pending['id']})")
+    assert flow.audit(rollback["id"]) == ["proposed", "refused", "approved", "applied"]
+    # a rollback is not rolled back
+    assert flow.click(ROLLBACK, rollback["id"], ENGINEER) == (
+        f"Only an applied index migration can be rolled back: #{rollback['id']} is applied "
+        "(a rollback itself).")
+
+
+def home_views(flow: Flow, count: int) -> dict[str, dict[str, Any]]:
+    """The last `count` published Home views, by user; each one valid Block Kit."""
+    calls = flow.slack.wait_for("views.publish", count=count, timeout=60)[-count:]
+    views = {}
+    for call in calls:
+        view = call.params["view"]
+        view = json.loads(view) if isinstance(view, str) else view
+        View(type=view["type"], blocks=view["blocks"]).validate_json()  # raises when invalid
+        views[call.params["user_id"]] = view
+    return views
+
+
+def test_the_home_tab_shows_managers_the_buttons_and_follows_the_decisions(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    assert flow.bot.requests is not None
+    for user in (MANAGER, ENGINEER):
+        reply = flow.bot.requests.event({"type": "app_home_opened", "user": user, "tab": "home",
+                                         "channel": "D0HOME", "event_ts": f"{time.time():.6f}"})
+        assert reply.status == 200
+    views = home_views(flow, 2)
+    manager, member = views[MANAGER], views[ENGINEER]
+    pending = proposals[PENDING]
+    for view in (manager, member):
+        text = json.dumps(view, ensure_ascii=False)
+        assert view["type"] == "home" and "Latest analysis" in text
+        assert f"*#{pending['id']}* `{PENDING}` on `public.decision_log` — pending" in text
+        assert "Restore drills" in text and "*report*:" in text
+    approve = [e for b in manager["blocks"] if b["type"] == "actions" for e in b["elements"]
+               if e["action_id"] == APPROVE]
+    assert binding.button_value(pending["id"], pending["sql_sha256"]) in [
+        e["value"] for e in approve]
+    assert not [b for b in member["blocks"] if b["type"] == "actions"]
+    assert "Only managers may approve or reject" in json.dumps(member)
+
+    # a decision changes what every Home that was opened shows
+    published = len(flow.slack.answered("views.publish"))
+    assert flow.click(APPROVE, pending["id"], MANAGER).startswith("Approved")
+    flow.slack.wait_for("views.publish", count=published + 2, timeout=60)
+    views = home_views(flow, 2)
+    for view in views.values():
+        assert f"*#{pending['id']}* `{PENDING}`" not in json.dumps(view, ensure_ascii=False)
+
+
+def test_an_expired_proposal_loses_its_buttons_without_anyone_clicking(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    old, fresh = proposals[PENDING], proposals[UNREAD]
+    flow.execute("UPDATE hotdata.proposals SET created_at = now() - interval '73 hours' "
+                 "WHERE id = %s", (old["id"],))
+    flow.bot.run(Scheduler(flow.bot.container, "replica-test").heartbeat())  # every minute
+    assert flow.proposal(old["id"])["status"] == "expired"
+    card = flow.updates(old["message_ts"])[-1]
+    assert not has_buttons(card["blocks"])
+    assert "Expired without a decision" in context(card["blocks"])
+    assert flow.audit(old["id"]) == ["proposed", "expired"]
+    assert flow.proposal(fresh["id"])["status"] == "pending"  # the others keep theirs
+    assert flow.updates(fresh["message_ts"]) == []
+    # a click on the old card is told what happened
+    assert flow.click(APPROVE, old["id"], MANAGER) == (f"Index migration #{old['id']} was "
+                                                       "already expired.")
 
 
 def test_a_tampered_proposal_is_refused_at_apply_time(flow: Flow) -> None:

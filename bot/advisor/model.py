@@ -135,9 +135,10 @@ class ServedStatement(TypedDict):
 
 class Recommendation(TypedDict):
     """An index to create, with its evidence: what `recommend` returns, an analysis report
-    stores and a proposal keeps as its `evidence`."""
+    stores and a proposal keeps as its `evidence`. A rollback proposal keeps the evidence of
+    the index it drops, with `action` "drop", its DROP statement and `rollback_of`."""
 
-    action: Literal["create"]
+    action: Literal["create", "drop"]
     table: str  # schema.table
     index: str
     columns: list[str]  # keys in order, `col DESC` for a descending one
@@ -158,6 +159,7 @@ class Recommendation(TypedDict):
     statements: list[ServedStatement]
     build_seconds: NotRequired[float]  # when built on a scratch copy
     lint: NotRequired[list[dict[str, str]]]  # squawk's findings, added when proposed
+    rollback_of: NotRequired[int]  # the applied proposal a drop rolls back
 
 
 class Drop(TypedDict):

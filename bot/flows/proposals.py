@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from bot import locks, squawk
 from bot.advisor.model import Recommendation
 from bot.container import Container
 from bot.db import connect
 from bot.errors import UserError
+from bot.flows import home
 from bot.proposals import apply as applying
 from bot.proposals import binding, migration, store
 from bot.proposals.model import Proposal
@@ -102,8 +103,9 @@ async def _post(container: Container, proposal: Proposal) -> None:
 
 
 async def _refresh(container: Container, proposal: Proposal) -> None:
-    """Show the proposal's current state on its approval message. Best effort: Postgres owns
-    the state, so a Slack error must not stop a decision half-way (stuck in `applying`)."""
+    """Show the proposal's current state on its approval message, and on the Home tabs that
+    list it. Best effort: Postgres owns the state, so a Slack error must not stop a decision
+    half-way (stuck in `applying`)."""
     channel, ts = proposal.get("channel"), proposal.get("message_ts")
     if proposal["approvals_required"] > 1:  # the card says who approved so far
         async with container.pools.connection("state") as conn:
@@ -116,6 +118,7 @@ async def _refresh(container: Container, proposal: Proposal) -> None:
         except Exception as error:  # Slack refused or is unreachable: the state is saved
             log.warning("could not update the message of proposal #%s: %s", proposal["id"],
                         container.settings.scrub(str(error)))
+    await home.refresh_all(container)
 
 
 async def _thread(container: Container, proposal: Proposal, text: str) -> None:
@@ -251,16 +254,19 @@ async def _apply(container: Container, proposal: Proposal) -> None:
         if rec.get("sql") != proposal["sql"]:
             raise applying.ApplyFailed("refused: the stored statement differs from the one in "
                                        "the proposal's evidence (edited after it was proposed)")
-        async with container.pools.connection("migrator") as target:
-            hold = await applying.preflight(target, rec, proposal.get("table_bytes"),
-                                            settings.apply_growth_limit,
-                                            settings.lock_timeout_ms)
-        if hold is not None and hold.outcome == "refused":
-            raise applying.ApplyFailed(hold.message)
-        if hold is not None:
-            await _hold(container, proposal, hold)
-            return
-        figures = await applying.apply(settings, rec)
+        if rec["action"] == "drop":  # a rollback: nothing to check but the statement
+            figures = await applying.drop(settings, rec)
+        else:
+            async with container.pools.connection("migrator") as target:
+                hold = await applying.preflight(target, rec, proposal.get("table_bytes"),
+                                                settings.apply_growth_limit,
+                                                settings.lock_timeout_ms)
+            if hold is not None and hold.outcome == "refused":
+                raise applying.ApplyFailed(hold.message)
+            if hold is not None:
+                await _hold(container, proposal, hold)
+                return
+            figures = await applying.apply(settings, rec)
     except Exception as error:  # every failure is recorded and shown, never lost
         message = container.settings.scrub(" ".join(str(error).split()) or type(error).__name__)
         async with container.pools.connection("state") as conn:
@@ -269,6 +275,9 @@ async def _apply(container: Container, proposal: Proposal) -> None:
                               "failed", {"error": message})
         await _refresh(container, final or proposal)
         await _thread(container, final or proposal, f":x: Not applied: {message}")
+        return
+    if rec["action"] == "drop":
+        await _dropped(container, proposal, figures)
         return
     async with container.pools.connection("state") as conn:
         final = await store.mark(conn, proposal["id"], "applied", figures)
@@ -282,6 +291,46 @@ async def _apply(container: Container, proposal: Proposal) -> None:
         f":white_check_mark: `{rec['index']}` is built and valid: the statements it serves "
         f"took {figures['before_ms']} ms before and {figures['after_ms']} ms after "
         f"(median of {applying.REPEATS} runs each); build {figures['build_seconds']} s."))
+
+
+async def _dropped(container: Container, proposal: Proposal, figures: dict[str, Any]) -> None:
+    """A rollback applied: recorded, audited, and said on its card and in its thread."""
+    rec = proposal["evidence"]
+    async with container.pools.connection("state") as conn:
+        final = await store.mark(conn, proposal["id"], "applied", figures)
+        await store.audit(conn, "hotdata", "applied", proposal["id"], proposal["sql"],
+                          "applied", figures)
+    await _refresh(container, final or proposal)
+    await _thread(container, final or proposal, (
+        f":white_check_mark: `{rec['index']}` is dropped (rollback of index migration "
+        f"#{rec.get('rollback_of')}): the statements it served took {figures['before_ms']} ms "
+        f"before and {figures['after_ms']} ms after; drop {figures['drop_seconds']} s."))
+
+
+async def propose_rollback(container: Container, proposal_id: int, user: str) -> Proposal:
+    """A proposal to drop the index an applied proposal created, for the same approval (and
+    the same checks) as any other; posted. Raises UserError when there is nothing to undo."""
+    async with container.pools.connection("state") as conn:
+        applied = await store.get(conn, proposal_id)
+    if applied is None or applied["status"] != "applied" or \
+            applied["evidence"]["action"] != "create":
+        state = "does not exist" if applied is None else f"is {applied['status']}" + (
+            " (a rollback itself)" if applied["evidence"]["action"] == "drop" else "")
+        raise UserError(f"Only an applied index migration can be rolled back: #{proposal_id} "
+                        f"{state}.")
+    rec: Recommendation = {**applied["evidence"], "action": "drop", "lint": [],
+                           "rollback_of": proposal_id}
+    rec["sql"] = applying.drop_sql(rec)
+    async with container.pools.connection("analysis") as target:
+        size = await applying.table_bytes(target, rec)
+    async with container.pools.connection("state") as conn:
+        proposal = await store.create(conn, rec, applied["analysis_id"], user,
+                                      container.settings.channel, size,
+                                      _approvals_required(container, size))
+    if proposal is None:
+        raise UserError(f"The rollback of index migration #{proposal_id} is already proposed.")
+    await _post(container, proposal)
+    return proposal
 
 
 async def _hold(container: Container, proposal: Proposal, hold: applying.Hold) -> None:
@@ -375,6 +424,14 @@ async def recent(container: Container) -> list[Proposal]:
         return await store.recent(conn)
 
 
+async def expire_stale(container: Container) -> None:
+    """Run every minute by each replica's scheduler, so that a card never shows buttons for a
+    proposal past HOTDATA_PROPOSAL_TTL_HOURS, whether or not anyone looks at it (the
+    UPDATE … RETURNING gives each expired proposal to one replica)."""
+    async with container.pools.connection("state") as conn:
+        await _expire(container, conn)
+
+
 async def _expire(container: Container, conn: store.Conn) -> None:
     """Expire stale pending proposals and take their buttons off their messages."""
     for proposal in await store.expire(conn, container.settings.proposal_ttl_hours):
@@ -407,6 +464,18 @@ async def approve_clicked(container: Container, reply: Reply, proposal_id: int |
     none)."""
     await reply(NO_ID if proposal_id is None
                 else await approve(container, proposal_id, user, approved))
+
+
+async def rollback_clicked(container: Container, reply: Reply, proposal_id: int | None,
+                           user: str) -> None:
+    """Propose rollback, under an applied migration's card: anyone may propose it; a manager
+    decides, as for any proposal."""
+    if proposal_id is None:
+        await reply(NO_ID)
+        return
+    proposal = await propose_rollback(container, proposal_id, user)
+    await reply(f"Proposed the rollback of index migration #{proposal_id} as #{proposal['id']} "
+                f"in <#{container.settings.channel}> for a manager's approval.")
 
 
 async def reject_clicked(container: Container, reply: Reply, proposal_id: int | None,

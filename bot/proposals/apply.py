@@ -287,6 +287,35 @@ async def apply(settings: Settings, rec: Recommendation) -> dict[str, Any]:
     return figures
 
 
+def drop_sql(rec: Recommendation) -> str:
+    """The statement that rolls back the index `rec` created."""
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {_index_regclass(rec)};"
+
+
+async def drop(settings: Settings, rec: Recommendation) -> dict[str, Any]:
+    """Roll an index back online (`DROP INDEX CONCURRENTLY IF EXISTS`, the lock timeout, the
+    same retries as a build); returns the figures, the statements it served measured before
+    and after. Raises ApplyFailed."""
+    try:
+        allowlist.check(rec["sql"])
+    except allowlist.Refused as refused:
+        raise ApplyFailed(str(refused)) from None
+    if rec["sql"] != drop_sql(rec):
+        raise ApplyFailed(f"refused: the statement does not drop the index {rec['index']} "
+                          f"on {rec['table']}")
+    before = await _measure(settings, rec)
+    async with connect(settings, "migrator") as conn:
+        await conn.execute(sql.SQL(TAG + "SET lock_timeout = {}; SET statement_timeout = 0"
+                                   ).format(sql.Literal(f"{settings.lock_timeout_ms}ms")))
+        started = asyncio.get_running_loop().time()
+        attempt = await _run(conn, settings, rec["sql"], rec)
+        seconds = asyncio.get_running_loop().time() - started
+        if await index_state(conn, rec) is not None:
+            raise ApplyFailed(f"index {rec['index']} is still there after the drop")
+    return {"drop_seconds": round(seconds, 3), "before_ms": before,
+            "after_ms": await _measure(settings, rec), "attempts": attempt}
+
+
 async def _run(conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings, statement: str,
                built: Recommendation) -> int:
     """One statement with bounded retries on lock timeouts; the attempts it took. Raises

@@ -13,6 +13,7 @@ from bot.render.modal import text_modal
 APPROVE = "hotdata_approve"
 REJECT = "hotdata_reject"
 PROPOSE = "hotdata_propose"
+ROLLBACK = "hotdata_rollback"
 REASON_CALLBACK = "hotdata_reject_reason"
 RUNBOOK = "runbooks/index-rollout.md"
 
@@ -65,12 +66,17 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
                                       reason=proposal.get("reason") or "no reason given",
                                       error=result.get("error") or "unknown error",
                                       note=result.get("note") or "")
-    out: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text":
-                                    f"Index migration #{proposal['id']}: {rec['table']}"[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": (
+    rollback = rec["action"] == "drop"
+    what = (f"*What:* drop `{rec['index']}` on `{rec['table']}`: the rollback of index "
+            f"migration #{rec.get('rollback_of')}; the statements below ran with it"
+            if rollback else
             f"*What:* `{rec['index']}` on `{rec['table']}` ({', '.join(rec['columns'])})"
-            + (f" WHERE {rec['where']}" if rec.get("where") else ""))[:3000]}},
+            + (f" WHERE {rec['where']}" if rec.get("where") else ""))
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": (
+            f"Index {'rollback' if rollback else 'migration'} #{proposal['id']}: "
+            f"{rec['table']}")[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": what[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _why(rec, proposal.get(
             "table_bytes"))[:3000]}},
         {"type": "section", "text": {"type": "mrkdwn",
@@ -78,6 +84,9 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
     ]
     if status == "applied":
         out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"*Effect:* {result.get('before_ms')} ms → {result.get('after_ms')} ms for the "
+            "statements it served · dropped in " f"{result.get('drop_seconds')} s"
+            if rollback else
             f"*Effect:* {result.get('before_ms')} ms → {result.get('after_ms')} ms for the "
             f"statements it serves · built in {result.get('build_seconds')} s · "
             f"{_mb(result.get('size_bytes'))}")}})
@@ -91,6 +100,10 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
             f"*Approvals:* {len(names)} of {proposal['approvals_required']}"
             + (f" — {', '.join(f'<@{n}>' for n in names)}" if names else "")
             + " (distinct managers; the proposer never counts)")[:3000]}})
+    if status == "applied" and not rollback:
+        out.append({"type": "actions", "block_id": "undo", "elements": [
+            {"type": "button", "action_id": ROLLBACK, "value": str(proposal["id"]),
+             "text": {"type": "plain_text", "text": "Propose rollback"}}]})
     if status == "pending" and result.get("asked_again"):
         out.append({"type": "section", "text": {"type": "mrkdwn", "text": (
             f":warning: *Approve again:* {result['asked_again']}")[:3000]}})
@@ -101,9 +114,9 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
              "text": {"type": "plain_text", "text": "Approve"},
              "confirm": {"title": {"type": "plain_text", "text": "Apply this index?"},
                          "text": {"type": "mrkdwn", "text": (
-                             f"hotdata will run `CREATE INDEX CONCURRENTLY` on "
-                             f"`{rec['table']}` now, with a lock timeout, without blocking "
-                             "writes.")[:300]},
+                             f"hotdata will run `{'DROP' if rollback else 'CREATE'} INDEX "
+                             f"CONCURRENTLY` on `{rec['table']}` now, with a lock timeout, "
+                             "without blocking writes.")[:300]},
                          "confirm": {"type": "plain_text", "text": "Approve and apply"},
                          "deny": {"type": "plain_text", "text": "Cancel"}}},
             {"type": "button", "action_id": REJECT, "style": "danger",

@@ -1,0 +1,69 @@
+"""The App Home tab, published for a person when they open it and again, for everyone who
+opened it lately, when something it shows changes (a proposal decided, applied, expired)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from bot import checks
+from bot.container import Container
+from bot.cron import cron_trigger, next_fire
+from bot.drills import store as drills
+from bot.proposals import store
+from bot.render import home as render
+from bot.render import status
+
+log = logging.getLogger(__name__)
+
+VIEWERS_DAYS = 7  # a Home opened this recently is kept up to date
+
+LATEST_SQL = """
+SELECT id, channel, finished_at, report FROM hotdata.analyses
+WHERE status = 'done' ORDER BY id DESC LIMIT 1
+"""
+
+
+async def opened(container: Container, user: str) -> None:
+    """`app_home_opened`: remember the viewer, publish their Home."""
+    async with container.pools.connection("state") as conn:
+        await conn.execute(
+            "INSERT INTO hotdata.home_viewers (user_id) VALUES (%s) ON CONFLICT (user_id) "
+            "DO UPDATE SET opened_at = now()", (user,))
+    await publish(container, user)
+
+
+async def publish(container: Container, user: str) -> None:
+    settings = container.settings
+    async with container.pools.connection("state") as conn:
+        cur = await conn.execute(LATEST_SQL)
+        analysis = await cur.fetchone()
+        proposals = await store.recent(conn)
+        for proposal in proposals:
+            if proposal["status"] == "pending" and proposal["approvals_required"] > 1:
+                proposal["approvers"] = await store.approvers(conn, proposal)
+        trend = await drills.trend(conn)
+    now = datetime.now(UTC)
+    next_runs = {job: next_fire(cron_trigger(expression), now)
+                 for job, expression in settings.scheduled_jobs.items()}
+    health = status.headline(await checks.run_all(settings, container.client))
+    view = render.view(analysis=analysis, proposals=proposals,
+                       manager=await container.managers.is_manager(user), drills=trend,
+                       next_runs=next_runs, health=health)
+    await container.client.views_publish(user_id=user, view=view)
+
+
+async def refresh_all(container: Container) -> None:
+    """Publish again for everyone who opened their Home lately. Best effort: Slack's errors
+    are logged, never raised into the change that caused them."""
+    async with container.pools.connection("state") as conn:
+        cur = await conn.execute(
+            "SELECT user_id FROM hotdata.home_viewers "
+            "WHERE opened_at > now() - make_interval(days => %s)", (VIEWERS_DAYS,))
+        viewers = [row["user_id"] for row in await cur.fetchall()]
+    for user in viewers:
+        try:
+            await publish(container, user)
+        except Exception as error:
+            log.warning("could not update the Home of %s: %s", user,
+                        container.settings.scrub(str(error)))
