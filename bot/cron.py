@@ -66,6 +66,12 @@ def passed_slots(trigger: CronTrigger, after: datetime, now: datetime) -> list[d
     return slots
 
 
+def in_window(trigger: CronTrigger, now: datetime) -> bool:
+    """Whether the minute of `now` is one the expression names (an apply window's minute)."""
+    minute = now.replace(second=0, microsecond=0)
+    return bool(trigger.get_next_fire_time(None, minute) == minute)
+
+
 def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
     moment: datetime | None = trigger.get_next_fire_time(None, now)
     return moment

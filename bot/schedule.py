@@ -79,7 +79,16 @@ class Scheduler:
         self.aps.add_job(self.heartbeat, "interval", minutes=1,
                          id="heartbeat", next_run_time=datetime.now(UTC), max_instances=1,
                          coalesce=True)  # every replica: an idempotent upsert
+        if self.container.settings.apply_window:
+            self.aps.add_job(self.apply_window, "cron", second=5, id="apply-window",
+                             max_instances=1, coalesce=True)
         self.aps.start()
+
+    async def apply_window(self) -> None:
+        """Each minute, on the leader: build what waits for HOTDATA_APPLY_WINDOW, if this
+        minute is inside it (each proposal exactly once, whichever replica leads)."""
+        if self.leader:
+            await proposals.apply_queued(self.container, datetime.now(UTC))
 
     async def heartbeat(self) -> None:
         """Every minute, on every replica: the drills' RPO clock, and the cards of proposals

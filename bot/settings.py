@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0, le=YEAR_HOURS)
     apply_growth_limit: float = Field(2.0, ge=1.0, le=1000.0)
+    apply_window: str | None = None  # crontab minutes in which approved migrations are built
     approvals_required: int = Field(1, ge=1, le=10)
     approvals_required_over_mb: float | None = Field(None, ge=0, le=1024 * 1024 * 1024)
     allow_self_approval: bool = False
@@ -157,10 +158,10 @@ class Settings(BaseSettings):
         cron_trigger(value)
         return value
 
-    @field_validator("drill_cron")
+    @field_validator("drill_cron", "apply_window")
     @classmethod
-    def _valid_drill_cron(cls, value: str | None) -> str | None:
-        """Empty means no scheduled drill."""
+    def _valid_optional_cron(cls, value: str | None) -> str | None:
+        """Empty means none: no scheduled drill, no apply window (build once approved)."""
         if value:
             cron_trigger(value)
         return value or None
@@ -272,6 +273,8 @@ _EXPECTS = {
     "approvals_required": "a whole number from 1 to 10: distinct managers a proposal needs",
     "approvals_required_over_mb": "megabytes, from 0: only tables larger than this need "
                                   "HOTDATA_APPROVALS_REQUIRED managers (others need one)",
+    "apply_window": "a five-field crontab expression naming the minutes in which approved "
+                    "migrations are built, such as '0-59 1-5 * * *'",
     "apply_growth_limit": "a factor from 1 to 1000: a table grown past this many times its "
                           "size when proposed is approved again",
     "allow_self_approval": "true or false",

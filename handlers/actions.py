@@ -1,6 +1,6 @@
-"""Buttons: Approve / Reject on proposals, Propose rollback on an applied one, Propose
-migration on an analysis. Each acks, reads who clicked and the id the button carries, and
-hands its flow off."""
+"""Buttons: Approve / Reject on proposals, Apply now on a queued one, Propose rollback on an
+applied one, Propose migration on an analysis. Each acks, reads who clicked and the id the
+button carries, and hands its flow off."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from bot.container import Container
 from bot.flows import proposals
 from bot.proposals import binding
-from bot.render.proposals import APPROVE, PROPOSE, REJECT, ROLLBACK
+from bot.render.proposals import APPLY_NOW, APPROVE, PROPOSE, REJECT, ROLLBACK
 from bot.slack import Reply
 from handlers.context import container_of, hand_off, respond_to
 
@@ -52,6 +52,8 @@ reject = button("reject", lambda container, reply, user, proposal_id, body:
                                          body["trigger_id"]))
 propose = button("propose", lambda container, reply, user, analysis_id, body:
                  proposals.propose_for(container, reply, user, analysis_id))
+apply_now = button("apply now", lambda container, reply, user, proposal_id, body:
+                   proposals.apply_now_clicked(container, reply, proposal_id, user))
 rollback = button("rollback", lambda container, reply, user, proposal_id, body:
                   proposals.rollback_clicked(container, reply, proposal_id, user))
 
@@ -61,3 +63,4 @@ def register(app: AsyncApp) -> None:
     app.action(REJECT)(reject)
     app.action(PROPOSE)(propose)
     app.action(ROLLBACK)(rollback)
+    app.action(APPLY_NOW)(apply_now)

@@ -197,7 +197,8 @@ def click(container: Container, listener: Callable[..., Awaitable[None]],
 
 @pytest.mark.parametrize(("listener", "flow"), [
     (actions.approve, "approve_clicked"), (actions.reject, "reject_clicked"),
-    (actions.propose, "propose_for"), (actions.rollback, "rollback_clicked")])
+    (actions.propose, "propose_for"), (actions.rollback, "rollback_clicked"),
+    (actions.apply_now, "apply_now_clicked")])
 def test_buttons_ack_then_hand_off_with_the_id_they_carry(
         container: Container, listener: Callable[..., Awaitable[None]], flow: str) -> None:
     ack, work = click(container, listener, "42")

@@ -33,7 +33,7 @@ from bot.flows import proposals as service
 from bot.flows.analysis import record
 from bot.proposals import allowlist, binding
 from bot.proposals import apply as applying
-from bot.render.proposals import APPROVE, REJECT, ROLLBACK
+from bot.render.proposals import APPLY_NOW, APPROVE, REJECT, ROLLBACK
 from bot.sample import hotdash as sample
 from bot.schedule import Scheduler
 from bot.settings import Settings
@@ -826,6 +826,47 @@ def test_the_home_tab_shows_managers_the_buttons_and_follows_the_decisions(flow:
     views = home_views(flow, 2)
     for view in views.values():
         assert f"*#{pending['id']}* `{PENDING}`" not in json.dumps(view, ensure_ascii=False)
+
+
+def test_an_approval_outside_the_window_is_queued_and_applied_inside_it(flow: Flow) -> None:
+    minute = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    flow.settings.apply_window = f"{minute.minute} {minute.hour} * * *"  # one minute, later
+    proposals = flow.propose(ENGINEER)
+    pending, unread = proposals[PENDING], proposals[UNREAD]
+    pid = pending["id"]
+    assert flow.click(APPROVE, pid, MANAGER) == (
+        f"Approved index migration #{pid}; it is queued for {minute:%Y-%m-%d %H:%M} UTC, "
+        "inside HOTDATA_APPLY_WINDOW.")
+    queued = flow.proposal(pid)
+    assert queued["status"] == "approved"
+    assert datetime.fromisoformat(queued["result"]["queued_for"]) == minute
+    assert PENDING not in flow.indexes("public.decision_log")
+    card = flow.updates(pending["message_ts"])[-1]
+    assert f"queued for {minute:%Y-%m-%d %H:%M} UTC (HOTDATA_APPLY_WINDOW)" in context(
+        card["blocks"])
+    [later] = [b for b in card["blocks"] if b.get("block_id") == "queued"]
+    assert [(e["action_id"], e["value"]) for e in later["elements"]] == [(APPLY_NOW, str(pid))]
+    assert not has_buttons(card["blocks"])  # decided: no Approve / Reject
+
+    # the leader's clock (injected): nothing before the window, then exactly once inside it
+    container = flow.bot.container
+    assert flow.bot.run(service.apply_queued(container, minute - timedelta(minutes=1))) == []
+    assert flow.bot.run(service.apply_queued(container, minute + timedelta(seconds=5))) == [pid]
+    assert flow.bot.run(service.apply_queued(container, minute + timedelta(seconds=35))) == []
+    assert flow.proposal(pid)["status"] == "applied"
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    assert flow.audit(pid) == ["proposed", "approved", "queued", "applied"]
+
+    # "Apply now": a manager builds a queued one at once, with a confirmation; nobody else
+    assert "queued for" in flow.click(APPROVE, unread["id"], MANAGER)
+    assert flow.click(APPLY_NOW, unread["id"], ENGINEER).startswith("Only managers")
+    assert flow.click(APPLY_NOW, unread["id"], BOSS) == (
+        f"Applying index migration #{unread['id']} now; the result is in the channel.")
+    assert flow.proposal(unread["id"])["status"] == "applied"
+    assert flow.audit(unread["id"]) == ["proposed", "approved", "queued", "refused",
+                                        "applied now", "applied"]
+    assert flow.click(APPLY_NOW, unread["id"], BOSS).startswith(
+        f"Index migration #{unread['id']} was already approved")
 
 
 def test_an_expired_proposal_loses_its_buttons_without_anyone_clicking(flow: Flow) -> None:

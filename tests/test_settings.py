@@ -141,6 +141,13 @@ def test_malformed_drill_cron_names_the_variable(monkeypatch: pytest.MonkeyPatch
     assert message.startswith("HOTDATA_DRILL_CRON is invalid")
 
 
+def test_malformed_apply_window_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET,
+                           HOTDATA_APPLY_WINDOW="0-59 25 * * *")
+    assert message.startswith("HOTDATA_APPLY_WINDOW is invalid")
+    assert "crontab expression naming the minutes" in message
+
+
 def test_non_numeric_port_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET, HOTDATA_PORT="abc")
     assert message.startswith("HOTDATA_PORT is invalid")

@@ -5,10 +5,11 @@ lives in PostgreSQL (`bot.proposals.store`); the approval message shows it."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from bot import locks, squawk
+from bot import cron, locks, squawk
 from bot.advisor.model import Recommendation
 from bot.container import Container
 from bot.db import connect
@@ -185,13 +186,73 @@ async def approve(container: Container, proposal_id: int, user: str,
         await store.audit(conn, user, "approved", proposal_id, proposal["sql"], "approved",
                           {"sql_sha256": proposal["sql_sha256"],
                            "approvers": await store.approvers(conn, proposal)})
-        # Held until this connection closes: while it is, the proposal is not a leftover.
-        await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
-        proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
-        assert proposal is not None
-        await _refresh(container, proposal)
-        await _apply(container, proposal)
+        queued = await _queue(container, conn, proposal, datetime.now(UTC))
+        if queued is not None:
+            return (f"Approved index migration #{proposal_id}; it is queued for "
+                    f"{queued:%Y-%m-%d %H:%M} UTC, inside HOTDATA_APPLY_WINDOW.")
+        await _build(container, conn, proposal_id)
     return f"Approved index migration #{proposal_id}; the result is in the channel."
+
+
+async def _build(container: Container, conn: store.Conn, proposal_id: int) -> bool:
+    """Apply an approved proposal now, unless another process already took it: the advisory
+    lock, held until `conn` closes, tells reconcile it is not a leftover."""
+    await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
+    proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
+    if proposal is None:
+        return False
+    await _refresh(container, proposal)
+    await _apply(container, proposal)
+    return True
+
+
+async def _queue(container: Container, conn: store.Conn, proposal: Proposal,
+                 now: datetime) -> datetime | None:
+    """Outside HOTDATA_APPLY_WINDOW, an approved proposal waits, visibly, for the window's
+    next minute (the leader builds it then); the time it is queued for, or None."""
+    window = container.settings.apply_window
+    if window is None or cron.in_window(cron.cron_trigger(window), now):
+        return None
+    start = cron.next_fire(cron.cron_trigger(window), now)
+    queued = await store.mark(conn, proposal["id"], "approved",
+                              {"queued_for": start.isoformat() if start else None},
+                              expect="approved")
+    await store.audit(conn, "hotdata", "queued", proposal["id"], proposal["sql"], "approved",
+                      {"queued_for": start.isoformat() if start else None})
+    await _refresh(container, queued or proposal)
+    return start
+
+
+async def apply_queued(container: Container, now: datetime) -> list[int]:
+    """Inside HOTDATA_APPLY_WINDOW (at `now`), build the approved proposals queued for it,
+    each exactly once whichever replica runs this; the ids built."""
+    window = container.settings.apply_window
+    if window is None or not cron.in_window(cron.cron_trigger(window), now):
+        return []
+    async with container.pools.connection("state") as conn:
+        waiting = await store.queued(conn)
+    built = []
+    for proposal in waiting:
+        async with connect(container.settings, "state") as conn:
+            if await _build(container, conn, proposal["id"]):
+                built.append(proposal["id"])
+    return built
+
+
+async def apply_now(container: Container, proposal_id: int, user: str) -> str:
+    """A manager's "Apply now" on a queued proposal: built at once, outside the window."""
+    refusal = await decision_refused(container, proposal_id, user, "apply now")
+    if refusal is not None:
+        return refusal
+    async with connect(container.settings, "state") as conn:
+        proposal = await store.get(conn, proposal_id)
+        if proposal is None or proposal["status"] != "approved" or \
+                not (proposal.get("result") or {}).get("queued_for"):
+            return await _already(conn, proposal_id)
+        await store.audit(conn, user, "applied now", proposal_id, proposal["sql"], "approved")
+        if not await _build(container, conn, proposal_id):
+            return await _already(conn, proposal_id)
+    return f"Applying index migration #{proposal_id} now; the result is in the channel."
 
 
 async def _count_approval(container: Container, conn: store.Conn, proposal_id: int,
@@ -464,6 +525,11 @@ async def approve_clicked(container: Container, reply: Reply, proposal_id: int |
     none)."""
     await reply(NO_ID if proposal_id is None
                 else await approve(container, proposal_id, user, approved))
+
+
+async def apply_now_clicked(container: Container, reply: Reply, proposal_id: int | None,
+                            user: str) -> None:
+    await reply(NO_ID if proposal_id is None else await apply_now(container, proposal_id, user))
 
 
 async def rollback_clicked(container: Container, reply: Reply, proposal_id: int | None,

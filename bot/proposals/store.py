@@ -150,6 +150,13 @@ async def expire(conn: Conn, ttl_hours: float) -> list[Proposal]:
     return rows
 
 
+async def queued(conn: Conn) -> list[Proposal]:
+    """Approved proposals waiting for the apply window, oldest first."""
+    cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE status = 'approved' "
+                             "AND result ? 'queued_for' ORDER BY decided_at, id")
+    return await _all(cur)
+
+
 async def stuck(conn: Conn) -> list[Proposal]:
     cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE status = 'applying'")
     return await _all(cur)

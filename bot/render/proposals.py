@@ -14,6 +14,7 @@ APPROVE = "hotdata_approve"
 REJECT = "hotdata_reject"
 PROPOSE = "hotdata_propose"
 ROLLBACK = "hotdata_rollback"
+APPLY_NOW = "hotdata_apply_now"
 REASON_CALLBACK = "hotdata_reject_reason"
 RUNBOOK = "runbooks/index-rollout.md"
 
@@ -62,7 +63,11 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
     rec = proposal["evidence"]
     status = proposal["status"]
     result = proposal.get("result") or {}
-    state = STATE_LINE[status].format(decided_by=proposal.get("decided_by") or "?",
+    queued = status == "approved" and result.get("queued_for")
+    line = (":hourglass: Approved by <@{decided_by}>, queued for "
+            f"{str(result['queued_for'])[:16].replace('T', ' ')} UTC (HOTDATA_APPLY_WINDOW)"
+            if queued else STATE_LINE[status])
+    state = line.format(decided_by=proposal.get("decided_by") or "?",
                                       reason=proposal.get("reason") or "no reason given",
                                       error=result.get("error") or "unknown error",
                                       note=result.get("note") or "")
@@ -100,6 +105,16 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
             f"*Approvals:* {len(names)} of {proposal['approvals_required']}"
             + (f" — {', '.join(f'<@{n}>' for n in names)}" if names else "")
             + " (distinct managers; the proposer never counts)")[:3000]}})
+    if queued:
+        out.append({"type": "actions", "block_id": "queued", "elements": [
+            {"type": "button", "action_id": APPLY_NOW, "value": str(proposal["id"]),
+             "text": {"type": "plain_text", "text": "Apply now"},
+             "confirm": {"title": {"type": "plain_text", "text": "Apply outside the window?"},
+                         "text": {"type": "mrkdwn", "text": (
+                             f"hotdata will build `{rec['index']}` on `{rec['table']}` now, "
+                             "outside HOTDATA_APPLY_WINDOW.")[:300]},
+                         "confirm": {"type": "plain_text", "text": "Apply now"},
+                         "deny": {"type": "plain_text", "text": "Wait for the window"}}}]})
     if status == "applied" and not rollback:
         out.append({"type": "actions", "block_id": "undo", "elements": [
             {"type": "button", "action_id": ROLLBACK, "value": str(proposal["id"]),
