@@ -209,6 +209,9 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
             print(f"    written to {proposal['file']}")
         for finding in rec.get("lint", []):
             print(f"    squawk {finding['rule']}: {finding['message']}")
+    patches = sorted({p["prisma_patch"] for p in created if p.get("prisma_patch")})
+    for path in patches:
+        print(f"Prisma: the @@index lines for schema.prisma written to {path}")
     if not created:
         print("Every recommendation is already proposed and waiting for a decision.")
     print("posted for approval in Slack" if post and created else

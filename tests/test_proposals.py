@@ -995,6 +995,26 @@ def test_lock_timeout_fails_cleanly(flow: Flow) -> None:
 
 # --- migration files, squawk, the CLI ---------------------------------------------------------
 
+PRISMA_SCHEMA = """\
+model Notification {
+  id        BigInt   @id
+  userId    String   @map("user_id") @db.Uuid
+  createdAt DateTime @map("created_at")
+  read      Boolean
+  kind      String
+  @@map("notifications")
+}
+
+model DecisionLog {
+  id        BigInt   @id
+  userId    String   @map("user_id") @db.Uuid
+  status    String
+  createdAt DateTime @map("created_at")
+  @@map("decision_log")
+}
+"""
+
+
 def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: Path) -> None:
     container = flow.bot.container
     started = datetime.now(UTC).replace(microsecond=0)
@@ -1036,8 +1056,30 @@ def test_migration_files_supabase_and_prisma_with_squawk(flow: Flow, tmp_path: P
     # past their time to live the proposals may be proposed again; Prisma's layout
     flow.execute("UPDATE hotdata.proposals SET created_at = now() - interval '73 hours'")
     flow.settings.migration_layout = "prisma"
+    schema = tmp_path / "schema.prisma"
+    schema.write_text(PRISMA_SCHEMA)
+    flow.settings.prisma_schema = schema
     again = flow.bot.run(service.propose(container, ENGINEER, out=tmp_path / "prisma",
                                          post=False))
+    # each proposal carries its model's @@index line (or says why there is none), and the
+    # patch adds them to schema.prisma
+    by_name = {p["index_name"]: p["evidence"]["prisma"] for p in again}
+    unread = by_name[UNREAD]
+    assert unread["model"] == "Notification"
+    assert unread["line"] == f'@@index([userId, createdAt(sort: Desc)], map: "{UNREAD}")'
+    assert unread["note"] is not None and "WHERE NOT read" in unread["note"]
+    assert by_name[PENDING]["model"] == "DecisionLog"
+    for proposal in again:  # the tables the schema has no model for get a reason instead
+        found = proposal["evidence"]["prisma"]
+        if proposal["table_name"] in ("public.notifications", "public.decision_log"):
+            assert found["line"] and found["model"] in ("Notification", "DecisionLog")
+        else:
+            assert found["line"] is None and "no model for" in (found["note"] or "")
+    [patch] = {p["prisma_patch"] for p in again}
+    assert Path(patch) == tmp_path / "prisma" / "schema.prisma.patch"
+    subprocess.run(["git", "apply", patch], cwd=tmp_path, check=True)
+    assert unread["line"] in schema.read_text() and by_name[PENDING]["line"] in \
+        schema.read_text()
     assert sorted(p["index_name"] for p in again) == sorted(p["index_name"] for p in created)
     assert {flow.proposal(p["id"])["status"] for p in created} == {"expired"}
     for proposal in again:

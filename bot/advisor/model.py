@@ -160,6 +160,8 @@ class Recommendation(TypedDict):
     build_seconds: NotRequired[float]  # when built on a scratch copy
     lint: NotRequired[list[dict[str, str]]]  # squawk's findings, added when proposed
     rollback_of: NotRequired[int]  # the applied proposal a drop rolls back
+    # with the Prisma layout: the model, its @@index line and a note (or why there is none)
+    prisma: NotRequired[dict[str, str | None]]
 
 
 class Drop(TypedDict):

@@ -185,6 +185,9 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
     selection = await select([s.workload for s in costs.statements], fresh, sizes,
                              {c: p.ms for c, p in penalties.items()}, budget, costs.relative,
                              {q: t.size_bytes for q, t in by_qualified.items()})
+    if costs.failed:
+        notes.append(f"{costs.failed} what-if costing(s) failed (a timeout, say) and were "
+                     "counted as saving nothing; the server log says why")
     recommendations = await _recommendations(selection, sizes, costs, planner.whatif)
     declined = await _declined(statements, per_statement, existing, sizes, penalties, selection,
                                costs, budget, notes)
@@ -346,6 +349,7 @@ class WhatIfCosts:
         self.mode = mode
         self.by_key = {s.workload.key: s for s in statements}
         self.base: dict[str, list[float]] = {}
+        self.failed = 0  # what-if costings that failed (counted as saving nothing)
         self._cache: dict[tuple[str, tuple[Candidate, ...]], list[float]] = {}
 
     async def baselines(self, notes: list[str]) -> None:
@@ -363,11 +367,23 @@ class WhatIfCosts:
         self.statements = kept
 
     async def _costs(self, statement: Statement, config: tuple[Candidate, ...]) -> list[float]:
+        """The statement's costs under `config`. One that cannot be costed (a build on the
+        scratch copy past the timeout, say) costs what it costs without new indexes: that
+        set then saves it nothing, and the analysis goes on."""
         key = (statement.workload.key, tuple(sorted(config, key=repr)))
         if key not in self._cache:
-            self._cache[key] = await whatif.estimate(
-                self.planner, statement.text, statement.value_sets, app=statement.app,
-                hypothetical=[c.create_sql() for c in config], mode=self.mode)
+            try:
+                self._cache[key] = await whatif.estimate(
+                    self.planner, statement.text, statement.value_sets, app=statement.app,
+                    hypothetical=[c.create_sql() for c in config], mode=self.mode)
+            except psycopg.Error as error:
+                if not config:
+                    raise
+                log.warning("%s not costed with %s: %s", statement.label,
+                            ", ".join(c.name for c in config),
+                            error.diag.message_primary or error)
+                self.failed += 1
+                self._cache[key] = self.base[statement.workload.key]
         return self._cache[key]
 
     async def relative(self, work: Workload, config: tuple[Candidate, ...]) -> float:

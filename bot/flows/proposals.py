@@ -16,7 +16,7 @@ from bot.db import connect
 from bot.errors import UserError
 from bot.flows import home
 from bot.proposals import apply as applying
-from bot.proposals import binding, migration, store
+from bot.proposals import binding, migration, prisma, store
 from bot.proposals.model import Proposal
 from bot.render import proposals as render
 from bot.slack import Reply
@@ -55,9 +55,12 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
         analysis = row["id"]
         fresh = [r for r in recs if await store.open_for(conn, r["table"], r["index"]) is None]
     created = []
+    schema = _prisma_schema(container)
     for rec in fresh:  # linted without holding a connection
         rec = {**rec, "lint": await squawk.lint(migration.content(
             0, rec, settings.lock_timeout_ms))}
+        if schema is not None:
+            rec["prisma"] = _prisma_line(schema, rec)
         async with container.pools.connection("analysis") as target:
             size = await applying.table_bytes(target, rec)  # what the approver will see
         async with container.pools.connection("state") as conn:
@@ -74,10 +77,52 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
                                    settings.migration_layout)
             proposal["file"] = str(path)
         created.append(proposal)
+    if schema is not None and out is not None and created:
+        _write_prisma_patch(container, schema, created, out)
     if post:
         for proposal in created:
             await _post(container, proposal)
     return created
+
+
+def _prisma_schema(container: Container) -> str | None:
+    """The text of HOTDATA_PRISMA_SCHEMA, with the Prisma layout; None otherwise."""
+    settings = container.settings
+    if settings.migration_layout != "prisma" or settings.prisma_schema is None:
+        return None
+    try:
+        return settings.prisma_schema.read_text()
+    except OSError as error:
+        raise UserError(f"HOTDATA_PRISMA_SCHEMA cannot be read: {error.strerror or error}"
+                        ) from None
+
+
+def _prisma_line(schema: str, rec: Recommendation) -> dict[str, str | None]:
+    """The `@@index` line a proposal carries for its model, or why there is none."""
+    try:
+        model = prisma.model_for(prisma.models(schema), rec["table"])
+        line, note = prisma.index_line(model, rec)
+    except prisma.PrismaError as error:
+        return {"model": None, "line": None, "note": str(error)}
+    return {"model": model.name, "line": line, "note": note}
+
+
+def _write_prisma_patch(container: Container, schema: str, created: list[Proposal],
+                        out: Path) -> None:
+    """`<out>/schema.prisma.patch`: the new proposals' @@index lines in their models."""
+    assert container.settings.prisma_schema is not None
+    lines: dict[str, list[str]] = {}
+    for proposal in created:
+        found = proposal["evidence"].get("prisma") or {}
+        if found.get("model") and found.get("line"):
+            lines.setdefault(str(found["model"]), []).append(str(found["line"]))
+    if not lines:
+        return
+    path = out / f"{container.settings.prisma_schema.name}.patch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prisma.patch(schema, lines, container.settings.prisma_schema.name))
+    for proposal in created:
+        proposal["prisma_patch"] = str(path)
 
 
 def _approvals_required(container: Container, table_bytes: int | None) -> int:

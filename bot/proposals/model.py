@@ -35,3 +35,4 @@ class Proposal(TypedDict):
     updated_at: datetime
     file: NotRequired[str]  # the migration file written for it (`hotdata propose --out`)
     approvers: NotRequired[list[str]]  # who approved its current statement so far
+    prisma_patch: NotRequired[str]  # the schema.prisma patch written with it (`--out`)

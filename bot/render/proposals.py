@@ -53,6 +53,12 @@ def _why(rec: Recommendation, table_bytes: int | None) -> str:
     lines.append(f"*RLS check:* costed as {', '.join(roles)}"
                  + (" (the application's role, under its policies)"
                     if roles != ["owner"] else ""))
+    found = rec.get("prisma")
+    if found:
+        lines.append(f"*Prisma:* in model `{found['model']}`: `{found['line']}`"
+                     if found.get("line") else "*Prisma:* no @@index line")
+        if found.get("note"):
+            lines.append(f"_{found['note']}_")
     lint = rec.get("lint") or []
     lines.append("*Lint (squawk):* " + ("clean" if not lint else "; ".join(
         f"{f['rule']}: {f['message']}" for f in lint)[:600]))
