@@ -9,13 +9,14 @@ UPDATE hotdata.proposals SET sql_sha256 = encode(sha256(convert_to(sql, 'UTF8'))
 ALTER TABLE hotdata.proposals ALTER COLUMN sql_sha256 SET NOT NULL;
 
 -- The table's size when it was proposed (what the approver saw): an apply finding it grown past
--- HOTDATA_APPLY_GROWTH_LIMIT times that asks again. And `unneeded`: at apply time an equivalent
+-- HOTDATA_APPLY_GROWTH_LIMIT times that asks again. `superseded`: a newer proposal's index serves
+-- all it would. And `unneeded`: at apply time an equivalent
 -- index already served it, so nothing was built.
 ALTER TABLE hotdata.proposals ADD COLUMN table_bytes bigint;
 ALTER TABLE hotdata.proposals DROP CONSTRAINT proposals_status_check;
 ALTER TABLE hotdata.proposals ADD CONSTRAINT proposals_status_check
     CHECK (status IN ('pending', 'approved', 'applying', 'applied', 'rejected', 'failed',
-                      'expired', 'unneeded'));
+                      'expired', 'unneeded', 'superseded'));
 
 -- The two-person rule: how many distinct managers a proposal needs (set when proposed, from
 -- HOTDATA_APPROVALS_REQUIRED and HOTDATA_APPROVALS_REQUIRED_OVER_MB), and each manager's

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from slack_sdk.models.views import View
 
 from bot import pgcluster, squawk, tools, units
+from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis
 from bot.fake_slack import FakeSlack, FakeSlackServer
@@ -867,6 +868,35 @@ def test_an_approval_outside_the_window_is_queued_and_applied_inside_it(flow: Fl
                                         "applied now", "applied"]
     assert flow.click(APPLY_NOW, unread["id"], BOSS).startswith(
         f"Index migration #{unread['id']} was already approved")
+
+
+def test_a_newer_proposal_that_serves_an_older_one_supersedes_it(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    older = proposals[PENDING]
+    rec = dict(older["evidence"])
+    schema, table = rec["table"].split(".", 1)
+    index = Candidate(schema, table, (*rec["columns"], "id"), rec["where"],
+                      tuple(rec["include"]))  # its keys lead with the older one's
+    wider = {**rec, "index": index.name, "columns": list(index.columns),
+             "sql": index.create_sql(concurrently=True) + ";"}
+    [analysis] = flow.query(
+        "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
+        "VALUES (%s, 'done', now(), %s) RETURNING id",
+        (ENGINEER, Jsonb({"recommendations": [wider]})))
+    [newer] = flow.bot.run(service.propose(flow.bot.container, ENGINEER,
+                                           analysis_id=analysis["id"]))
+    final = flow.proposal(older["id"])
+    assert final["status"] == "superseded"
+    assert final["result"]["superseded_by"] == newer["id"]
+    card = flow.updates(older["message_ts"])[-1]
+    assert not has_buttons(card["blocks"])
+    assert (f"Not needed any more: superseded by index migration #{newer['id']} "
+            f"({wider['index']})") in context(card["blocks"])
+    assert flow.audit(older["id"]) == ["proposed", "superseded"]
+    assert flow.click(APPROVE, older["id"], MANAGER) == (
+        f"Index migration #{older['id']} was already superseded.")
+    # the others, which it does not serve, stay pending
+    assert flow.proposal(proposals[UNREAD]["id"])["status"] == "pending"
 
 
 def test_an_expired_proposal_loses_its_buttons_without_anyone_clicking(flow: Flow) -> None:

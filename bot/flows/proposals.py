@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bot import cron, locks, squawk
-from bot.advisor.model import Recommendation
+from bot.advisor.model import Candidate, Recommendation
 from bot.container import Container
 from bot.db import connect
 from bot.errors import UserError
@@ -77,12 +77,44 @@ async def propose(container: Container, user: str, analysis_id: int | None = Non
                                    settings.migration_layout)
             proposal["file"] = str(path)
         created.append(proposal)
+    for proposal in created:
+        await _supersede(container, proposal)
     if schema is not None and out is not None and created:
         _write_prisma_patch(container, schema, created, out)
     if post:
         for proposal in created:
             await _post(container, proposal)
     return created
+
+
+def _candidate(rec: Recommendation) -> Candidate:
+    schema, table = rec["table"].split(".", 1)
+    return Candidate(schema, table, tuple(rec["columns"]), rec.get("where"),
+                     tuple(rec.get("include") or ()))
+
+
+async def _supersede(container: Container, newer: Proposal) -> None:
+    """Pending proposals of the same table whose index the `newer` one serves entirely (its
+    keys lead with theirs, the same rows, every column they hold) are superseded by it: their
+    cards lose their buttons and say by which."""
+    mine = _candidate(newer["evidence"])
+    async with container.pools.connection("state") as conn:
+        older = [p for p in await store.pending_on(conn, newer["table_name"])
+                 if p["id"] != newer["id"] and p["evidence"]["action"] == "create"
+                 and mine.widens(_candidate(p["evidence"]))]
+        done = []
+        for proposal in older:
+            note = (f"superseded by index migration #{newer['id']} ({newer['index_name']}), "
+                    "which serves everything it would")
+            final = await store.mark(conn, proposal["id"], "superseded",
+                                     {"superseded_by": newer["id"], "note": note},
+                                     expect="pending")
+            if final is not None:
+                await store.audit(conn, "hotdata", "superseded", proposal["id"],
+                                  proposal["sql"], "superseded", {"by": newer["id"]})
+                done.append(final)
+    for final in done:
+        await _refresh(container, final)
 
 
 def _prisma_schema(container: Container) -> str | None:

@@ -18,7 +18,8 @@ class Proposal(TypedDict):
     sql: str
     sql_sha256: str  # of `sql` when proposed: what the card shows and Approve carries
     file_sha256: str | None  # of its migration file (`migration.content`)
-    # pending | approved | applying | applied | rejected | failed | expired | unneeded
+    # pending | approved | applying | applied | rejected | failed | expired | unneeded |
+    # superseded
     status: str
     table_bytes: int | None  # the table's size when proposed (or last asked again)
     approvals_required: int  # distinct managers it needs (the proposer never counts)

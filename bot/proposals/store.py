@@ -150,6 +150,13 @@ async def expire(conn: Conn, ttl_hours: float) -> list[Proposal]:
     return rows
 
 
+async def pending_on(conn: Conn, table: str) -> list[Proposal]:
+    """The pending proposals of a table (schema.table)."""
+    cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE status = 'pending' "
+                             "AND table_name = %s ORDER BY id", (table,))
+    return await _all(cur)
+
+
 async def queued(conn: Conn) -> list[Proposal]:
     """Approved proposals waiting for the apply window, oldest first."""
     cur = await conn.execute("SELECT * FROM hotdata.proposals WHERE status = 'approved' "

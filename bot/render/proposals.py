@@ -27,6 +27,7 @@ STATE_LINE = {
     "failed": ":x: Not applied: {error}",
     "expired": ":zzz: Expired without a decision",
     "unneeded": ":information_source: Nothing built (approved by <@{decided_by}>): {note}",
+    "superseded": ":fast_forward: Not needed any more: {note}",
 }
 
 
