@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,21 +39,16 @@ from pathlib import Path
 
 import psycopg
 from advisor_replay import (
-    APP_ROLE,
     DATABASE,
-    READ_SEED,
-    WRITE_SEED,
-    heaviest_user,
+    advisor_settings,
     measure,
     prepare,
     run_advisor,
-    watched_toml,
+    run_workload,
 )
 from common import forget_configuration, logger, positive, positive_float, ratio
 
 from bot import pgcluster
-from bot.sample import hotdash
-from bot.settings import Settings
 
 COPY = "hotdash_copy"
 
@@ -78,22 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hotdata-bench-"))
     try:
         url = prepare(cluster, args.scale)
-        with psycopg.connect(url, autocommit=True) as conn:
-            reads = hotdash.workload_plan(conn, seed=READ_SEED)
-            writes = hotdash.write_plan(conn, seed=WRITE_SEED)
-            heavy = heaviest_user(conn)
-            hotdash.reset_statistics(conn)
-            hotdash.run(conn, reads)
-            hotdash.run(conn, writes)
+        reads, writes, heavy, _ = run_workload(url)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {COPY} TEMPLATE {DATABASE}")
-        watched = workdir / "watched.toml"
-        watched_toml(watched)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=url, watched_queries=watched, app_role=APP_ROLE,
-            app_jwt_claims=json.dumps({"sub": heavy, "role": APP_ROLE}),
-            scratch_database_url=cluster.url(COPY))
+        settings = advisor_settings(url, workdir, heavy, scratch_database_url=cluster.url(COPY))
         found = {}
         for method in ("hypopg", "built"):
             if method == "built":
@@ -122,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = ratio(min(samples["built"].read_s), min(samples["hypopg"].read_s))
     finally:
         cluster.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({
         "scale": args.scale, **found, "same_set": same,
         "time_ratio": ratio(found["built"]["analyze_s"], found["hypopg"]["analyze_s"]),

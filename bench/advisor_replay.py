@@ -188,7 +188,36 @@ def nearest_rank(ordered: Sequence[float], percent: float) -> float:
     return ordered[rank - 1]
 
 
+def run_workload(url: str) -> tuple[Plan, Plan, str, dict[str, TableInfo]]:
+    """The fixed-seed read and write mixes, run once after the statistics were reset; the
+    mixes, the heaviest user and the catalog facts of the HotDash tables. The plans, the user
+    and the catalog are read first: after the reset, pg_stat_statements holds the workload
+    and nothing of the bench's own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        reads = hotdash.workload_plan(conn, seed=READ_SEED)
+        writes = hotdash.write_plan(conn, seed=WRITE_SEED)
+        heavy = heaviest_user(conn)
+        tables = table_info(conn, hotdash.TABLES)
+        hotdash.reset_statistics(conn)
+        seconds = hotdash.run(conn, reads)
+        log(f"workload: {len(reads):,} reads in {seconds:.1f} s")
+        seconds = hotdash.run(conn, writes)
+        log(f"workload: {len(writes):,} writes in {seconds:.1f} s")
+    return reads, writes, heavy, tables
+
+
 # --- hotdata's advisor -----------------------------------------------------------------------
+
+def advisor_settings(url: str, workdir: Path, heavy: str, **extra: Any) -> Settings:
+    """hotdata's settings for the HotDash database: the nine tiles as watched queries (a file
+    in `workdir`), the application's role with the heaviest user's claims, and `extra`."""
+    watched = workdir / "watched.toml"
+    watched_toml(watched)
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url, watched_queries=watched, app_role=APP_ROLE,
+        app_jwt_claims=json.dumps({"sub": heavy, "role": APP_ROLE}), **extra)
+
 
 def watched_toml(path: Path) -> None:
     """The nine tiles as a watched-queries file (name and literal SQL, no values given)."""
@@ -441,25 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hotdata-bench-"))
     try:
         url = prepare(cluster, args.scale)
-        with psycopg.connect(url, autocommit=True) as conn:
-            # The plans, the heaviest user and the catalog first: after the reset,
-            # pg_stat_statements holds the workload and nothing of the bench's own.
-            reads = hotdash.workload_plan(conn, seed=READ_SEED)
-            writes = hotdash.write_plan(conn, seed=WRITE_SEED)
-            heavy = heaviest_user(conn)
-            tables = table_info(conn, hotdash.TABLES)
-            hotdash.reset_statistics(conn)
-            seconds = hotdash.run(conn, reads)
-            log(f"workload: {len(reads):,} reads in {seconds:.1f} s")
-            seconds = hotdash.run(conn, writes)
-            log(f"workload: {len(writes):,} writes in {seconds:.1f} s")
-
-        watched = workdir / "watched.toml"
-        watched_toml(watched)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=url, watched_queries=watched, app_role=APP_ROLE,
-            app_jwt_claims=json.dumps({"sub": heavy, "role": APP_ROLE}))
+        reads, writes, heavy, tables = run_workload(url)
+        settings = advisor_settings(url, workdir, heavy)
         log(f"running hotdata's analysis (top {args.top}, app role {APP_ROLE}, sub {heavy})")
         advisor_s, analysis = run_advisor(settings, args.top)
         recommendations = analysis.recommendations
