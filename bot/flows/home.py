@@ -4,13 +4,16 @@ opened it lately, when something it shows changes (a proposal decided, applied, 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bot import checks
 from bot.container import Container
 from bot.cron import cron_trigger, next_fire
 from bot.drills import store as drills
 from bot.proposals import store
+from bot.proposals.model import Proposal
 from bot.render import home as render
 from bot.render import status
 
@@ -33,7 +36,18 @@ async def opened(container: Container, user: str) -> None:
     await publish(container, user)
 
 
-async def publish(container: Container, user: str) -> None:
+@dataclass
+class _Shown:
+    """What every Home shows alike; only the buttons depend on the person."""
+
+    analysis: dict[str, Any] | None
+    proposals: list[Proposal]
+    drills: list[dict[str, Any]]
+    next_runs: dict[str, datetime | None]
+    health: str
+
+
+async def _shown(container: Container) -> _Shown:
     settings = container.settings
     async with container.pools.connection("state") as conn:
         cur = await conn.execute(LATEST_SQL)
@@ -47,23 +61,33 @@ async def publish(container: Container, user: str) -> None:
     next_runs = {job: next_fire(cron_trigger(expression), now)
                  for job, expression in settings.scheduled_jobs.items()}
     health = status.headline(await checks.run_all(settings, container.client))
-    view = render.view(analysis=analysis, proposals=proposals,
-                       manager=await container.managers.is_manager(user), drills=trend,
-                       next_runs=next_runs, health=health)
+    return _Shown(analysis, proposals, trend, next_runs, health)
+
+
+async def publish(container: Container, user: str, shown: _Shown | None = None) -> None:
+    """Publish `user`'s Home, from `shown` when it was gathered already."""
+    shown = shown or await _shown(container)
+    view = render.view(analysis=shown.analysis, proposals=shown.proposals,
+                       manager=await container.managers.is_manager(user), drills=shown.drills,
+                       next_runs=shown.next_runs, health=shown.health)
     await container.client.views_publish(user_id=user, view=view)
 
 
 async def refresh_all(container: Container) -> None:
-    """Publish again for everyone who opened their Home lately. Best effort: Slack's errors
-    are logged, never raised into the change that caused them."""
+    """Publish again for everyone who opened their Home lately, from one reading of what it
+    shows. Best effort: Slack's errors are logged, never raised into the change that caused
+    them."""
     async with container.pools.connection("state") as conn:
         cur = await conn.execute(
             "SELECT user_id FROM hotdata.home_viewers "
             "WHERE opened_at > now() - make_interval(days => %s)", (VIEWERS_DAYS,))
         viewers = [row["user_id"] for row in await cur.fetchall()]
+    if not viewers:
+        return
+    shown = await _shown(container)
     for user in viewers:
         try:
-            await publish(container, user)
+            await publish(container, user, shown)
         except Exception as error:
             log.warning("could not update the Home of %s: %s", user,
                         container.settings.scrub(str(error)))

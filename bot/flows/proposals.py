@@ -251,12 +251,12 @@ async def approve(container: Container, proposal_id: int, user: str,
     settings = container.settings
     async with connect(settings, "state") as conn:
         await _expire(container, conn)
-        stale = await _stale_card(container, conn, proposal_id, user, approved)
-        if stale is not None:
-            return stale
-        waiting = await _count_approval(container, conn, proposal_id, user)
-        if waiting is not None:
-            return waiting
+        current = await store.get(conn, proposal_id)
+        if current is not None and current["status"] == "pending":  # else decide() answers
+            refused = (await _stale_card(container, conn, current, user, approved)
+                       or await _count_approval(container, conn, current, user))
+            if refused is not None:
+                return refused
         proposal = await store.decide(conn, proposal_id, "approved", user)
         if proposal is None:
             return await _already(conn, proposal_id)
@@ -332,15 +332,14 @@ async def apply_now(container: Container, proposal_id: int, user: str) -> str:
     return f"Applying index migration #{proposal_id} now; the result is in the channel."
 
 
-async def _count_approval(container: Container, conn: store.Conn, proposal_id: int,
+async def _count_approval(container: Container, conn: store.Conn, proposal: Proposal,
                           user: str) -> str | None:
-    """Under the two-person rule, record `user`'s approval; what to tell them while it needs
-    more managers, or None once it has enough (the proposer never counts)."""
-    proposal = await store.get(conn, proposal_id)
-    if proposal is None or proposal["status"] != "pending" or \
-            proposal["approvals_required"] < 2:
+    """Under the two-person rule, record `user`'s approval of the pending `proposal`; what to
+    tell them while it needs more managers, or None once it has enough (the proposer never
+    counts)."""
+    if proposal["approvals_required"] < 2:
         return None
-    required = proposal["approvals_required"]
+    proposal_id, required = proposal["id"], proposal["approvals_required"]
     if user == proposal["proposed_by"]:
         await store.audit(conn, user, "refused", proposal_id, proposal["sql"], "approve",
                           {"reason": "the proposer never counts"})
@@ -359,14 +358,12 @@ async def _count_approval(container: Container, conn: store.Conn, proposal_id: i
             f"{required}; another manager must approve too.")
 
 
-async def _stale_card(container: Container, conn: store.Conn, proposal_id: int, user: str,
+async def _stale_card(container: Container, conn: store.Conn, proposal: Proposal, user: str,
                       approved: str | None) -> str | None:
-    """Why a click must not approve: the card showed another statement than the proposal
-    holds now, or none (a card older than statement digests). Audited; the card is redrawn
-    with the proposal as it is."""
-    proposal = await store.get(conn, proposal_id)
-    if proposal is None or proposal["status"] != "pending":
-        return None  # decide() answers those
+    """Why a click must not approve the pending `proposal`: the card showed another statement
+    than it holds now, or none (a card older than statement digests). Audited; the card is
+    redrawn with the proposal as it is."""
+    proposal_id = proposal["id"]
     current = binding.short(proposal["sql_sha256"])
     if approved == current:
         return None
