@@ -65,6 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="directory for the migration files")
     p.set_defaults(run=_propose)
 
+    p = sub.add_parser("proposals", help="the index migrations and their state (pending first)")
+    _common(p, reports=False)
+    p.set_defaults(run=_proposals)
+
+    p = sub.add_parser("approve", help="approve a pending index migration as a manager (its "
+                                       "Slack card is updated)")
+    _common(p, reports=False)
+    p.add_argument("id", type=int, help="the index migration's number")
+    p.add_argument("sha256", help="the statement digest its card shows (12 hex digits)")
+    p.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID",
+                   help="your Slack user ID: a manager's, counted as theirs")
+    p.set_defaults(run=_decide)
+
+    p = sub.add_parser("reject", help="reject a pending index migration as a manager (its "
+                                      "Slack card is updated)")
+    _common(p, reports=False)
+    p.add_argument("id", type=int, help="the index migration's number")
+    p.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID",
+                   help="your Slack user ID: a manager's")
+    p.add_argument("--reason", required=True, help="why, shown on the card")
+    p.set_defaults(run=_decide)
+
     p = sub.add_parser("drill", help="restore the latest backup into a scratch database and "
                                      "verify it")
     _common(p)
@@ -217,6 +239,56 @@ async def _propose(args: argparse.Namespace, settings: Settings) -> int:
     print("posted for approval in Slack" if post and created else
           "not posted to Slack (set SLACK_BOT_TOKEN and HOTDATA_CHANNEL to ask for approval)")
     return 0
+
+
+async def _proposals(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.proposals import binding, store
+
+    async with connect(settings, "state") as conn:
+        await migrate.upgrade(conn)
+        rows = await store.recent(conn, limit=50)
+    for row in rows:
+        print(f"#{row['id']} {row['status']:<10} sha256 {binding.short(row['sql_sha256'])} "
+              f"{row['index_name']} on {row['table_name']}")
+    if not rows:
+        print("No index migrations yet: `hotdata propose` or `/hotdata propose` makes them.")
+    return 0
+
+
+async def _decide(args: argparse.Namespace, settings: Settings) -> int:
+    """A manager's decision from a terminal: the same checks, audit and card updates as a
+    click in Slack (the Slack user ID given counts as theirs; the audit log also records the
+    account that ran the command)."""
+    import getpass
+
+    from bot.container import Container
+    from bot.flows import proposals
+    from bot.proposals import store
+    from bot.slack import web_client
+
+    async with connect(settings, "state") as conn:
+        await migrate.upgrade(conn)
+        await store.audit(conn, args.user, "command line", args.id, None, args.command,
+                          {"account": getpass.getuser()})
+    container = Container(settings, web_client(settings))
+    try:
+        if args.command == "approve":
+            answer = await proposals.approve(container, args.id, args.user, args.sha256.lower())
+        else:
+            answer = await proposals.reject(container, args.id, args.user, args.reason)
+        async with container.pools.connection("state") as conn:
+            proposal = await store.get(conn, args.id)
+            counted = proposal is not None and (
+                proposal["decided_by"] == args.user
+                or args.user in await store.approvers(conn, proposal))
+    finally:
+        await container.pools.close()
+    print(answer)
+    if proposal is not None:
+        result = proposal.get("result") or {}
+        why = result.get("error") or result.get("note") or result.get("asked_again")
+        print(f"#{args.id} is now {proposal['status']}" + (f": {why}" if why else ""))
+    return 0 if counted and proposal is not None and proposal["status"] != "failed" else 1
 
 
 async def _drill(args: argparse.Namespace, settings: Settings) -> int:

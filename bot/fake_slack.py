@@ -90,6 +90,7 @@ class FakeSlack:
     def application(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # e.g. chat.getPermalink
         app.router.add_post("/response_url/{key}", self._response_url)
         app.router.add_post("/upload/{file_id}", self._upload)
         return app
@@ -148,6 +149,10 @@ class FakeSlack:
                     "message": {"text": params.get("text"), "ts": ts}}
         if method == "chat.update":
             return {"ok": True, "channel": channel, "ts": params.get("ts")}
+        if method == "chat.getPermalink":
+            ts = str(params.get("message_ts", "")).replace(".", "")
+            return {"ok": True, "channel": channel,
+                    "permalink": f"https://hotdata-test.slack.com/archives/{channel}/p{ts}"}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
         if method == "views.open":

@@ -331,6 +331,10 @@ def test_only_managers_decide_and_an_approval_builds_the_index(flow: Flow,
 
     updates = flow.updates(ts)
     assert "applying" in context(updates[0]["blocks"])
+    # the first build on this server is estimated from the scratch copy's, if it was built
+    scratch = pending["evidence"].get("build_seconds")
+    assert ("as long as on the scratch copy" in context(updates[0]["blocks"])) == (
+        scratch is not None)
     last = updates[-1]
     assert last["text"].startswith(f"Index migration #{pid} (applied)")
     assert not has_buttons(last["blocks"])
@@ -351,6 +355,11 @@ def test_only_managers_decide_and_an_approval_builds_the_index(flow: Flow,
     assert flow.click(APPROVE, unread["id"], MANAGER).startswith("Approved index migration")
     assert flow.proposal(unread["id"])["status"] == "applied"
     assert flow.indexes("public.notifications")[UNREAD] is True
+    # the next build is estimated at the pace of the one before it on this server
+    rate = pending["table_bytes"] / result["build_seconds"]
+    applying_line = context(flow.updates(unread["message_ts"])[0]["blocks"])
+    assert (f"build estimated at about {round(unread['table_bytes'] / rate, 1):g} s, at the "
+            "pace of the last 1 build(s) on this server") in applying_line
 
 
 def test_manager_group_members_may_approve_and_the_group_fails_closed(flow: Flow) -> None:
@@ -828,6 +837,17 @@ def test_the_home_tab_shows_managers_the_buttons_and_follows_the_decisions(flow:
     for view in views.values():
         assert f"*#{pending['id']}* `{PENDING}`" not in json.dumps(view, ensure_ascii=False)
 
+    # a new analysis in a channel is on every Home, linked to its thread
+    published = len(flow.slack.answered("views.publish"))
+    assert flow.bot.slash("analyze top 2", user=ENGINEER).status == 200
+    flow.slack.wait_for("views.publish", count=published + 2, timeout=120)
+    [posted] = flow.query("SELECT channel, message_ts FROM hotdata.analyses "
+                          "WHERE message_ts IS NOT NULL")
+    link = (f"https://hotdata-test.slack.com/archives/{posted['channel']}/"
+            f"p{posted['message_ts'].replace('.', '')}")
+    for view in home_views(flow, 2).values():
+        assert f"in <{link}|its thread>" in json.dumps(view, ensure_ascii=False)
+
 
 def test_an_approval_outside_the_window_is_queued_and_applied_inside_it(flow: Flow) -> None:
     minute = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
@@ -1141,6 +1161,55 @@ def test_cli_propose_prints_and_writes_the_migrations(hotdash: str, tmp_path: Pa
         assert f"written to {path}" in done.stdout
         assert path.read_text().splitlines()[-1] == row["sql"]
     assert "not posted to Slack" in done.stdout
+
+
+def test_decisions_from_the_command_line_update_the_cards(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    first, second = proposals[PENDING], proposals[UNREAD]
+    hotdata = Path(sys.executable).parent / "hotdata"
+    env = clean_env(HOTDATA_DATABASE_URL=flow.url, SLACK_BOT_TOKEN=BOT_TOKEN,
+                    HOTDATA_SLACK_API_URL=flow.settings.slack_api_url,
+                    HOTDATA_CHANNEL="C0HOTDATA", HOTDATA_MANAGER_IDS=f"{MANAGER},{BOSS}",
+                    **({"HOTDATA_SCRATCH_DATABASE_URL": flow.settings.scratch_database_url}
+                       if flow.settings.scratch_database_url else {}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(hotdata), *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    listed = cli("proposals")
+    assert listed.returncode == 0, listed.stderr
+    assert (f"#{first['id']} pending    sha256 {first['sql_sha256'][:12]} {PENDING} on "
+            "public.decision_log") in listed.stdout
+    # the same checks as a click: not a manager, or another statement's digest, decides nothing
+    refused = cli("approve", str(first["id"]), first["sql_sha256"][:12], "--as", ENGINEER)
+    assert refused.returncode == 1 and "Only managers may approve" in refused.stdout
+    stale = cli("approve", str(first["id"]), "0" * 12, "--as", MANAGER)
+    assert stale.returncode == 1 and "Nothing approved" in stale.stdout
+    assert flow.proposal(first["id"])["status"] == "pending"
+
+    done = cli("approve", str(first["id"]), first["sql_sha256"][:12].upper(), "--as", MANAGER)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"#{first['id']} is now applied" in done.stdout
+    assert flow.indexes("public.decision_log")[PENDING] is True
+    last = flow.updates(first["message_ts"])[-1]
+    assert f"Applied (approved by <@{MANAGER}>)" in context(last["blocks"])
+    assert not has_buttons(last["blocks"])
+    # each command is audited with the account that ran it (the stale one and this one)
+    ran = flow.query("SELECT detail FROM hotdata.audit_log WHERE proposal_id = %s "
+                     "AND action = 'command line' AND actor = %s", (first["id"], MANAGER))
+    assert len(ran) == 2 and all(r["detail"]["account"] for r in ran)
+    assert flow.audit(first["id"])[-2:] == ["approved", "applied"]
+
+    rejected = cli("reject", str(second["id"]), "--as", BOSS, "--reason", "not this week")
+    assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+    assert f"#{second['id']} is now rejected" in rejected.stdout
+    last = flow.updates(second["message_ts"])[-1]
+    assert f"Rejected by <@{BOSS}>: not this week" in context(last["blocks"])
+    assert not has_buttons(last["blocks"])
+    # a decided proposal cannot be decided again, from anywhere
+    again = cli("approve", str(second["id"]), second["sql_sha256"][:12], "--as", MANAGER)
+    assert again.returncode == 1 and "already rejected" in again.stdout
 
 
 # --- a real crash in the middle of the build --------------------------------------------------

@@ -42,11 +42,14 @@ async def claim(conn: Conn, channel: str, user: str) -> int:
     return int(row["id"])
 
 
-async def finish(conn: Conn, analysis_id: int, report: str, markdown: str) -> None:
-    """Store a claimed analysis' report (its JSON) and markdown: done."""
+async def finish(conn: Conn, analysis_id: int, report: str, markdown: str,
+                 message_ts: str | None = None) -> None:
+    """Store a claimed analysis' report (its JSON) and markdown, and the message it is
+    posted as: done."""
     await conn.execute(
-            "UPDATE hotdata.analyses SET status = 'done', finished_at = now(), report = %s, "
-        "markdown = %s WHERE id = %s", (Jsonb(json.loads(report)), markdown, analysis_id))
+        "UPDATE hotdata.analyses SET status = 'done', finished_at = now(), report = %s, "
+        "markdown = %s, message_ts = %s WHERE id = %s",
+        (Jsonb(json.loads(report)), markdown, message_ts, analysis_id))
 
 
 async def record(conn: Conn, report: str, markdown: str, requested_by: str) -> int:

@@ -13,6 +13,7 @@ from bot.analysis import runs
 from bot.analysis.model import Analysis
 from bot.container import Container
 from bot.db import DatabaseUnavailable, connect
+from bot.flows import home
 from bot.render import analysis as render
 from bot.settings import Settings
 
@@ -55,7 +56,7 @@ async def run_in_channel(container: Container, channel: str, user: str,
         try:  # stored before it is shown: the channel never shows what was not kept
             async with pools.connection("state") as state:
                 await runs.finish(state, analysis_id, render.as_json(analysis),
-                                  render.markdown(analysis))
+                                  render.markdown(analysis), ts)
         except (DatabaseUnavailable, psycopg.Error) as error:
             analysis.notes.insert(0, settings.scrub(
                 f"not stored ({error}): `/hotdata propose` cannot use this analysis; run it "
@@ -68,6 +69,7 @@ async def run_in_channel(container: Container, channel: str, user: str,
             channel=channel, thread_ts=ts, filename=render.filename(analysis),
             title=f"Query performance analysis {analysis.collected_at[:10]}",
             content=render.markdown(analysis))
+        await home.refresh_all(container)
         return analysis
     except Exception as error:
         message = container.settings.scrub(f"Query analysis failed: {error}")

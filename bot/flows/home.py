@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 VIEWERS_DAYS = 7  # a Home opened this recently is kept up to date
 
 LATEST_SQL = """
-SELECT id, channel, finished_at, report FROM hotdata.analyses
+SELECT id, channel, message_ts, finished_at, report FROM hotdata.analyses
 WHERE status = 'done' ORDER BY id DESC LIMIT 1
 """
 
@@ -57,6 +57,14 @@ async def _shown(container: Container) -> _Shown:
             if proposal["status"] == "pending" and proposal["approvals_required"] > 1:
                 proposal["approvers"] = await store.approvers(conn, proposal)
         trend = await drills.trend(conn)
+    if analysis is not None and analysis["channel"] and analysis["message_ts"]:
+        try:  # a link to the analysis' thread; without it, the Home names the channel
+            found = await container.client.chat_getPermalink(channel=analysis["channel"],
+                                                             message_ts=analysis["message_ts"])
+            analysis["permalink"] = found.get("permalink")
+        except Exception as error:
+            log.warning("no link to analysis #%s: %s", analysis["id"],
+                        settings.scrub(str(error)))
     now = datetime.now(UTC)
     next_runs = {job: next_fire(cron_trigger(expression), now)
                  for job, expression in settings.scheduled_jobs.items()}
@@ -75,16 +83,18 @@ async def publish(container: Container, user: str, shown: _Shown | None = None) 
 
 async def refresh_all(container: Container) -> None:
     """Publish again for everyone who opened their Home lately, from one reading of what it
-    shows. Best effort: Slack's errors are logged, never raised into the change that caused
-    them."""
-    async with container.pools.connection("state") as conn:
-        cur = await conn.execute(
-            "SELECT user_id FROM hotdata.home_viewers "
-            "WHERE opened_at > now() - make_interval(days => %s)", (VIEWERS_DAYS,))
-        viewers = [row["user_id"] for row in await cur.fetchall()]
-    if not viewers:
+    shows. Best effort: errors (Slack's, the state database's) are logged, never raised into
+    the change that caused them."""
+    try:
+        async with container.pools.connection("state") as conn:
+            cur = await conn.execute(
+                "SELECT user_id FROM hotdata.home_viewers "
+                "WHERE opened_at > now() - make_interval(days => %s)", (VIEWERS_DAYS,))
+            viewers = [row["user_id"] for row in await cur.fetchall()]
+        shown = await _shown(container) if viewers else None
+    except Exception as error:
+        log.warning("could not refresh the Home tabs: %s", container.settings.scrub(str(error)))
         return
-    shown = await _shown(container)
     for user in viewers:
         try:
             await publish(container, user, shown)

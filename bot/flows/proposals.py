@@ -275,7 +275,14 @@ async def _build(container: Container, conn: store.Conn, proposal_id: int) -> bo
     """Apply an approved proposal now, unless another process already took it: the advisory
     lock, held until `conn` closes, tells reconcile it is not a leftover."""
     await conn.execute("SELECT pg_advisory_lock(%s, %s)", locks.applying(proposal_id))
-    proposal = await store.mark(conn, proposal_id, "applying", {}, expect="approved")
+    approved = await store.get(conn, proposal_id)
+    estimate = None
+    if approved is not None and approved["evidence"]["action"] == "create":
+        estimate = applying.build_estimate(approved["table_bytes"],
+                                           await store.build_rates(conn),
+                                           approved["evidence"].get("build_seconds"))
+    proposal = await store.mark(conn, proposal_id, "applying",
+                                {"estimate": estimate} if estimate else {}, expect="approved")
     if proposal is None:
         return False
     await _refresh(container, proposal)

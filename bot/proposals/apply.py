@@ -206,6 +206,19 @@ async def clean_up(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommend
                   else "no invalid index was left behind")
 
 
+def build_estimate(size: int | None, rates: list[float],
+                   scratch_seconds: float | None) -> dict[str, Any] | None:
+    """How long the build of an index on a table of `size` bytes should take: at the median
+    pace of this server's past builds (`rates`, bytes per second), else as long as on the
+    scratch copy (a copy of the same data); None when neither is known."""
+    if rates and size:
+        return {"seconds": round(size / statistics.median(rates), 1),
+                "basis": f"at the pace of the last {len(rates)} build(s) on this server"}
+    if scratch_seconds is not None:
+        return {"seconds": round(scratch_seconds, 1), "basis": "as long as on the scratch copy"}
+    return None
+
+
 def _check(rec: Recommendation) -> None:
     """The statement must be allow-listed and create exactly the index the proposal names."""
     try:

@@ -169,6 +169,16 @@ async def stuck(conn: Conn) -> list[Proposal]:
     return await _all(cur)
 
 
+async def build_rates(conn: Conn, limit: int = 10) -> list[float]:
+    """Bytes of table built per second by this server's last `limit` index builds."""
+    cur = await conn.execute(
+        "SELECT table_bytes / (result->>'build_seconds')::float AS rate "
+        "FROM hotdata.proposals WHERE status = 'applied' AND evidence->>'action' = 'create' "
+        "AND table_bytes > 0 AND (result->>'build_seconds')::float > 0 "
+        "ORDER BY updated_at DESC LIMIT %s", (limit,))
+    return [float(row["rate"]) for row in await cur.fetchall()]
+
+
 async def recent(conn: Conn, limit: int = 15) -> list[Proposal]:
     cur = await conn.execute(
         "SELECT * FROM hotdata.proposals ORDER BY (status = 'pending') DESC, id DESC LIMIT %s",

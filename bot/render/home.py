@@ -25,8 +25,9 @@ def _analysis(analysis: dict[str, Any] | None) -> list[dict[str, Any]]:
     if analysis is None:
         return [_section("No analysis yet: type `/hotdata analyze` in a channel.")]
     queries = (analysis.get("report") or {}).get("queries") or []
-    lines = [f"#{analysis['id']}, {analysis['finished_at']:%Y-%m-%d %H:%M} UTC"
-             + (f" in <#{analysis['channel']}>" if analysis.get("channel") else "")]
+    where = (f" in <{analysis['permalink']}|its thread>" if analysis.get("permalink") else
+             f" in <#{analysis['channel']}>" if analysis.get("channel") else "")
+    lines = [f"#{analysis['id']}, {analysis['finished_at']:%Y-%m-%d %H:%M} UTC{where}"]
     for n, query in enumerate(queries[:TOP], 1):
         label = query.get("name") or f"queryid {query.get('queryid')}"
         lines.append(f"{n}. *{label}* · {query.get('mean_ms')} ms mean · "

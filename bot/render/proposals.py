@@ -74,6 +74,9 @@ def blocks(proposal: Proposal) -> list[dict[str, Any]]:
     line = (":hourglass: Approved by <@{decided_by}>, queued for "
             f"{str(result['queued_for'])[:16].replace('T', ' ')} UTC (HOTDATA_APPLY_WINDOW)"
             if queued else STATE_LINE[status])
+    estimate = result.get("estimate") if status == "applying" else None
+    if estimate:
+        line += f" (build estimated at about {estimate['seconds']:g} s, {estimate['basis']})"
     state = line.format(decided_by=proposal.get("decided_by") or "?",
                                       reason=proposal.get("reason") or "no reason given",
                                       error=result.get("error") or "unknown error",
