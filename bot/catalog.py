@@ -152,6 +152,8 @@ class Table:
     updates: int = 0
     hot_updates: int = 0
     deletes: int = 0
+    modified_since_analyze: int = 0  # rows written since its last ANALYZE (pg_stat_user_tables)
+    analyzed_at: datetime | None = None  # its last ANALYZE, by hand or by autovacuum
     readable_by: list[str] = field(default_factory=list)  # of the roles the loader was given
     columns: list[str] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
@@ -273,6 +275,8 @@ SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
        c.relkind = 'p' AS partitioned,
        coalesce(s.n_tup_ins, 0) AS inserts, coalesce(s.n_tup_upd, 0) AS updates,
        coalesce(s.n_tup_hot_upd, 0) AS hot_updates, coalesce(s.n_tup_del, 0) AS deletes,
+       coalesce(s.n_mod_since_analyze, 0) AS modified_since_analyze,
+       greatest(s.last_analyze, s.last_autoanalyze) AS analyzed_at,
        array(SELECT r.rolname::text FROM pg_roles r
              WHERE r.rolname = ANY(%(roles)s::text[])
                AND has_schema_privilege(r.oid, n.oid, 'USAGE')

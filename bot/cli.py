@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="the slowest queries, their plans and fixes")
     _common(p)
     p.add_argument("--top", type=int, default=5, help="how many statements (1-50, default 5)")
+    p.add_argument("--compare", action="store_true", help="instead of analysing, compare the "
+                   "last two stored analyses: plans that changed, times before and after")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("propose", help="write index migrations from the latest recommendations")
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(overrides HOTDATA_DRILL_DATABASE_URL)")
     p.add_argument("--runbook", metavar="PATH", help="instead of drilling, rewrite the "
                    "runbook's 'last measured' section from the latest passing drill")
+    p.add_argument("--history", type=int, nargs="?", const=10, metavar="N",
+                   help="instead of drilling, the last N drills' RTO and RPO, trend and forecast")
     p.set_defaults(run=_drill)
 
     p = sub.add_parser("report", help="the periodic report, now (printed; --post sends it to "
@@ -147,6 +151,16 @@ def _show(fmt: str, result: Any, renderer: ModuleType) -> None:
 
 async def _analyze(args: argparse.Namespace, settings: Settings) -> int:
     from bot.render import analysis as render
+
+    if args.compare:
+        from bot.analysis import plan_history
+        from bot.render import plans
+
+        async with connect(settings, "state") as conn:
+            await migrate.upgrade(conn)
+            found = await plan_history.compare_latest(conn)
+        print(plans.comparison(found, settings.plan_regression_ratio))
+        return 0
 
     _show(args.format, await analyze(settings, top=args.top), render)
     return 0
@@ -262,7 +276,7 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
     from bot.container import Container
-    from bot.flows import proposals
+    from bot.flows import approvals
     from bot.proposals import store
     from bot.slack import web_client
 
@@ -273,9 +287,9 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     container = Container(settings, web_client(settings))
     try:
         if args.command == "approve":
-            answer = await proposals.approve(container, args.id, args.user, args.sha256.lower())
+            answer = await approvals.approve(container, args.id, args.user, args.sha256.lower())
         else:
-            answer = await proposals.reject(container, args.id, args.user, args.reason)
+            answer = await approvals.reject(container, args.id, args.user, args.reason)
         async with container.pools.connection("state") as conn:
             proposal = await store.get(conn, args.id)
             counted = proposal is not None and (
@@ -302,6 +316,11 @@ async def _drill(args: argparse.Namespace, settings: Settings) -> int:
         if args.runbook:
             print(await drills.update_runbook(settings, Path(args.runbook)))
             return 0
+        if args.history is not None:
+            found = await drills.history(settings, max(1, args.history))
+            print(render.history_json(found) if args.format == "json"
+                  else render.history_markdown(found), end="")
+            return 0
         result = await runner.run(settings, scratch_dsn=args.scratch_dsn, requested_by="cli")
     except runner.DrillRefused as refused:
         print(f"hotdata: {refused}", file=sys.stderr)
@@ -312,7 +331,7 @@ async def _drill(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _report(args: argparse.Namespace, settings: Settings) -> int:
     from bot.container import Container
-    from bot.flows import reports
+    from bot.flows import drills, reports
     from bot.render import report as render
     from bot.reports.report import build
     from bot.slack import web_client
@@ -320,21 +339,23 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     async with connect(settings, "state") as conn:
         await migrate.upgrade(conn)
     report = await build(settings, reports.window(settings))
+    history = await drills.history(settings)
     if args.format == "json":
-        print(json.dumps({"headline": render.headline(report), "blocks": render.blocks(report),
+        print(json.dumps({"headline": render.headline(report),
+                          "blocks": render.blocks(report, history),
                           "queries_to_target": report.queries_to_target}, default=str, indent=2))
     elif args.format == "markdown":
-        print(render.markdown(report))
+        print(render.markdown(report, history))
     else:
         from rich.console import Console
 
-        Console().print(render.markdown(report))
+        Console().print(render.markdown(report, history))
     if args.post:
         if not settings.channel or not settings.slack_bot_token:
             print("hotdata: --post needs SLACK_BOT_TOKEN and HOTDATA_CHANNEL", file=sys.stderr)
             return 2
         await reports.publish(Container(settings, web_client(settings)), report,
-                              settings.channel)
+                              settings.channel, history)
     return 0
 
 

@@ -25,8 +25,7 @@ from bot.container import Container
 from bot.cron import cron_trigger, latest_fire, passed_slots
 from bot.db import DatabaseUnavailable, connect, open_connection
 from bot.drills.store import heartbeat
-from bot.flows import drills, proposals, reports
-from bot.reports import snapshots
+from bot.flows import approvals, drills, proposals, reports
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,8 @@ def jobs(settings: Settings) -> list[Job]:
     async def report(container: Container) -> str:
         return await reports.post(container)
 
-    async def snapshot(container: Container) -> str:
-        taken = await snapshots.take(container.settings)
-        return f"snapshot {taken}" if taken else "pg_stat_statements unavailable"
+    async def snapshot(container: Container) -> str:  # and the backups' health
+        return await reports.snapshot(container)
 
     async def drill(container: Container) -> str:
         result = await drills.run_in_channel(container, container.settings.channel or "",
@@ -88,7 +86,7 @@ class Scheduler:
         """Each minute, on the leader: build what waits for HOTDATA_APPLY_WINDOW, if this
         minute is inside it (each proposal exactly once, whichever replica leads)."""
         if self.leader:
-            await proposals.apply_queued(self.container, datetime.now(UTC))
+            await approvals.apply_queued(self.container, datetime.now(UTC))
 
     async def heartbeat(self) -> None:
         """Every minute, on every replica: the drills' RPO clock, and the cards of proposals

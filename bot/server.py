@@ -20,7 +20,7 @@ from bot.app import build_app
 from bot.container import Container
 from bot.db import connect
 from bot.drills.runner import clean_leftovers
-from bot.flows.proposals import reconcile
+from bot.flows.approvals import reconcile
 from bot.schedule import Scheduler
 from bot.schema import sandbox
 from bot.settings import ConfigError, Settings

@@ -86,16 +86,21 @@ class Settings(BaseSettings):
     approvals_required: int = Field(1, ge=1, le=10)
     approvals_required_over_mb: float | None = Field(None, ge=0, le=1024 * 1024 * 1024)
     allow_self_approval: bool = False
-    drill_source: Literal["dump", "directory", "pgbackrest"] = "dump"
+    plan_regression_ratio: float = Field(2.0, ge=1.0, le=1000.0)  # a changed plan this slower…
+    plan_regression_min_ms: float = Field(5.0, ge=0, le=DAY_MS)  # …and by at least this
+    drill_source: Literal["dump", "directory", "pgbackrest", "barman"] = "dump"
     drill_backup_dir: Path | None = None
     drill_pgbackrest_stanza: str | None = None
     drill_pgbackrest_config: Path | None = None
+    drill_barman_server: str | None = None
+    drill_barman_config: Path | None = None
     drill_restore_dir: Path | None = None
     drill_jobs: int = Field(2, ge=1, le=32)
     drill_fingerprint_max_mb: float = Field(50.0, ge=0, le=1024 * 1024)
-    drill_target: str = "latest"  # pgbackrest: latest | random | an ISO timestamp with zone
+    drill_target: str = "latest"  # pgbackrest, barman: latest | random | an ISO timestamp with zone
     rto_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
     rpo_target_seconds: float | None = Field(None, gt=0, le=YEAR_HOURS * 3600)
+    backup_max_age_hours: float = Field(26.0, gt=0, le=YEAR_HOURS)
     snapshot_cron: str = "*/10 * * * *"
     snapshot_retention_hours: float = Field(48.0, gt=0, le=YEAR_HOURS)
     missed_grace_minutes: float = Field(15.0, ge=0, le=YEAR_HOURS * 60)
@@ -205,9 +210,11 @@ class Settings(BaseSettings):
     @property
     def drills_configured(self) -> bool:
         """Whether a drill has somewhere to restore: a scratch server for dumps, or a private
-        data directory for pgBackRest."""
+        data directory for pgBackRest and Barman."""
         if self.drill_source == "pgbackrest":
             return self.drill_pgbackrest_stanza is not None
+        if self.drill_source == "barman":
+            return self.drill_barman_server is not None
         return self.drill_database_url is not None
 
     @property
@@ -280,14 +287,16 @@ _EXPECTS = {
     "apply_growth_limit": "a factor from 1 to 1000: a table grown past this many times its "
                           "size when proposed is approved again",
     "allow_self_approval": "true or false",
-    "drill_source": "dump, directory or pgbackrest",
+    "drill_source": "dump, directory, pgbackrest or barman",
     "drill_pgbackrest_stanza": "the pgBackRest stanza to restore, such as 'main'",
+    "drill_barman_server": "the Barman server to restore, such as 'pg'",
     "drill_jobs": "a whole number from 1 to 32",
     "drill_target": "latest, random, or a timestamp with its zone such as "
                     "'2026-12-04T03:00:00+00:00'",
     "drill_fingerprint_max_mb": "megabytes, from 0 to 1048576",
     "rto_target_seconds": "seconds, more than 0 and at most a year",
     "rpo_target_seconds": "seconds, more than 0 and at most a year",
+    "backup_max_age_hours": "hours, more than 0 and at most a year (8784)",
     "snapshot_retention_hours": "hours, more than 0 and at most a year (8784)",
     "missed_grace_minutes": "minutes, from 0 to a year",
     "app_jwt_claims": 'a JSON object such as {"sub": "<user uuid>", "role": "authenticated"}',

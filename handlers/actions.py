@@ -12,7 +12,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.container import Container
-from bot.flows import proposals
+from bot.flows import approvals, proposals
 from bot.proposals import binding
 from bot.render.proposals import APPLY_NOW, APPROVE, PROPOSE, REJECT, ROLLBACK
 from bot.slack import Reply
@@ -45,15 +45,15 @@ def button(what: str, flow: Flow) -> Click:
 
 
 approve = button("approve", lambda container, reply, user, proposal_id, body:
-                 proposals.approve_clicked(container, reply, proposal_id, user,
+                 approvals.approve_clicked(container, reply, proposal_id, user,
                                            binding.parse(value(body))[1]))
 reject = button("reject", lambda container, reply, user, proposal_id, body:
-                proposals.reject_clicked(container, reply, proposal_id, user,
+                approvals.reject_clicked(container, reply, proposal_id, user,
                                          body["trigger_id"]))
 propose = button("propose", lambda container, reply, user, analysis_id, body:
                  proposals.propose_for(container, reply, user, analysis_id))
 apply_now = button("apply now", lambda container, reply, user, proposal_id, body:
-                   proposals.apply_now_clicked(container, reply, proposal_id, user))
+                   approvals.apply_now_clicked(container, reply, proposal_id, user))
 rollback = button("rollback", lambda container, reply, user, proposal_id, body:
                   proposals.rollback_clicked(container, reply, proposal_id, user))
 

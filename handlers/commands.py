@@ -23,9 +23,11 @@ COMMAND = "/hotdata"
 USAGE = """*hotdata* — your PostgreSQL on call
 `/hotdata help` — this text
 `/hotdata analyze [top N]` — the slowest queries, their plans and what to fix (N from 1 to 50)
+`/hotdata analyze compare` — what changed between the last two analyses: plans and times
 `/hotdata propose` — turn the latest recommendations into index migrations for approval
 `/hotdata proposals` — pending and recent index migrations
 `/hotdata drill` — restore the latest backup into a scratch database and verify it
+`/hotdata drill history [N]` — the last N drills' RTO and RPO (default 10): chart, trend, forecast
 `/hotdata report` — the periodic report, now
 `/hotdata lint` — schema checks: missing indexes, RLS gaps, duplicate indexes
 `/hotdata schema [schema-name]` — the schema's ERD, keys, indexes, RLS policies and grants
@@ -34,6 +36,7 @@ USAGE = """*hotdata* — your PostgreSQL on call
 
 DEFAULT_TOP = 5
 REVIEW = "review"  # `/hotdata schema review`: the modal, not a schema named review
+COMPARE = "compare"  # `/hotdata analyze compare`: the last two analyses, not a new one
 
 
 class Usage(UserError):
@@ -80,6 +83,13 @@ def parse_top(name: str, words: list[str]) -> int:
     raise Usage(f"`/hotdata {name}` takes `top N`, got `{' '.join(words)[:80]}`.")
 
 
+def parse_analyze(name: str, words: list[str]) -> int | str:
+    """`analyze`, `analyze top N` → N; `analyze compare` → COMPARE."""
+    if len(words) == 1 and words[0].lower() == COMPARE:
+        return COMPARE
+    return parse_top(name, words)
+
+
 def parse_schema(name: str, words: list[str]) -> str:
     """`schema` → public, `schema NAME` → NAME, `schema review` → REVIEW."""
     if len(words) > 1:
@@ -87,6 +97,21 @@ def parse_schema(name: str, words: list[str]) -> str:
     if words and words[0].lower() == REVIEW:
         return REVIEW
     return words[0] if words else "public"
+
+
+def parse_drill(name: str, words: list[str]) -> int | None:
+    """`drill` → None (run one), `drill history [N]` → how many past drills to show."""
+    if not words:
+        return None
+    if words[0].lower() == "history" and len(words) <= 2:
+        if len(words) == 1:
+            return drills.HISTORY
+        if words[1].isascii() and words[1].isdigit() and 1 <= int(words[1]) <= drills.MAX_HISTORY:
+            return int(words[1])
+        raise Usage(f"`history` takes a number of drills from 1 to {drills.MAX_HISTORY}, got "
+                    f"`{words[1][:40]}`.")
+    raise Usage(f"`/hotdata {name}` takes nothing or `history [N]`, got "
+                f"`{' '.join(words)[:80]}`.")
 
 
 async def _schema(container: Container, reply: Reply, asked: Asked, name: str) -> object:
@@ -101,9 +126,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(no_arguments, lambda _: "Checking hotdata's status…",
                          lambda c, reply, asked, _: status.status(c, reply)),
     "analyze": Subcommand(
-        parse_top, lambda top: f"Analysing the {top} slowest statements; results will appear "
-                               "here.",
-        lambda c, reply, asked, top: analysis.run_in_channel(c, asked.channel, asked.user, top)),
+        parse_analyze, lambda top: "Comparing the last two analyses…" if top == COMPARE else
+        f"Analysing the {top} slowest statements; results will appear here.",
+        lambda c, reply, asked, top: analysis.compare(c, reply) if top == COMPARE else
+        analysis.run_in_channel(c, asked.channel, asked.user, top)),
     "lint": Subcommand(no_arguments, lambda _: "Checking the schema…",
                        lambda c, reply, asked, _: lint.lint_schema(c, reply)),
     "schema": Subcommand(
@@ -115,9 +141,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "proposals": Subcommand(no_arguments, lambda _: "Looking up index migrations…",
                             lambda c, reply, asked, _: proposals.list_for(c, reply)),
     "drill": Subcommand(
-        no_arguments,
-        lambda _: "Starting a restore drill; progress and the result will appear here.",
-        lambda c, reply, asked, _: drills.run_in_channel(c, asked.channel, asked.user)),
+        parse_drill,
+        lambda last: "Starting a restore drill; progress and the result will appear here."
+        if last is None else f"Looking up the last {last} restore drills…",
+        lambda c, reply, asked, last: drills.run_in_channel(c, asked.channel, asked.user)
+        if last is None else drills.history_in_channel(c, reply, asked.channel, last)),
     "report": Subcommand(no_arguments, lambda _: "Building the report for this channel…",
                          lambda c, reply, asked, _: reports.post(c, asked.channel)),
 }

@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
-from bot.flows import proposals, schema
+from bot.flows import approvals, schema
 from bot.render.proposals import REASON_CALLBACK
 from bot.render.schema import REVIEW_CALLBACK
 from handlers.context import container_of, ephemeral_in, hand_off
@@ -42,7 +42,7 @@ async def reject_reason(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any
     container = container_of(context)
     user, proposal_id = body["user"]["id"], int(view["private_metadata"])
     hand_off(container, f"reject #{proposal_id}",
-             proposals.reject_submitted(container, proposal_id, user, reason),
+             approvals.reject_submitted(container, proposal_id, user, reason),
              ephemeral_in(container, container.settings.channel, user))
 
 

@@ -11,7 +11,7 @@ import asyncio
 import sys
 
 from bot.container import Container
-from bot.flows import proposals as service
+from bot.flows import approvals
 from bot.settings import Settings
 from bot.slack import web_client
 
@@ -23,7 +23,7 @@ async def main(database_url: str, slack_api_url: str, proposal_id: int, manager:
                         slack_api_url=slack_api_url, channel="C0HOTDATA", manager_ids=[manager])
     container = Container(settings, web_client(settings))
     try:
-        print(await service.approve(container, proposal_id, manager, digest), flush=True)
+        print(await approvals.approve(container, proposal_id, manager, digest), flush=True)
     finally:
         await container.pools.close()
 

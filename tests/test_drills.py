@@ -743,6 +743,10 @@ def test_slash_drill_posts_progress_then_the_result(
                               slack_api_url=fake_slack_server.api_url, channel="C0HOTDATA")
     bot = BotUnderTest(settings, slack).start()
     try:
+        assert bot.requests is not None  # a Home opened before the drill follows it
+        assert bot.requests.event({"type": "app_home_opened", "user": "U0LEAD", "tab": "home",
+                                   "event_ts": f"{time.time():.6f}"}).status == 200
+        slack.wait_for("views.publish", timeout=30)
         reply = bot.slash("drill", channel="C0DBOPS")
         assert reply.status == 200
         assert "Starting a restore drill" in reply.text
@@ -753,6 +757,7 @@ def test_slash_drill_posts_progress_then_the_result(
             final = next((u.params for u in slack.answered("chat.update")
                           if u.params.get("blocks")), None)
             time.sleep(0.05)
+        [_, home] = slack.wait_for("views.publish", count=2, timeout=60)
     finally:
         bot.stop()
     [posted] = slack.answered("chat.postMessage")
@@ -761,6 +766,7 @@ def test_slash_drill_posts_progress_then_the_result(
     assert final["ts"] == slack.answered("chat.update")[0].params["ts"]
     [(drill_id, status)] = state_rows(source, "SELECT id, status FROM hotdata.drills")
     assert status == "passed"
+    assert f"Last: #{drill_id} passed · RTO" in json.dumps(home.params["view"], ensure_ascii=False)
     blocks = final["blocks"]
     blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
     assert blocks[0]["type"] == "header"

@@ -30,6 +30,7 @@ from bot.advisor.model import Candidate
 from bot.advisor.pipeline import analyze
 from bot.analysis.model import Analysis
 from bot.fake_slack import FakeSlack, FakeSlackServer
+from bot.flows import approvals
 from bot.flows import proposals as service
 from bot.flows.analysis import record
 from bot.proposals import allowlist, binding
@@ -488,7 +489,7 @@ def test_two_approvals_required_two_distinct_managers_apply_once(flow: Flow) -> 
     # a reject by any manager ends a proposal that is waiting for its second approval
     unread = proposals[UNREAD]
     assert "1 of 2" in flow.click(APPROVE, unread["id"], BOSS)
-    assert flow.bot.run(service.reject(flow.bot.container, unread["id"], LEAD, "not now")) == (
+    assert flow.bot.run(approvals.reject(flow.bot.container, unread["id"], LEAD, "not now")) == (
         f"Rejected index migration #{unread['id']}.")
     assert flow.click(APPROVE, unread["id"], MANAGER).startswith(
         f"Index migration #{unread['id']} was already rejected")
@@ -871,9 +872,9 @@ def test_an_approval_outside_the_window_is_queued_and_applied_inside_it(flow: Fl
 
     # the leader's clock (injected): nothing before the window, then exactly once inside it
     container = flow.bot.container
-    assert flow.bot.run(service.apply_queued(container, minute - timedelta(minutes=1))) == []
-    assert flow.bot.run(service.apply_queued(container, minute + timedelta(seconds=5))) == [pid]
-    assert flow.bot.run(service.apply_queued(container, minute + timedelta(seconds=35))) == []
+    assert flow.bot.run(approvals.apply_queued(container, minute - timedelta(minutes=1))) == []
+    assert flow.bot.run(approvals.apply_queued(container, minute + timedelta(seconds=5))) == [pid]
+    assert flow.bot.run(approvals.apply_queued(container, minute + timedelta(seconds=35))) == []
     assert flow.proposal(pid)["status"] == "applied"
     assert flow.indexes("public.decision_log")[PENDING] is True
     assert flow.audit(pid) == ["proposed", "approved", "queued", "applied"]
@@ -1252,7 +1253,7 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
             time.sleep(0.02)
         time.sleep(0.2)  # well into the build
         # a replica starting now leaves a proposal that a live process is applying alone
-        assert flow.bot.run(service.reconcile(flow.bot.container)) == []
+        assert flow.bot.run(approvals.reconcile(flow.bot.container)) == []
         assert flow.proposal(pid)["status"] == "applying" and flow.query(CIC_RUNNING_SQL)
         child.send_signal(signal.SIGKILL)
         assert child.wait(10) == -signal.SIGKILL
@@ -1269,7 +1270,7 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
         time.sleep(0.05)
     updates_before = len(flow.updates(ts))
 
-    settled = flow.bot.run(service.reconcile(flow.bot.container))  # as `hotdata serve` starts
+    settled = flow.bot.run(approvals.reconcile(flow.bot.container))  # as `hotdata serve` starts
     assert [s["id"] for s in settled] == [pid]
     final = flow.proposal(pid)
     assert final["result"]["reconciled"] is True
@@ -1294,5 +1295,5 @@ def test_a_killed_apply_is_reconciled_and_leaves_no_invalid_index(flow: Flow) ->
     assert flow.replies(ts)[-1].startswith(f"After a restart, index migration #{pid} is "
                                            f"{final['status']}")
     # settled once: a second start finds nothing left to do
-    assert flow.bot.run(service.reconcile(flow.bot.container)) == []
+    assert flow.bot.run(approvals.reconcile(flow.bot.container)) == []
     assert timedelta(0) < final["updated_at"] - final["created_at"]

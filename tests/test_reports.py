@@ -423,7 +423,7 @@ async def test_queries_to_target_is_what_the_target_received(split: Settings) ->
     await take(split)
     before = tagged_calls(split)
     report = await build(split, timedelta(hours=2))
-    assert tagged_calls(split) - before == report.queries_to_target == 7
+    assert tagged_calls(split) - before == report.queries_to_target == 9
 
 
 # --- delivery --------------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_cli_report_json(database: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["headline"].startswith("hotdata report")
-    assert data["queries_to_target"] == 7
+    assert data["queries_to_target"] == 9
     assert_block_kit_limits(data["blocks"])
 
 

@@ -365,9 +365,9 @@ def test_crontab_weekdays_count_from_sunday() -> None:
 
 
 def test_unknown_drill_source_lists_the_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET, HOTDATA_DRILL_SOURCE="barman")
+    message = config_error(monkeypatch, HOTDATA_DATABASE_URL=TARGET, HOTDATA_DRILL_SOURCE="wal-g")
     assert message.startswith("HOTDATA_DRILL_SOURCE is invalid")
-    assert message.endswith("expected dump, directory or pgbackrest")
+    assert message.endswith("expected dump, directory, pgbackrest or barman")
 
 
 def test_pgbackrest_drills_are_scheduled_without_a_scratch_server() -> None:

@@ -17,7 +17,7 @@ import psycopg
 from bot import catalog, sqltext
 from bot.advisor.cleanup import cleanup
 from bot.advisor.recommend import recommend
-from bot.analysis import collect, findings, params, session
+from bot.analysis import collect, findings, params, plan_history, session
 from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import Table
@@ -101,6 +101,7 @@ async def analyze(settings: Settings, *, top: int = 5,
         result.recommendations, result.declined = await recommend(
             settings, conn, planner, result.results, workload.app, result.notes,
             workload.plan_cache_mode)
+        result.planner_settings = await plan_history.planner_settings(conn)
     result.timings = {"total_s": round(time.perf_counter() - started, 3),
                       "explain_s": round(sum(p.explain_seconds for p in planners), 3)}
     return result

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from pglast import ast
@@ -42,6 +45,19 @@ class Thresholds:
     # generic_plan: the generic plan's ms over the value's own plan's ms, and slower by this
     generic_ratio: float = 5.0
     generic_min_ms: float = 0.5
+    # stale_statistics (only where a plan misestimates on the table): rows written since its
+    # last ANALYZE, this fraction of its rows (twice autovacuum's default trigger) and these
+    stale_fraction: float = 0.2
+    stale_min_rows: int = 1_000
+    # lossy_bitmap: heap blocks a bitmap kept only as whole pages, having outgrown work_mem
+    lossy_min_blocks: int = 1
+    # large_offset: rows an OFFSET read and discarded, per row returned, and at least these
+    offset_ratio: float = 10.0
+    offset_min_rows: int = 1_000
+    # heap_fetches: an index-only scan visiting the table for this fraction of its rows, and
+    # at least this often
+    heap_fetch_fraction: float = 0.1
+    heap_fetch_min: int = 1_000
 
 
 def nodes(plan: dict[str, Any], parents: tuple[dict[str, Any], ...] = ()
@@ -184,6 +200,7 @@ def plan_findings(run: PlanRun, tables: dict[str, Table],
                     f"({high / low:.0f} times off)",
                     f"ANALYZE {target}; if it persists, raise the statistics target of the "
                     "filtered columns or add extended statistics (CREATE STATISTICS)"))
+                found += _stale_statistics(node, tables, limits, estimated, actual)
         spilled = int(node.get("Temp Written Blocks", 0) or 0)
         if spilled or node.get("Sort Space Type") == "Disk" or int(
                 node.get("Hash Batches", 1) or 1) > 1:
@@ -192,6 +209,12 @@ def plan_findings(run: PlanRun, tables: dict[str, Table],
                 f"{kind} spilled to disk ({spilled * 8:,} kB of temporary files)",
                 "raise work_mem for this workload's role (ALTER ROLE … SET work_mem) or shrink "
                 "the sort/hash with a more selective index"))
+        if run.analyzed and kind == "Bitmap Heap Scan":
+            found += _lossy_bitmap(node, where, limits)
+        if run.analyzed and kind == "Index Only Scan":
+            found += _heap_fetches(node, table, where, limits)
+        if run.analyzed and kind == "Limit":
+            found += _large_offset(node, tables, limits)
     return found
 
 
@@ -228,6 +251,143 @@ def _seq_scan(node: dict[str, Any], table: Table, limits: Thresholds,
         f"index {table.qualified} on ({', '.join(columns) or 'the filtered columns'}) — see "
         "the recommendations"))
     return findings
+
+
+def _stale_statistics(node: dict[str, Any], tables: dict[str, Table], limits: Thresholds,
+                      estimated: float, actual: float) -> list[Finding]:
+    """The tables a misestimating node reads whose statistics predate many of their writes."""
+    found = []
+    for inner, _ in nodes(node):
+        table = _table(inner, tables)
+        changed = table.modified_since_analyze if table else 0
+        if table is None or changed < max(limits.stale_min_rows,
+                                          limits.stale_fraction * table.rows):
+            continue
+        when = (f"{table.analyzed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if table.analyzed_at
+                else "none on record")
+        found.append(Finding(
+            "stale_statistics", table.qualified,
+            f"{_n(changed)} rows of {table.qualified} were written since its last ANALYZE "
+            f"({when}; its statistics count about {_n(table.rows)} rows), and the plan "
+            f"misestimates on it: {node.get('Node Type')} estimated {_n(estimated)} rows, got "
+            f"{_n(actual)}",
+            f"ANALYZE {table.qualified}; if it keeps happening, have autovacuum analyse it "
+            f"sooner: ALTER TABLE {table.qualified} SET (autovacuum_analyze_scale_factor = "
+            "0.02) (the default waits for 10 % of the rows to change)"))
+    return found
+
+
+# An exact TID bitmap holds about this many bytes per heap block (tidbitmap.c: a 48-byte page
+# entry and two pointers); past work_mem / 64 blocks it keeps whole pages instead (lossy).
+BITMAP_BYTES_PER_BLOCK = 64
+
+
+def _lossy_bitmap(node: dict[str, Any], where: str | None, limits: Thresholds
+                  ) -> list[Finding]:
+    # PostgreSQL 18 shows a parallel scan's workers apart from the leader: their blocks add up.
+    parts = [node, *node.get("Workers", [])]
+    lossy = sum(float(p.get("Lossy Heap Blocks", 0) or 0) for p in parts)
+    if lossy < limits.lossy_min_blocks:
+        return []
+    blocks = lossy + sum(float(p.get("Exact Heap Blocks", 0) or 0) for p in parts)
+    loops = max(float(node.get("Actual Loops", 1) or 1), 1.0)
+    rechecked = float(node.get("Rows Removed by Index Recheck", 0) or 0) * loops
+    # One bitmap per loop (rescans under a join), but a parallel scan's processes share one.
+    per_bitmap = blocks if node.get("Parallel Aware") else blocks / loops
+    need_mb = max(1, math.ceil(per_bitmap * BITMAP_BYTES_PER_BLOCK / 1024 / 1024))
+    return [Finding(
+        "lossy_bitmap", where,
+        f"Bitmap Heap Scan on {where} outgrew work_mem: {_n(lossy)} of its {_n(blocks)} heap "
+        f"blocks were kept only as whole pages, so every row on them was read and rechecked "
+        f"({_n(rechecked)} rows removed by the recheck)",
+        f"raise work_mem to at least {need_mb}MB for this workload's role (ALTER ROLE … SET "
+        f"work_mem = '{need_mb}MB'): an exact bitmap needs about {BITMAP_BYTES_PER_BLOCK} "
+        f"bytes per heap block and this one covers {_n(per_bitmap)} blocks; or a more "
+        "selective index, so that fewer blocks match")]
+
+
+def _heap_fetches(node: dict[str, Any], table: Table | None, where: str | None,
+                  limits: Thresholds) -> list[Finding]:
+    fetches, rows = float(node.get("Heap Fetches", 0) or 0), _actual(node)  # both over all loops
+    if fetches < limits.heap_fetch_min or fetches < limits.heap_fetch_fraction * max(rows, 1):
+        return []
+    target = table.qualified if table else where
+    return [Finding(
+        "heap_fetches", where,
+        f"Index Only Scan using {node.get('Index Name')} on {where} went to the table "
+        f"{_n(fetches)} times for {_n(rows)} rows: the visibility map does not mark those pages "
+        "all-visible, so the scan is not index-only",
+        f"VACUUM {target} (it updates the visibility map); if it keeps happening, have "
+        f"autovacuum vacuum it sooner: ALTER TABLE {target} SET "
+        "(autovacuum_vacuum_scale_factor = 0.02), and autovacuum_vacuum_insert_scale_factor "
+        "for a table that mostly grows")]
+
+
+def _large_offset(node: dict[str, Any], tables: dict[str, Table], limits: Thresholds
+                  ) -> list[Finding]:
+    """A Limit whose input produced far more rows than it returned. Without an OFFSET a Limit
+    stops reading at its count (WITH TIES reads the ties, and returns them), so the difference
+    is what the OFFSET read and threw away."""
+    children = node.get("Plans") or []
+    if not children:
+        return []
+    returned = _actual(node)
+    skipped = _actual(children[0]) - returned
+    if skipped < limits.offset_min_rows or skipped < limits.offset_ratio * max(returned, 1):
+        return []
+    keys, source = _order(children[0], tables)
+    page = round(float(node.get("Actual Rows", 0) or 0)) or "n"
+    descending = {" DESC" in k for k in keys}
+    if keys and len(descending) == 1:
+        after = "<" if descending == {True} else ">"
+        keyset = (f"WHERE ({', '.join(_bare(k) for k in keys)}) {after} (the last row's "
+                  f"values) ORDER BY {', '.join(keys)} LIMIT {page}")
+    elif keys:
+        keyset = (f"ORDER BY {', '.join(keys)} LIMIT {page}, each page starting after the "
+                  "last row's values, key by key in each key's direction (a row comparison "
+                  "needs all keys in one direction)")
+    else:
+        keyset = (f"WHERE (sort key) > (the last row's values) ORDER BY sort key LIMIT {page}")
+    table = _scan_table(node, tables)
+    return [Finding(
+        "large_offset", _label(table, node),
+        f"OFFSET reads and discards {_n(skipped)} rows to return {_n(returned)}"
+        + (f" (in the order of {source})" if source else ""),
+        f"paginate by key instead of OFFSET (keyset pagination): {keyset}, remembering the "
+        "last row of each page; end the key with a unique column (e.g. the primary key) when "
+        "it is not unique, and an index on the key lets every page start where the last one "
+        "ended")]
+
+
+def _bare(key: str) -> str:
+    """A sort key without its direction: `created_at DESC NULLS LAST` → `created_at`."""
+    return re.sub(r"\s+(ASC|DESC|NULLS FIRST|NULLS LAST)\b", "", key)
+
+
+def _order(node: dict[str, Any], tables: dict[str, Table]) -> tuple[list[str], str | None]:
+    """The keys rows reach a Limit in, down its input's outer path: the first Sort's keys,
+    else those of the index scan that reads them in order (then named too), less the leading
+    keys its condition holds equal."""
+    current: dict[str, Any] | None = node
+    while current is not None:
+        if current.get("Sort Key"):
+            return list(current["Sort Key"]), None
+        if current.get("Node Type") in ("Index Scan", "Index Only Scan"):
+            table = _table(current, tables)
+            name = current.get("Index Name")
+            index = next((i for i in table.indexes if i.name == name), None) if table else None
+            if index is None:
+                return [], f"index {name}" if name else None
+            keys = index.sort_keys
+            pinned = set(re.findall(r"(\w+) = (?!ANY)", current.get("Index Cond") or ""))
+            while keys and _bare(keys[0]) in pinned:
+                keys = keys[1:]
+            if current.get("Scan Direction") == "Backward":
+                keys = [k[:-5] if k.endswith(" DESC") else f"{k} DESC" for k in keys]
+            return keys, f"index {name}"
+        children = current.get("Plans") or []
+        current = children[0] if children else None
+    return [], None
 
 
 def per_row_calls(expression: str | None) -> list[str]:

@@ -105,3 +105,4 @@ class Analysis:
     timings: dict[str, float] = field(default_factory=dict)  # total_s, explain_s
     id: int | None = None
     owner_rls: OwnerRls | None = None
+    planner_settings: dict[str, str] = field(default_factory=dict)  # plan-changing settings

@@ -1,5 +1,5 @@
-"""Point-in-time drills (pgBackRest, HOTDATA_DRILL_TARGET=random or a timestamp): a target
-inside the recoverable window; and every pgBackRest copy's `recovery` check: replayed to the
+"""Point-in-time drills (pgBackRest or Barman, HOTDATA_DRILL_TARGET=random or a timestamp): a
+target inside the recoverable window; and every such copy's `recovery` check: replayed to the
 archive's end, or stopped at the target.
 
 PostgreSQL stops at a target time only when it replays a transaction committed after it; one
@@ -20,7 +20,7 @@ from bot.db import connect
 from bot.drills import facts, store
 from bot.drills.model import Check
 from bot.drills.sources import NoBackup
-from bot.drills.sources.pgbackrest import Latest
+from bot.drills.sources.physical import Latest
 from bot.settings import Settings, target_time
 
 ARCHIVE_WAIT_S = 600
@@ -82,8 +82,9 @@ async def target(settings: Settings, start: datetime) -> datetime:
 
 async def check(settings: Settings, dsn: str, backup: Latest,
                 target: datetime | None) -> Check:
-    """Did the copy recover: promoted after replaying the archive to its end, or (with
-    `target`) with its last replayed transaction and its heartbeat no later than the target."""
+    """Did the copy recover: out of recovery after replaying the archive to its end (promoted,
+    or at the end of the WAL Barman restored into pg_wal), or (with `target`) with its last
+    replayed transaction and its heartbeat no later than the target."""
     async with connect(settings, "migrator", dsn=dsn) as conn:
         row = await (await conn.execute(RECOVERY_SQL)).fetchone()
         beat = await (await conn.execute(facts.HEARTBEAT_SQL)).fetchone()
@@ -94,7 +95,7 @@ async def check(settings: Settings, dsn: str, backup: Latest,
                  if replayed else "")
         return Check("recovery", not row["standby"],
                      f"backup {backup.label} restored, archived WAL replayed to its end "
-                     f"({backup.archive_max}){since}, promoted")
+                     f"({backup.archive_max}){since}, out of recovery")
     when = f"PITR to {target:%Y-%m-%d %H:%M:%S.%f %Z}"
     if row["standby"]:
         return Check("recovery", False, f"{when}: the copy did not promote")

@@ -25,19 +25,22 @@ from pglast import ast
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bot import locks, toc, tools
+from bot import locks, pgcluster, toc, tools
 from bot.catalog import TAG
 from bot.db import Role, connect
 from bot.drills import facts as drill_facts
 from bot.drills import pitr, store, verify
 from bot.drills.model import Backup, Check, DrillResult, Facts, Phase
-from bot.drills.sources import NoBackup, directory, dump, pgbackrest
+from bot.drills.sources import NoBackup, barman, directory, dump, pgbackrest, physical
 from bot.dsn import parse_dsn, redact_dsn, with_options
 from bot.errors import UserError
 from bot.settings import Settings
 from bot.tools import conninfo_and_env
 
 log = logging.getLogger(__name__)
+
+# The sources restored as a whole private cluster that replays the archived WAL.
+PHYSICAL: dict[str, physical.Repository] = {"pgbackrest": pgbackrest, "barman": barman}
 
 Progress = Callable[[str], Awaitable[None]]
 RESTORE_TIMEOUT_S = 6 * 3600
@@ -94,7 +97,7 @@ async def drop_scratch(settings: Settings, scratch_dsn: str | None = None) -> li
             root = Path(row["name"])
             if row["kind"] == "cluster" and (root.exists() or root.is_symlink()
                                              or row["server"] == socket.gethostname()):
-                await pgbackrest.remove(root)
+                await physical.remove(root)
                 dropped.append(row["name"])
         for name in dropped:
             await state.execute("UPDATE hotdata.drill_databases SET dropped_at = now() "
@@ -280,13 +283,18 @@ async def run(settings: Settings, *, scratch_dsn: str | None = None,
               requested_by: str = "hotdata", progress: Progress | None = None) -> DrillResult:
     """Run one drill end to end and record it; raises DrillRefused before touching anything."""
     scratch_dsn = scratch_dsn or settings.drill_database_url
-    if settings.drill_target != "latest" and settings.drill_source != "pgbackrest":
+    if settings.drill_target != "latest" and settings.drill_source not in PHYSICAL:
         raise DrillRefused(f"HOTDATA_DRILL_TARGET={settings.drill_target} needs the pgbackrest "
-                           "source: a dump restores only the moment it was taken")
+                           "source or the barman source: a dump restores only the moment it "
+                           "was taken")
     if settings.drill_source == "pgbackrest":
         if not settings.drill_pgbackrest_stanza:
             raise DrillRefused("HOTDATA_DRILL_PGBACKREST_STANZA is not set: name the pgBackRest "
                                "stanza whose backups the drill restores")
+    elif settings.drill_source == "barman":
+        if not settings.drill_barman_server:
+            raise DrillRefused("HOTDATA_DRILL_BARMAN_SERVER is not set: name the Barman server "
+                               "whose backups the drill restores")
     elif not scratch_dsn:
         raise DrillRefused("HOTDATA_DRILL_DATABASE_URL is not set: the drill needs a scratch "
                            "server where it may create a database")
@@ -362,7 +370,7 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
     assert result.id is not None
     name = scratch_name(token, result.id)
     copy = (_cluster_copy(settings, result, name, progress)
-            if settings.drill_source == "pgbackrest"
+            if settings.drill_source in PHYSICAL
             else _database_copy(settings, scratch_dsn or "", result, name,
                                 Path(tempfile.gettempdir()) / workdir_name(token, result.id),
                                 progress))
@@ -371,7 +379,7 @@ async def _drill(settings: Settings, scratch_dsn: str | None, result: DrillResul
             await _say(progress, "verifying tables, indexes and Row Level Security…")
             await _verify(settings, backup, copy_dsn, stand_in, result, started)
     except (verify.RestoreFailed, verify.RolesFailed, dump.DumpFailed, NoBackup,
-            pgbackrest.RecoveryFailed,
+            physical.RecoveryFailed, pgcluster.ClusterError,
             tools.ToolMissing, psycopg.Error) as error:
         result.checks.append(verify.failure(error))
         result.status = "failed"
@@ -410,34 +418,36 @@ async def _database_copy(settings: Settings, scratch_dsn: str, result: DrillResu
 async def _cluster_copy(settings: Settings, result: DrillResult, name: str,
                         progress: Progress | None
                         ) -> AsyncIterator[tuple[Backup, str, str | None]]:
-    """pgbackrest: the backup restored as a whole private cluster that replays the archive, in
-    the directory `name` of the restore directory."""
+    """pgbackrest, barman: the backup restored as a whole private cluster that replays the
+    archive, in the directory `name` of the restore directory."""
+    repository = PHYSICAL[settings.drill_source]
     parent = settings.drill_restore_dir or Path(tempfile.gettempdir())
     root = parent / name
     result.scratch_database = str(root)
     started = time.perf_counter()
     # Made before it is recorded, and only if nothing (not even a link) is there: hotdata
     # never adopts, and so never deletes, a directory it did not make.
-    run_as = pgbackrest.prepare(root)
+    run_as = repository.owner(settings)
+    physical.prepare(root, run_as)
     await _record_scratch(settings, str(root), result.id or 0, socket.gethostname(), "cluster")
     try:
-        found = await pgbackrest.backups(settings, run_as)
+        found = await repository.backups(settings, run_as)
         target = None
         if settings.drill_target != "latest":
             await _say(progress, "waiting for the archive to hold a moment after the target…")
             target = await pitr.target(settings, found[0].stopped_at)
             result.recovery_target = target
-        newest = pgbackrest.choose(found, target)
+        newest = physical.choose(found, target)
         await _say(progress, "fetching the backup…")
         _check_disk(newest.bytes, parent)
-        backup, copy = await pgbackrest.fetch(settings, root, run_as, newest, target)
+        backup, copy, newest = await repository.fetch(settings, root, run_as, newest, target)
         result.phases.append(Phase("fetch", round(time.perf_counter() - started, 3)))
         result.bytes_restored = backup.bytes
         await _say(progress, "replaying the archived WAL…")
         restore_started = time.perf_counter()
         source = parse_dsn(settings.database_url)
         dbname = source.get("dbname") or "postgres"
-        user = await pgbackrest.recover(copy, dbname, source.get("user"))
+        user = await repository.recover(copy, dbname, source.get("user"))
         result.phases.append(Phase("restore", round(time.perf_counter() - restore_started, 3)))
         copy_dsn = copy.socket_dsn(dbname, user)
         result.checks.append(await pitr.check(settings, copy_dsn, newest, target))

@@ -41,3 +41,13 @@ async def latest_passed(conn: Conn) -> tuple[dict[str, Any] | None, str]:
     cur = await conn.execute("SELECT current_setting('server_version') AS v")
     version = await cur.fetchone()
     return row, version["v"] if version else "?"
+
+
+async def history(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` finished drills, newest first, with their bytes restored and phases."""
+    cur = await conn.execute(
+        "SELECT id, status, coalesce(finished_at, started_at) AS finished_at, rto_seconds, "
+        "rpo_seconds, coalesce((result->>'bytes_restored')::bigint, 0) AS bytes_restored, "
+        "coalesce(result->'phases', '[]') AS phases FROM hotdata.drills "
+        "WHERE status <> 'running' ORDER BY id DESC LIMIT %s", (limit,))
+    return await cur.fetchall()

@@ -33,7 +33,7 @@ def failure(error: BaseException) -> Check:
     name = {"RestoreFailed": "restore", "RolesFailed": "roles", "DumpFailed": "backup",
             "NoBackup": "backup",
             "RecoveryFailed": "recovery",
-            "ToolMissing": "tools"}.get(type(error).__name__, "drill")
+            "ToolMissing": "tools", "ClusterError": "restore"}.get(type(error).__name__, "drill")
     return Check(name, False, " ".join(str(error).split())[:600])
 
 

@@ -9,25 +9,41 @@ import time
 import psycopg
 
 from bot.advisor.pipeline import analyze
-from bot.analysis import runs
+from bot.analysis import plan_history, runs
 from bot.analysis.model import Analysis
 from bot.container import Container
 from bot.db import DatabaseUnavailable, connect
 from bot.flows import home
 from bot.render import analysis as render
+from bot.render import plans as render_plans
 from bot.settings import Settings
+from bot.slack import Reply
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 
 
+def _limits(settings: Settings) -> plan_history.Limits:
+    return plan_history.Limits(settings.plan_regression_ratio, settings.plan_regression_min_ms)
+
+
 async def record(settings: Settings, analysis: Analysis, requested_by: str) -> int:
-    """Store an analysis run outside Slack (the CLI) as done; its id, also set on it."""
+    """Store an analysis run outside Slack (the CLI) as done, with its plan regressions and
+    plan shapes; its id, also set on it."""
     async with connect(settings, "state") as state:
+        await plan_history.regressions(state, analysis, _limits(settings))
         analysis.id = await runs.record(state, render.as_json(analysis),
                                         render.markdown(analysis), requested_by)
+        await plan_history.keep(state, analysis.id, analysis)
     return analysis.id
+
+
+async def compare(container: Container, reply: Reply) -> None:
+    """`/hotdata analyze compare`: the last two analyses, statement by statement."""
+    async with container.pools.connection("state") as state:
+        found = await plan_history.compare_latest(state)
+    await reply(render_plans.comparison(found, container.settings.plan_regression_ratio))
 
 
 async def run_in_channel(container: Container, channel: str, user: str,
@@ -55,8 +71,10 @@ async def run_in_channel(container: Container, channel: str, user: str,
         analysis.id = analysis_id
         try:  # stored before it is shown: the channel never shows what was not kept
             async with pools.connection("state") as state:
+                await plan_history.regressions(state, analysis, _limits(settings))
                 await runs.finish(state, analysis_id, render.as_json(analysis),
                                   render.markdown(analysis), ts)
+                await plan_history.keep(state, analysis_id, analysis)
         except (DatabaseUnavailable, psycopg.Error) as error:
             analysis.notes.insert(0, settings.scrub(
                 f"not stored ({error}): `/hotdata propose` cannot use this analysis; run it "

@@ -1,5 +1,6 @@
-"""Drills from Slack and the CLI: progress in the channel, the result with its trend, and the
-recovery runbook's last-measured section."""
+"""Drills from Slack and the CLI: progress in the channel, the result with its trend, the
+history of the last drills (table, chart, forecast), and the recovery runbook's last-measured
+section."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from typing import Any
 
 from bot.container import Container
 from bot.db import DatabaseUnavailable, connect
+from bot.drills import history as drill_history
 from bot.drills import runner, store
 from bot.drills.model import DrillResult
+from bot.flows import home
 from bot.render import drill as render
 from bot.settings import Settings
+from bot.slack import Reply
 
 PROGRESS_INTERVAL_S = 1.0
+HISTORY = 10  # drills in `/hotdata drill history` and in the report
+MAX_HISTORY = 50
 
 
 async def run_in_channel(container: Container, channel: str, user: str) -> DrillResult:
@@ -38,6 +44,7 @@ async def run_in_channel(container: Container, channel: str, user: str) -> Drill
         text = (f":no_entry: {error}" if isinstance(error, runner.DrillRefused)
                 else f":x: Restore drill failed: {error}")
         await client.chat_update(channel=channel, ts=ts, text=container.settings.scrub(text))
+        await home.refresh_all(container)  # the failed drill is the Home's last drill now
         raise
     try:
         trend = await _trend(container)
@@ -45,6 +52,7 @@ async def run_in_channel(container: Container, channel: str, user: str) -> Drill
         trend = []
     await client.chat_update(channel=channel, ts=ts, text=render.headline(result),
                              blocks=render.blocks(result, trend))
+    await home.refresh_all(container)
     return result
 
 
@@ -69,3 +77,36 @@ async def update_runbook(settings: Settings, path: Path) -> str:
     tail = rest.split(render.RUNBOOK_END, 1)[1]
     path.write_text(head + section + tail)
     return section
+
+
+async def history(settings: Settings, limit: int = HISTORY) -> drill_history.History:
+    async with connect(settings, "state") as state:
+        return await drill_history.load(state, settings, limit)
+
+
+async def history_in_channel(container: Container, reply: Reply, channel: str,
+                             limit: int) -> drill_history.History:
+    """The last `limit` drills in the channel, their chart in its thread; without any, the
+    person who asked is told how to get some."""
+    async with container.pools.connection("state") as state:
+        found = await drill_history.load(state, container.settings, limit)
+    if not found.drills:
+        await reply(render.NO_HISTORY)
+        return found
+    await container.pacer.wait(channel)
+    posted = await container.client.chat_postMessage(
+        channel=channel, text=render.history_headline(found), blocks=render.history_blocks(found))
+    await upload_chart(container, channel, str(posted["ts"]), found)
+    return found
+
+
+async def upload_chart(container: Container, channel: str, thread_ts: str,
+                       found: drill_history.History) -> None:
+    png = drill_history.chart(found)
+    if png is None:
+        return
+    await container.pacer.wait(channel)
+    await container.client.files_upload_v2(
+        channel=channel, thread_ts=thread_ts, file=png,
+        filename=f"hotdata-drills-{found.drills[-1].id}.png",
+        title=f"Restore drills: RTO, RPO and phases of the last {len(found.drills)}")

@@ -1,5 +1,6 @@
 """Building the report: the window's statements against the previous window, migrations,
-proposals, the last drill, database health, missed slots — a constant number of queries."""
+proposals, the last drill, database health (with the last backup check), missed slots — a
+constant number of queries."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import psycopg
 from bot import sqltext
 from bot.catalog import TAG
 from bot.db import connect
-from bot.reports import snapshots
+from bot.reports import backups, health, snapshots
 from bot.reports.snapshots import Delta
 from bot.settings import Settings
 
@@ -53,6 +54,10 @@ class Report:
     last_drill: dict[str, Any] | None = None
     health: dict[str, Any] = field(default_factory=dict)
     missed: list[dict[str, Any]] = field(default_factory=list)
+    backups: list[dict[str, Any]] = field(default_factory=list)  # the last backup checks
+    plan_regressions: list[dict[str, Any]] = field(default_factory=list)  # analyses' findings
+    sequences: list[dict[str, Any]] = field(default_factory=list)  # near their last value
+    wraparound: list[dict[str, Any]] = field(default_factory=list)  # tables with old xids
     series: dict[str, list[tuple[datetime, float, float]]] = field(default_factory=dict)
     queries_to_target: int = 0
     notes: list[str] = field(default_factory=list)
@@ -60,6 +65,7 @@ class Report:
     @property
     def quiet(self) -> bool:
         return (not self.top and not self.pending and not self.applied and not self.regressions
+                and not self.plan_regressions
                 and not self.missed)  # a missed slot is always mentioned
 
 
@@ -103,10 +109,15 @@ async def build(settings: Settings, window: timedelta) -> Report:
         if end_id is not None:
             await _statements(state, report, window)
         await _proposals(state, report, window)
+        await _plan_regressions(state, report, window)
         await _drill_and_missed(state, report)
+        report.backups = await backups.latest(state)
     async with connect(settings, "analysis") as target:
         report.health = await (await target.execute(HEALTH_SQL)).fetchone() or {}
-    report.queries_to_target += 2  # a second connection's guard check, and the health figures
+        report.sequences = await health.sequences(target)
+        report.wraparound = await health.wraparound(target)
+    # a second connection's guard check, the health figures, sequences and wraparound
+    report.queries_to_target += 4
     return report
 
 
@@ -199,6 +210,24 @@ async def _proposals(state: psycopg.AsyncConnection[dict[str, Any]], report: Rep
         "WHERE status = 'applied' AND updated_at > now() - %s::interval ORDER BY id",
         (window,))
     report.applied = await cur.fetchall()
+
+
+PLAN_REGRESSIONS_SQL = """
+SELECT a.id AS analysis_id, a.finished_at, q->>'query' AS query, f->>'table' AS table,
+       f->>'detail' AS detail, f->>'fix' AS fix
+FROM hotdata.analyses a, jsonb_array_elements(a.report->'queries') q,
+     jsonb_array_elements(q->'findings') f
+WHERE a.status = 'done' AND a.finished_at > now() - %s::interval
+  AND f->>'kind' = 'plan_regression'
+ORDER BY a.id DESC LIMIT 10
+"""
+
+
+async def _plan_regressions(state: psycopg.AsyncConnection[dict[str, Any]], report: Report,
+                            window: timedelta) -> None:
+    """The plan regressions the window's analyses found (bot.analysis.plan_history)."""
+    cur = await state.execute(PLAN_REGRESSIONS_SQL, (window,))
+    report.plan_regressions = await cur.fetchall()
 
 
 async def _drill_and_missed(state: psycopg.AsyncConnection[dict[str, Any]], report: Report) -> None:

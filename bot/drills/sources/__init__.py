@@ -4,7 +4,9 @@
   exported snapshot whose facts it reads in the same snapshot);
 - `directory`: the newest dump a team's own backup job left in a directory;
 - `pgbackrest`: the newest backup of a pgBackRest stanza, restored as a whole private cluster
-  that replays the archived WAL.
+  that replays the archived WAL;
+- `barman`: the same from a Barman server (`barman recover`); what the two share is
+  `physical`.
 """
 
 
