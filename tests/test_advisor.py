@@ -304,12 +304,19 @@ async def test_only_columns_with_a_bound_may_be_included(database: str) -> None:
     at most about 2,700 bytes: text or jsonb there could make a long value unwritable."""
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE notes (id bigint, done boolean, code varchar(10), "
-                     "flag char(2), body text, extra jsonb, at timestamptz)")
+                     "flag char(2), body text, extra jsonb, at timestamptz, "
+                     "amount numeric(12,2), ratio numeric)")
+        # the largest numeric(12,2), however it is written, fits its bound
+        largest = conn.execute("SELECT max(pg_column_size(v::numeric(12,2))) FROM unnest("
+                               "array['-9999999999.99', '9999999999.99', '1000000000.01', "
+                               "'-0.01']) v").fetchone()
     async with await psycopg.AsyncConnection.connect(database, autocommit=True,
                                                      row_factory=dict_row) as aconn:
         facts = await catalog.tables(aconn, [sqltext.Relation(None, "notes", None)])
         widths = await recommend.column_widths(aconn, list(facts.values()))
-    assert widths == {"public.notes": {"id": 8, "done": 1, "code": 44, "flag": 12, "at": 8}}
+    assert widths == {"public.notes": {"id": 8, "done": 1, "code": 44, "flag": 12, "at": 8,
+                                       "amount": 16}}  # an unbounded numeric has no bound
+    assert largest is not None and largest[0] <= widths["public.notes"]["amount"]
 
 
 def test_served_by_existing_indexes() -> None:
@@ -595,9 +602,30 @@ async def test_select_prices_index_bytes_against_the_time_on_their_table() -> No
     widened = await select([WORK], [A, AB], {A: 10_000, AB: 20_000}, {A: 0.0, AB: 0.0}, 10**9,
                            fake_relative({A: 0.5, AB: 0.2}), tables)
     assert widened.chosen == [AB]
-    dear = await select([WORK], [A, AB], {A: 10_000, AB: 700_000}, {A: 0.0, AB: 0.0}, 10**9,
-                        fake_relative({A: 0.5, AB: 0.2}), tables)
-    assert dear.chosen == [A]  # 300 ms more is not worth seven tables' worth of bytes
+    dear = await select([WORK], [A, AB], {A: 10_000, AB: 2_010_000}, {A: 0.0, AB: 0.0},
+                        10**9, fake_relative({A: 0.5, AB: 0.2}), tables)
+    # 300 ms more of the 500 ms A leaves is not worth twenty tables' worth of bytes (priced at
+    # 0.05 * 20 * 500 ms)
+    assert dear.chosen == [A]
+
+
+async def test_select_prices_a_further_index_against_the_time_left_on_its_table() -> None:
+    """Once A took 900 ms of w's 1,000, what is left on the table is 200 ms (w's 100 and x's
+    100): C, twice the table's size, saving x 80 ms, pays for itself against that, not against
+    the 1,100 ms spent there before any index (which would ask 110 ms of it)."""
+    other = Workload("x", 100.0, frozenset({T}))
+    by_statement = {"w": {A: 0.1, C: 1.0}, "x": {A: 1.0, C: 0.2}}
+
+    async def relative(work: Workload, config: tuple[Candidate, ...]) -> float:
+        return min(by_statement[work.key][c] for c in config)
+
+    chosen = await select([WORK, other], [A, C], {A: 10_000, C: 200_000}, {A: 0.0, C: 0.0},
+                          10**9, relative, {T: 100_000})
+    assert chosen.chosen == [A, C]
+    # three tables' worth of bytes for the same 80 ms is still too dear (0.05 * 3 * 200 ms)
+    dear = await select([WORK, other], [A, C], {A: 10_000, C: 900_000}, {A: 0.0, C: 0.0},
+                        10**9, relative, {T: 100_000})
+    assert dear.chosen == [A]
 
 
 # --- what-if costs as a prepared statement runs -----------------------------------------------

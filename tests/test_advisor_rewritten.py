@@ -117,3 +117,35 @@ def test_a_lower_bound_is_planned_with_its_selective_end_as_the_rare_value() -> 
                              {"accounts": table}, stats)
     assert sets["rare"] == ["2026-12-01", "2026-01-01"]  # both bounds at their selective end
     assert list(sets.values()) == [["2026-06-01", "2026-06-01"], sets["rare"]]  # common
+
+
+TICKETS = """
+CREATE TABLE tickets AS
+  SELECT g AS id, g % 500 AS team_id, repeat('t', 60) AS title,
+         CASE WHEN g % 200 = 0 THEN 'urgent' WHEN g % 200 < 4 THEN 'high'
+              WHEN g % 200 < 20 THEN 'low' ELSE 'normal' END AS priority
+  FROM generate_series(1, 100000) AS g;
+ALTER TABLE tickets ADD PRIMARY KEY (id);
+ANALYZE tickets;
+"""
+
+
+async def test_an_index_is_costed_with_the_values_the_calls_use(database: str) -> None:
+    """`priority IN ($1, $2)`, always asked for the rare priorities: pg_stat_statements' rows
+    per call say so, and the advisor costs it with the values that return as few rows, not
+    with the status most rows hold."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(TICKETS)
+        conn.execute("SELECT pg_stat_statements_reset()")
+        for _ in range(50):
+            conn.execute("SELECT id, title FROM tickets WHERE priority IN (%s, %s)",
+                         ("high", "urgent"))
+    result = await analyze(advised(database), top=5)
+    [planned] = [r for r in result.results if "priority IN" in r.statement.query]
+    per_call = planned.statement.rows / planned.statement.calls
+    assert per_call == 2000  # 1,500 high and 500 urgent
+    [note] = [n for n in planned.notes if n.startswith("indexes costed with the")]
+    assert "common" in note.split(": they return")[1]  # the common values were left out
+    assert "about the 2,000.0 rows a call returns" in note
+    assert ("public.tickets", ("priority",)) in [
+        (table, columns[:1]) for table, columns in recommended(result)]

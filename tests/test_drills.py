@@ -689,11 +689,15 @@ def test_next_drill_cleans_up_after_a_crashed_one(source: Source,
 
 
 def test_a_drill_killed_mid_way_is_closed_and_its_files_removed_at_the_next_start(
-        source: Source, scratch: pgcluster.Cluster, tmp_path: Path) -> None:
+        source: Source, scratch: pgcluster.Cluster, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 while the drill runs: the next start closes it as interrupted, drops its scratch
     database and removes the working directory holding the backup it fetched."""
+    # its own temporary directory: another suite's drills work in the system's at the same time
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     env = {k: v for k, v in tools.clean_env().items()}
-    env.update(HOTDATA_DATABASE_URL=source.url, HOTDATA_DRILL_DATABASE_URL=scratch.url())
+    env.update(HOTDATA_DATABASE_URL=source.url, HOTDATA_DRILL_DATABASE_URL=scratch.url(),
+               TMPDIR=str(tmp_path))
     child = subprocess.Popen([str(HOTDATA), "drill"], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work: list[Path] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from bot.advisor.model import Candidate, Declined, Recommendation
 from bot.advisor.select import USED_SHARE, Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, scratch_connection, verify
 from bot.analysis.findings import Thresholds
-from bot.analysis.model import QueryResult
+from bot.analysis.model import PlanRun, QueryResult
 from bot.analysis.params import column_stats
 from bot.analysis.plan import AppIdentity, Planner, WhatIf
 from bot.catalog import TAG, Table
@@ -36,7 +37,11 @@ WIDTHS_SQL = TAG + """
 SELECT w.sch || '.' || w.tbl AS table, a.attname AS column,
        CASE WHEN t.typlen > 0 THEN t.typlen
             WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4
-                THEN (a.atttypmod - 4) * 4 + 4 END AS width
+                THEN (a.atttypmod - 4) * 4 + 4
+            -- numeric(p, s): base-10000 digit groups of 2 bytes, one more for the point,
+            -- and at most an 8-byte header
+            WHEN t.typname = 'numeric' AND a.atttypmod >= 4
+                THEN ((((a.atttypmod - 4) >> 16) + 3) / 4 + 1) * 2 + 8 END AS width
 FROM unnest(%s::text[], %s::text[]) AS w(sch, tbl)
 JOIN pg_namespace n ON n.nspname = w.sch
 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tbl
@@ -81,12 +86,46 @@ def _weight(result: QueryResult) -> float:
     return max(s.calls, 1) * (max(measured) if measured else 1.0)
 
 
+def _returned(run: PlanRun) -> float | None:
+    """The rows an executed plan returned (None when it was only planned)."""
+    root = run.plan["Plan"] if run.analyzed and run.plan else None
+    return float(root["Actual Rows"]) if root is not None and "Actual Rows" in root else None
+
+
+def typical(result: QueryResult, owner: list[PlanRun]) -> list[PlanRun]:
+    """The owner runs whose values return about as many rows as the statement's calls do
+    (pg_stat_statements' rows per call): those are the values the workload uses, so they are
+    the ones an index is costed with (`status IN ($1, $2)` asked for rare statuses is not
+    costed with the common one). Runs within twice the closest one's distance, in rows, are
+    kept; all of them when the calls or a run's rows are unknown. The statement's notes say
+    which were kept."""
+    s = result.statement
+    returned = [_returned(r) for r in owner]
+    if s.calls <= 0 or len(owner) < 2 or any(r is None for r in returned):
+        return owner
+    per_call = s.rows / s.calls
+
+    def off(rows: float | None) -> float:
+        return abs(math.log((float(rows or 0) + 1) / (per_call + 1)))
+
+    closest = min(off(r) for r in returned)
+    kept = [run for run, rows in zip(owner, returned, strict=True)
+            if off(rows) <= closest + math.log(2)]
+    if len(kept) < len(owner):
+        result.notes.append(
+            f"indexes costed with the {', '.join(r.label for r in kept)} values: they return "
+            f"about the {per_call:,.1f} rows a call returns (pg_stat_statements), the "
+            f"{', '.join(r.label for r in owner if r not in kept)} ones do not")
+    return kept
+
+
 def workload(results: list[QueryResult], app: AppIdentity | None) -> list[Statement]:
     statements = []
     for n, result in enumerate(results):
         owner = [r for r in result.runs if r.role == "owner" and r.plan is not None]
         if result.error or not owner:
             continue
+        owner = typical(result, owner)
         text = sqltext.repair(result.statement.query)
         used = result.tables
         # Cost it as the role that actually runs it: RLS adds its policies only for the app.

@@ -15,8 +15,10 @@ from bot.advisor.model import Candidate
 MIN_GAIN_BYTES = 8192  # benefit is divided by at least one page: tiny indexes are not free
 MIN_BENEFIT_SHARE = 0.01  # an index must save 1 % of the time the workload has left
 USED_SHARE = 0.01  # a statement is "served" when its predicted time drops by 1 %
-# An index as large as its table must save at least this share of the time the workload spends
-# on that table. Planner costs overstate what separates two index plans on a cached table (a
+# An index as large as its table must save at least this share of the time the workload still
+# spends on that table, with the indexes chosen so far (what is left to win there: priced
+# against the time before any index, a second index would pay for the first one's savings).
+# Planner costs overstate what separates two index plans on a cached table (a
 # random page costs four sequential ones), so without a price per byte the last rounds would
 # buy large indexes (a covering variant, a second index for one statement) for savings the
 # server never shows.
@@ -52,20 +54,17 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
     Each round takes the move with the best (saved ms - write penalty) per byte: a new index,
     or a wider index replacing a chosen one it extends. Stops when no move saves at least
     MIN_BENEFIT_SHARE of the workload, nor, given `table_bytes` (schema.table → bytes), its
-    price: SIZE_PRICE of the time spent on its table per table's worth of growth. Then drops
-    any chosen index no statement still needs.
+    price: SIZE_PRICE of the time still spent on its table per table's worth of growth. Then
+    drops any chosen index no statement still needs.
     """
     chosen: list[Candidate] = []
-    on_table: dict[str, float] = {}
-    for w in workload:
-        for table in w.tables:
-            on_table[table] = on_table.get(table, 0.0) + w.weight_ms
 
-    def price(candidate: Candidate, growth: int) -> float:
+    def price(candidate: Candidate, growth: int, on_table_ms: float) -> float:
+        """What `growth` bytes of `candidate` must save, `on_table_ms` being the time the
+        workload spends on its table without it."""
         if table_bytes is None or not table_bytes.get(candidate.qualified):
             return 0.0
-        share = growth / table_bytes[candidate.qualified]
-        return SIZE_PRICE * share * on_table.get(candidate.qualified, 0.0)
+        return SIZE_PRICE * growth / table_bytes[candidate.qualified] * on_table_ms
 
     async def predicted(config: list[Candidate], only: str | None = None) -> dict[str, float]:
         times = {}
@@ -94,7 +93,8 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
             benefit = sum(before.values()) - sum(after.values()) - penalty_ms[candidate]
             if replaced is not None:
                 benefit += penalty_ms[replaced]
-            if benefit < max(MIN_BENEFIT_SHARE * remaining, price(candidate, growth)):
+            if benefit < max(MIN_BENEFIT_SHARE * remaining,
+                             price(candidate, growth, sum(before.values()))):
                 continue
             ratio = benefit / max(growth, MIN_GAIN_BYTES)
             if best is None or ratio > best[0]:
@@ -112,7 +112,7 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
         with_it = await predicted(chosen, candidate.qualified)
         helps = any(with_it[k] < without[k] * (1 - USED_SHARE) for k in with_it)
         if not helps or sum(without.values()) - sum(with_it.values()) - penalty_ms[
-                candidate] <= price(candidate, sizes[candidate]):
+                candidate] <= price(candidate, sizes[candidate], sum(without.values())):
             chosen = others
 
     result = Selection(chosen, {}, {}, {}, await predicted(chosen))
