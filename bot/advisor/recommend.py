@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,31 +91,33 @@ def _returned(run: PlanRun) -> float | None:
     return float(root["Actual Rows"]) if root is not None and "Actual Rows" in root else None
 
 
+# A value whose plan returns more than this many times the rows a call returns on average can
+# be at most this share's inverse of the calls.
+HEAVY_VALUES = 10.0
+
+
 def typical(result: QueryResult, owner: list[PlanRun]) -> list[PlanRun]:
-    """The owner runs whose values return about as many rows as the statement's calls do
-    (pg_stat_statements' rows per call): those are the values the workload uses, so they are
-    the ones an index is costed with (`status IN ($1, $2)` asked for rare statuses is not
-    costed with the common one). Runs within twice the closest one's distance, in rows, are
-    kept; all of them when the calls or a run's rows are unknown. The statement's notes say
-    which were kept."""
+    """The owner runs to cost indexes with: those whose values could be what the calls use.
+    A value set returning more than HEAVY_VALUES times the rows a call returns on average
+    (pg_stat_statements' rows / calls) is at most a tenth of the calls, and is left out
+    (`status IN ($1, $2)` always asked for rare statuses is not costed with the common one);
+    lighter ones stay, since an average over heavy and light values says nothing against
+    them. All stay when the calls or a run's rows are unknown, or every one is heavy. The
+    statement's notes say what was left out."""
     s = result.statement
-    returned = [_returned(r) for r in owner]
-    if s.calls <= 0 or len(owner) < 2 or any(r is None for r in returned):
+    if s.calls <= 0:
         return owner
     per_call = s.rows / s.calls
-
-    def off(rows: float | None) -> float:
-        return abs(math.log((float(rows or 0) + 1) / (per_call + 1)))
-
-    closest = min(off(r) for r in returned)
-    kept = [run for run, rows in zip(owner, returned, strict=True)
-            if off(rows) <= closest + math.log(2)]
-    if len(kept) < len(owner):
-        result.notes.append(
-            f"indexes costed with the {', '.join(r.label for r in kept)} values: they return "
-            f"about the {per_call:,.1f} rows a call returns (pg_stat_statements), the "
-            f"{', '.join(r.label for r in owner if r not in kept)} ones do not")
-    return kept
+    heavy = [(run, rows) for run in owner if (rows := _returned(run)) is not None
+             and rows > HEAVY_VALUES * max(per_call, 1.0)]
+    if not heavy or len(heavy) == len(owner):
+        return owner
+    result.notes.append(
+        "indexes costed without the " + ", ".join(
+            f"{run.label} values ({rows:,.0f} rows)" for run, rows in heavy)
+        + f": more than {HEAVY_VALUES:g} times the {per_call:,.1f} rows a call returns on "
+        "average (pg_stat_statements), they are at most a tenth of the calls")
+    return [run for run in owner if all(run is not h for h, _ in heavy)]
 
 
 def workload(results: list[QueryResult], app: AppIdentity | None) -> list[Statement]:
