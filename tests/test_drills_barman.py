@@ -27,7 +27,6 @@ import pytest
 from bot import pgcluster, tools
 from bot.drills import history as drill_history
 from bot.drills import runner
-from bot.drills.model import DrillResult
 from bot.drills.sources import NoBackup
 from bot.render import drill as render
 from bot.settings import Settings
@@ -37,10 +36,16 @@ from tests.test_drills import (
     check,
     create_source,
     exact_counts,
-    source_state,
     state_rows,
 )
-from tests.test_drills_pgbackrest import assert_stopped_at_target, beat, heartbeats, wait_archived
+from tests.test_drills_pgbackrest import (
+    CleanDrill,
+    assert_stopped_at_target,
+    beat,
+    clean_drill,
+    heartbeats,
+    wait_archived,
+)
 
 SERVER = "app"
 
@@ -148,26 +153,9 @@ def server() -> Iterator[Barman]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass
-class CleanDrill:
-    server: Barman
-    result: DrillResult
-    heartbeat: datetime
-    started: datetime
-    finished: datetime
-    before: dict[str, Any]
-    after: dict[str, Any]
-
-
 @pytest.fixture(scope="module")
 def clean(server: Barman) -> CleanDrill:
-    [(heartbeat,)] = state_rows(server.source, "SELECT at FROM hotdata.heartbeat")
-    before = source_state(server.source)
-    started = datetime.now(UTC)
-    result = asyncio.run(runner.run(server.settings(), requested_by="U0TESTER"))
-    finished = datetime.now(UTC)
-    return CleanDrill(server, result, heartbeat, started, finished, before,
-                      source_state(server.source))
+    return clean_drill(server.source, server.base, server.settings())
 
 
 def test_barman_drill_restores_replays_and_verifies_tables_and_rls(clean: CleanDrill) -> None:
@@ -181,7 +169,7 @@ def test_barman_drill_restores_replays_and_verifies_tables_and_rls(clean: CleanD
     recovery = check(result, "recovery")
     assert recovery.ok and "replayed to its end" in recovery.detail, recovery
     # The rows written after the backup are in the copy: it replayed the archived WAL.
-    counts = exact_counts(clean.server.source)
+    counts = exact_counts(clean.source)
     assert result.tables_verified == len(counts)
     assert result.rows_verified == sum(counts.values())
     rows = check(result, "row counts")
@@ -210,8 +198,8 @@ def test_barman_rpo_is_the_replayed_heartbeat_and_the_rto_is_measured(
 def test_barman_drill_removes_its_copy_and_writes_nothing_to_the_source(
         clean: CleanDrill) -> None:
     root = Path(clean.result.scratch_database or "")
-    assert root.parent == clean.server.base / "restores" and not root.exists()
-    assert state_rows(clean.server.source, "SELECT kind, server, dropped_at IS NOT NULL "
+    assert root.parent == clean.base / "restores" and not root.exists()
+    assert state_rows(clean.source, "SELECT kind, server, dropped_at IS NOT NULL "
                       "FROM hotdata.drill_databases WHERE name = %s", (str(root),)) == [
         ("cluster", socket.gethostname(), True)]
     assert clean.before == clean.after

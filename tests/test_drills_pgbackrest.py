@@ -217,7 +217,12 @@ def assert_stopped_at_target(result: DrillResult, written: list[tuple[datetime, 
 
 @dataclass
 class CleanDrill:
-    stanza: Stanza
+    """A drill of a physical backup (pgBackRest, Barman) and what surrounds it: the source,
+    the directory its copy was restored under (`base`/restores), the last heartbeat before
+    it, and the source's state before and after."""
+
+    source: Source
+    base: Path
     result: DrillResult
     heartbeat: datetime
     started: datetime
@@ -226,15 +231,19 @@ class CleanDrill:
     after: dict[str, Any]
 
 
+def clean_drill(source: Source, base: Path, settings: Settings) -> CleanDrill:
+    [(heartbeat,)] = state_rows(source, "SELECT at FROM hotdata.heartbeat")
+    before = source_state(source)
+    started = datetime.now(UTC)
+    result = asyncio.run(runner.run(settings, requested_by="U0TESTER"))
+    finished = datetime.now(UTC)
+    return CleanDrill(source, base, result, heartbeat, started, finished, before,
+                      source_state(source))
+
+
 @pytest.fixture(scope="module")
 def clean(stanza: Stanza) -> CleanDrill:
-    [(heartbeat,)] = state_rows(stanza.source, "SELECT at FROM hotdata.heartbeat")
-    before = source_state(stanza.source)
-    started = datetime.now(UTC)
-    result = asyncio.run(runner.run(stanza.settings(), requested_by="U0TESTER"))
-    finished = datetime.now(UTC)
-    return CleanDrill(stanza, result, heartbeat, started, finished, before,
-                      source_state(stanza.source))
+    return clean_drill(stanza.source, stanza.base, stanza.settings())
 
 
 def test_pgbackrest_drill_passes_with_phases_and_the_json_shape(clean: CleanDrill) -> None:
@@ -252,7 +261,7 @@ def test_pgbackrest_drill_replays_the_archive_past_the_backup(clean: CleanDrill)
     """The rows written after the backup are in the copy: recovery ran to the archive's end."""
     recovery = check(clean.result, "recovery")
     assert recovery.ok and "replayed to its end" in recovery.detail, recovery
-    counts = exact_counts(clean.stanza.source)
+    counts = exact_counts(clean.source)
     assert clean.result.tables_verified == len(counts)
     assert clean.result.rows_verified == sum(counts.values())
     rows = check(clean.result, "row counts")
@@ -274,8 +283,8 @@ def test_pgbackrest_rpo_is_the_replayed_heartbeat_not_the_backup_age(clean: Clea
 def test_pgbackrest_drill_removes_its_copy_and_writes_nothing_to_the_source(
         clean: CleanDrill) -> None:
     root = Path(clean.result.scratch_database or "")
-    assert root.parent == clean.stanza.base / "restores" and not root.exists()
-    assert state_rows(clean.stanza.source, "SELECT kind, server, dropped_at IS NOT NULL "
+    assert root.parent == clean.base / "restores" and not root.exists()
+    assert state_rows(clean.source, "SELECT kind, server, dropped_at IS NOT NULL "
                       "FROM hotdata.drill_databases WHERE name = %s", (str(root),)) == [
         ("cluster", socket.gethostname(), True)]
     assert clean.before == clean.after
