@@ -299,6 +299,27 @@ def test_covering_variants_hold_what_the_statement_reads() -> None:
 # --- existing indexes -------------------------------------------------------------------------
 
 
+def test_candidates_on_one_key_holding_different_columns_get_one_holding_all() -> None:
+    """Two statements on the same key, each reading its own columns: one index holding both
+    serves them for less than two (the selection may widen either into it)."""
+    key = ("user_id", "created_at DESC")
+    kinds = Candidate("public", "notifications", key, "NOT read", ("id", "kind"))
+    bodies = Candidate("public", "notifications", key, "NOT read", ("id", "body"))
+    other_rows = Candidate("public", "notifications", key, None, ("read",))
+    pool = [kinds, bodies, other_rows, Candidate("public", "notifications", ("kind",))]
+    tables = {"public.notifications": NOTIFICATIONS}
+    [union] = cands.unions(pool, tables, {"public.notifications": WIDTHS})
+    assert union == Candidate("public", "notifications", key, "NOT read",
+                              ("id", "kind", "body"))  # in the table's order
+    assert union.widens(kinds) and union.widens(bodies) and not union.widens(other_rows)
+    # too wide together, or a column without a bound: none
+    wide = {**WIDTHS, "body": 250}
+    assert cands.unions(pool, tables, {"public.notifications": wide}) == []
+    unbounded = {k: v for k, v in WIDTHS.items() if k != "body"}
+    assert cands.unions(pool, tables, {"public.notifications": unbounded}) == []
+    assert cands.unions([*pool, union], tables, {"public.notifications": WIDTHS}) == []
+
+
 async def test_only_columns_with_a_bound_may_be_included(database: str) -> None:
     """A covering index copies its INCLUDE columns into every entry, and a B-tree entry holds
     at most about 2,700 bytes: text or jsonb there could make a long value unwritable."""

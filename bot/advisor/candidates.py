@@ -375,6 +375,33 @@ def covering(keys: tuple[str, ...], preds: Predicates, table: Table, covered: se
     return include
 
 
+def unions(pool: list[Candidate], tables: dict[str, Table],
+           widths: dict[str, dict[str, int]]) -> list[Candidate]:
+    """For candidates with the same key and rows that hold different columns (each statement
+    its own INCLUDE), the one index holding all of them, when they fit MAX_INCLUDE_BYTES: it
+    serves each of those statements from the index alone for less than two indexes would
+    take, and the selection may widen either into it."""
+    groups: dict[tuple[str, tuple[str, ...], str | None], list[Candidate]] = {}
+    for candidate in pool:
+        if candidate.include:
+            key = (candidate.qualified, candidate.columns, candidate.where)
+            groups.setdefault(key, []).append(candidate)
+    found = []
+    for (qualified, columns, where), group in groups.items():
+        held = {column for candidate in group for column in candidate.include}
+        if len(group) < 2 or qualified not in tables:
+            continue
+        include = tuple(c for c in tables[qualified].columns if c in held)
+        known = widths.get(qualified, {})
+        if any(c not in known for c in include) or sum(known[c] for c in include) > \
+                MAX_INCLUDE_BYTES:
+            continue
+        union = Candidate(group[0].schema, group[0].table, columns, where, include)
+        if union not in pool:
+            found.append(union)
+    return found
+
+
 def for_table(preds: Predicates, table: Table, stats: dict[tuple[str, str], ColumnStats],
               widths: dict[str, int] | None = None) -> list[Candidate]:
     """Every candidate index one statement suggests for one table; with `widths` (column →

@@ -206,6 +206,7 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
                 per_statement.setdefault(s.workload.key, []).extend(
                     cands.for_table(p, table, stats, widths.get(table.qualified, {})))
     pool = list(dict.fromkeys(c for listed in per_statement.values() for c in listed))
+    pool += cands.unions(pool, by_qualified, widths)
     existing = {c: by_qualified[c.qualified].served_by(c.columns, c.include, c.where)
                 for c in pool}
     fresh = [c for c in pool if existing[c] is None]
