@@ -96,7 +96,7 @@ async def _prepare_state(settings: Settings, first_id: int) -> None:
 
 async def latest_drills(settings: Settings) -> list[dict[str, Any]]:
     async with connect(settings, "state") as conn:
-        return await store.trend(conn)
+        return await store.history(conn, store.TREND)
 
 
 def drop_database(cluster: pgcluster.Cluster, name: str) -> None:

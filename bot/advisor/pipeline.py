@@ -18,7 +18,7 @@ from bot import catalog, sqltext
 from bot.advisor.cleanup import cleanup
 from bot.advisor.recommend import recommend
 from bot.analysis import collect, findings, params, plan_history, session
-from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement
+from bot.analysis.model import Analysis, PlanRun, QueryResult, Statement, slowest
 from bot.analysis.plan import AppIdentity, Planner
 from bot.catalog import Table
 from bot.db import DatabaseUnavailable, connect
@@ -275,7 +275,7 @@ async def _generic_run(planner: Planner, text: str, result: QueryResult,
     can be far slower for a heavy one."""
     runs = _as_application(result)
     measured = [r for r in runs if r.ms is not None]
-    own = next((r for r in measured if r.label == "common"), _slowest(measured))
+    own = next((r for r in measured if r.label == "common"), slowest(measured))
     if own is None:
         return None
 
@@ -304,7 +304,7 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
               command: str | None, mode: str = "auto") -> None:
     owner_runs = [r for r in result.runs if r.role == "owner"]
     app_runs = [r for r in result.runs if r.role == "app"]
-    main = _slowest(owner_runs)
+    main = slowest(owner_runs)
     result.plan_summary = findings.summarize(main.plan if main else None, tables)
     if app_runs:
         by_label = {r.label: r for r in owner_runs}
@@ -313,7 +313,7 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
             if owner and run.plan and owner.plan and (
                     findings.plan_shape(run.plan) != findings.plan_shape(owner.plan)):
                 result.app_plan_differs = True
-        app_main = _slowest(app_runs)
+        app_main = slowest(app_runs)
         if app_main is not None:
             result.app_plan_summary = findings.summarize(app_main.plan, tables)
     found = []
@@ -335,8 +335,3 @@ def _conclude(result: QueryResult, tables: dict[str, Table], app: AppIdentity | 
         result.error = f"could not be planned: {failed[0].error}"
 
 
-def _slowest(runs: list[PlanRun]) -> PlanRun | None:
-    planned = [r for r in runs if r.plan is not None]
-    if not planned:
-        return None
-    return max(planned, key=lambda r: r.ms or 0.0)

@@ -106,3 +106,11 @@ class Analysis:
     id: int | None = None
     owner_rls: OwnerRls | None = None
     planner_settings: dict[str, str] = field(default_factory=dict)  # plan-changing settings
+
+
+def slowest(runs: list[PlanRun]) -> PlanRun | None:
+    """The planned run that took longest: the one a statement's plan summary shows."""
+    planned = [r for r in runs if r.plan is not None]
+    if not planned:
+        return None
+    return max(planned, key=lambda r: r.ms or 0.0)

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bot.analysis.model import Analysis, Finding, QueryResult
+from bot.analysis import findings
+from bot.analysis.model import Analysis, Finding, QueryResult, slowest
 from bot.catalog import TAG, Table
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -29,10 +30,8 @@ PLANNER_SETTINGS = (
     "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin", "enable_nestloop",
     "enable_sort", "enable_hashagg", "jit", "plan_cache_mode",
     "max_parallel_workers_per_gather", "from_collapse_limit", "join_collapse_limit")
+LIMITS = findings.Thresholds()  # a misestimate is what the `misestimate` finding calls one
 SETTINGS_SQL = TAG + "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)"
-
-MISESTIMATE_RATIO = 10.0  # estimated rows this many times off the actual ones, either way…
-MISESTIMATE_MIN_ROWS = 100  # …and at least this many rows on the larger side
 
 
 @dataclass(frozen=True)
@@ -102,18 +101,12 @@ def _relation(node: dict[str, Any], tables: dict[str, Table]) -> str:
 
 
 def _flatten(plan: dict[str, Any], tables: dict[str, Table]) -> list[dict[str, Any]]:
-    out = []
-    stack = [plan]
-    while stack:
-        node = stack.pop()
-        loops = float(node.get("Actual Loops", 1) or 1)
-        out.append({"type": node.get("Node Type", ""), "relation": _relation(node, tables),
-                    "index": node.get("Index Name", ""),
-                    "estimated": float(node.get("Plan Rows", 0)),
-                    "actual": (float(node["Actual Rows"]) * loops
-                               if "Actual Rows" in node else None)})
-        stack.extend(reversed(node.get("Plans") or []))
-    return out
+    """The plan's nodes top down, each reduced to what a shape keeps."""
+    return [{"type": node.get("Node Type", ""), "relation": _relation(node, tables),
+             "index": node.get("Index Name", ""), "estimated": float(node.get("Plan Rows", 0)),
+             "actual": (float(node["Actual Rows"]) * float(node.get("Actual Loops", 1) or 1)
+                        if "Actual Rows" in node else None)}
+            for node, _ in findings.nodes(plan)]
 
 
 def shapes(analysis: Analysis) -> list[Shape]:
@@ -121,11 +114,9 @@ def shapes(analysis: Analysis) -> list[Shape]:
     found = []
     for result in analysis.results:
         for role in ("owner", "app"):
-            runs = [r for r in result.runs if r.role == role and r.plan is not None]
-            if not runs:
+            run = slowest([r for r in result.runs if r.role == role])
+            if run is None or run.plan is None:
                 continue
-            run = max(runs, key=lambda r: r.ms or 0.0)
-            assert run.plan is not None
             summary = result.plan_summary if role == "owner" else result.app_plan_summary
             found.append(Shape(result.statement.identity, role, result.statement.query,
                                _flatten(run.plan["Plan"], result.tables), summary or "", run.ms))
@@ -149,15 +140,16 @@ def access_paths(nodes: list[dict[str, Any]]) -> dict[str, str]:
     return paths
 
 
-def misestimates(nodes: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Relation → (estimated, actual) rows where the planner was far off on its scan."""
+def misestimates(shape: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Relation → (estimated, actual) rows where the planner was far off on its scan (as far
+    as the `misestimate` finding asks)."""
     off: dict[str, tuple[float, float]] = {}
-    for node in nodes:
+    for node in shape:
         if not node["relation"] or node["actual"] is None:
             continue
         estimated, actual = node["estimated"], node["actual"]
         high, low = max(estimated, actual), max(min(estimated, actual), 1.0)
-        if high >= MISESTIMATE_MIN_ROWS and high / low >= MISESTIMATE_RATIO:
+        if high >= LIMITS.misestimate_min_rows and high / low >= LIMITS.misestimate_ratio:
             off.setdefault(node["relation"], (estimated, actual))
     return off
 

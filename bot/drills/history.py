@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,16 +68,12 @@ class History:
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
     """Least squares y = a + b·x: (a, b); None without two distinct x."""
-    n = len(points)
-    if n < 2:
+    try:
+        slope, intercept = statistics.linear_regression([x for x, _ in points],
+                                                        [y for _, y in points])
+    except statistics.StatisticsError:  # fewer than two points, or every x the same
         return None
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    if sxx == 0:
-        return None
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
-    return mean_y - slope * mean_x, slope
+    return intercept, slope
 
 
 def analyse(drills: list[Drill], target_seconds: float | None) -> History:

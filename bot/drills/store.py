@@ -25,13 +25,6 @@ async def heartbeat(conn: Conn, *, unless_within: str | None = None) -> datetime
     return row["at"] if row else None
 
 
-async def trend(conn: Conn, limit: int = 5) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        "SELECT id, status, rto_seconds, rpo_seconds FROM hotdata.drills "
-        "WHERE status <> 'running' ORDER BY id DESC LIMIT %s", (limit,))
-    return await cur.fetchall()
-
-
 async def latest_passed(conn: Conn) -> tuple[dict[str, Any] | None, str]:
     """The latest passing drill (result, finished_at), or None; and the server's version."""
     cur = await conn.execute(
@@ -41,6 +34,9 @@ async def latest_passed(conn: Conn) -> tuple[dict[str, Any] | None, str]:
     cur = await conn.execute("SELECT current_setting('server_version') AS v")
     version = await cur.fetchone()
     return row, version["v"] if version else "?"
+
+
+TREND = 5  # drills shown beside a drill's result and on the Home tab
 
 
 async def history(conn: Conn, limit: int) -> list[dict[str, Any]]:

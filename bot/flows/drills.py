@@ -58,7 +58,7 @@ async def run_in_channel(container: Container, channel: str, user: str) -> Drill
 
 async def _trend(container: Container) -> list[dict[str, Any]]:
     async with container.pools.connection("state") as state:
-        return await store.trend(state)
+        return await store.history(state, store.TREND)
 
 
 async def update_runbook(settings: Settings, path: Path) -> str:

@@ -56,7 +56,7 @@ async def _shown(container: Container) -> _Shown:
         for proposal in proposals:
             if proposal["status"] == "pending" and proposal["approvals_required"] > 1:
                 proposal["approvers"] = await store.approvers(conn, proposal)
-        trend = await drills.trend(conn)
+        trend = await drills.history(conn, drills.TREND)
     if analysis is not None and analysis["channel"] and analysis["message_ts"]:
         try:  # a link to the analysis' thread; without it, the Home names the channel
             found = await container.client.chat_getPermalink(channel=analysis["channel"],
