@@ -150,7 +150,7 @@ class Recommendation(TypedDict):
     cost_after: float
     measured_before_ms: float | None  # filled in on a scratch copy
     measured_after_ms: float | None
-    size_bytes: int | None  # a HypoPG estimate until built on a scratch copy
+    size_bytes: int | None  # estimated (bot.advisor.btree) until built on a scratch copy
     size_estimated: bool
     costing: Literal["hypopg", "built"]  # how candidates were costed: HypoPG, or built on a copy
     benefit_ms: float

@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 
 from bot import extensions, sqltext
+from bot.advisor import btree, whatif, writes
 from bot.advisor import candidates as cands
-from bot.advisor import whatif, writes
 from bot.advisor.model import Candidate, Declined, Recommendation
 from bot.advisor.select import USED_SHARE, Selection, Workload, select
 from bot.advisor.verify import ScratchIsTarget, scratch_connection, verify
@@ -214,7 +214,7 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
     if skipped:
         notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
                      "index")
-    sizes = await _sizes(planner, fresh, notes) if fresh else {}
+    sizes = await _sizes(planner, fresh, by_qualified, notes) if fresh else {}
     fresh = [c for c in fresh if c in sizes]
     table_writes = await writes.measured(
         conn, [by_qualified[q] for q in sorted({c.qualified for c in fresh})])
@@ -324,12 +324,17 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
     return widths
 
 
-async def _sizes(planner: Planner, candidates: list[Candidate],
+async def _sizes(planner: Planner, candidates: list[Candidate], tables: dict[str, Table],
                  notes: list[str]) -> dict[Candidate, int]:
-    """The size of each candidate: HypoPG's estimate, or, built on a scratch copy, the real
-    size of the index built inside a transaction rolled back at once. One that cannot be made
-    (a type without a B-tree operator class, say) is left out, and the notes say why."""
+    """The size of each candidate: built on a scratch copy, the real size of the index built
+    inside a transaction rolled back at once; otherwise made with HypoPG and sized from the
+    page layout and the columns' statistics (`btree.size`), or, without statistics, as HypoPG
+    estimates it. One that cannot be made (a type without a B-tree operator class, say) is
+    left out, and the notes say why."""
     sizes = {}
+    known = await btree.columns(planner.conn, sorted(
+        {(tables[c.qualified].schema, tables[c.qualified].name) for c in candidates})) \
+        if planner.whatif == "hypopg" else {}
     try:
         for candidate in candidates:
             try:
@@ -345,7 +350,9 @@ async def _sizes(planner: Planner, candidates: list[Candidate],
                              f"{error.diag.message_primary or error}")
                 continue
             row = await cur.fetchone()
-            sizes[candidate] = int(row["size"]) if row else 0
+            table = tables[candidate.qualified]
+            sizes[candidate] = btree.size(candidate, table.rows, known.get(
+                table.qualified, {})) or (int(row["size"]) if row else 0)
     finally:
         if planner.whatif == "hypopg":
             await planner.conn.execute(sql.SQL(TAG + "SELECT {}()").format(
