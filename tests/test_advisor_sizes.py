@@ -3,13 +3,16 @@ real index, deduplication included, where HypoPG's estimate is several times too
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from bot.advisor import btree
 from bot.advisor.model import Candidate
-from tests.harness import offers_hypopg
+from bot.advisor.pipeline import analyze
+from tests.harness import advised, offers_hypopg, watched_file
 
 ROWS = 30_000
 
@@ -68,8 +71,25 @@ async def test_sizes_match_the_built_index_where_hypopg_overstates_them(sized: s
             assert hypothetical > 3 * sizes[status]
 
 
-def test_unknown_columns_and_partial_indexes_are_left_to_hypopg() -> None:
+def test_unknown_rows_columns_and_partial_indexes_are_left_to_hypopg() -> None:
     column = btree.Column(4, "i", 4, -1.0, True)
     assert btree.size(Candidate("public", "t", ("a",)), 1000, {}) is None
+    assert btree.size(Candidate("public", "t", ("a",)), -1, {"a": column}) is None  # never analysed
     assert btree.size(Candidate("public", "t", ("a",), "a > 0"), 1000, {"a": column}) is None
     assert btree.size(Candidate("public", "t", ("a",)), 1000, {"a": column}) is not None
+
+
+async def test_a_recommendation_states_the_size_the_index_is_built_at(sized: str,
+                                                                        tmp_path: Path) -> None:
+    """The size on a recommendation (and so on its card, and against the budget) is the
+    built index's, not HypoPG's several times larger estimate."""
+    watched = watched_file(tmp_path, [{"name": "a parent's count", "calls": 500,
+                                       "sql": "SELECT count(*) FROM t WHERE parent_id = 1500"}])
+    analysis = await analyze(advised(sized, watched_queries=watched), top=5)
+    [rec] = analysis.recommendations
+    assert (rec["columns"], rec["where"], rec["include"]) == (["parent_id"], None, [])
+    assert rec["size_bytes"] is not None
+    with psycopg.connect(sized, autocommit=True) as conn:
+        conn.execute("CREATE INDEX built ON t (parent_id)")
+        [(real,)] = conn.execute("SELECT pg_relation_size('built')").fetchall()
+    assert 0.9 * real <= rec["size_bytes"] <= 1.3 * real, (rec["size_bytes"], real)

@@ -98,10 +98,11 @@ async def columns(conn: psycopg.AsyncConnection[dict[str, Any]],
 
 
 def size(candidate: Candidate, rows: int, known: dict[str, Column]) -> int | None:
-    """The bytes `candidate` takes once built on a table of `rows` rows, or None when a
-    column has no statistics or the index is partial (its rows are not known here)."""
+    """The bytes `candidate` takes once built on a table of `rows` rows, or None when the
+    rows are not known, a column has no statistics or the index is partial (how many rows it
+    holds is not known here)."""
     names = [*candidate.key_columns, *candidate.include]
-    if candidate.where or any(n not in known for n in names):
+    if rows <= 0 or candidate.where or any(n not in known for n in names):
         return None
     end = 0
     for name in names:
@@ -109,7 +110,7 @@ def size(candidate: Candidate, rows: int, known: dict[str, Column]) -> int | Non
     entry = -(-(ENTRY_HEADER + end) // 8) * 8
     per_row = float(entry + LINE_POINTER)
     keys = [known[n] for n in candidate.key_columns]
-    if not candidate.include and all(k.equalimage for k in keys) and rows > 0:
+    if not candidate.include and all(k.equalimage for k in keys):
         distinct = min(float(rows), math.prod(max(1.0, k.values(rows)) for k in keys))
         duplicates = min(rows / distinct, POSTING_TIDS)
         if duplicates >= 2:
