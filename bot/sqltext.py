@@ -203,6 +203,7 @@ class ParamUse:
     table: str | None = None
     column: str | None = None
     above: bool = False  # a lower bound (`column > $n`, `>=`, BETWEEN's first): high is rare
+    below: bool = False  # an upper bound (`column < $n`, `<=`, BETWEEN's second)
 
 
 def _param_number(node: Any) -> int | None:
@@ -247,26 +248,31 @@ def param_uses(text: str) -> dict[int, ParamUse]:
                 qualifier, column = columns[0]
                 table = aliases.get(qualifier) if qualifier else (
                     next(iter(single)) if len(single) == 1 else None)
-                lower = _lower_bounds(node)
+                lower, upper = _bounds(node)
                 for number in params:
                     uses.setdefault(number, ParamUse(number, "column", table, column,
-                                                     number in lower))
+                                                     number in lower, number in upper))
     return uses
 
 
-def _lower_bounds(node: ast.A_Expr) -> set[int]:
-    """The parameters an expression uses as a column's lower bound."""
+def _bounds(node: ast.A_Expr) -> tuple[set[int], set[int]]:
+    """The parameters an expression uses as a column's lower and as its upper bound."""
     if node.kind == A_Expr_Kind.AEXPR_BETWEEN and isinstance(node.rexpr, tuple | list):
-        first = _param_number(node.rexpr[0]) if node.rexpr else None
-        return {first} if first is not None and _column(node.lexpr) else set()
+        ends = [_param_number(end) for end in node.rexpr[:2]] if _column(node.lexpr) else []
+        return ({ends[0]} if ends and ends[0] is not None else set(),
+                {ends[1]} if len(ends) > 1 and ends[1] is not None else set())
     operator = node.name[-1].sval if node.name and node.kind == A_Expr_Kind.AEXPR_OP else ""
-    if operator in (">", ">=") and _column(node.lexpr):
-        number = _param_number(node.rexpr)
-    elif operator in ("<", "<=") and _column(node.rexpr):
-        number = _param_number(node.lexpr)
+    if operator not in ("<", "<=", ">", ">="):
+        return set(), set()
+    if _column(node.lexpr):  # column > $n: a lower bound
+        number, lower = _param_number(node.rexpr), operator in (">", ">=")
+    elif _column(node.rexpr):  # $n < column: a lower bound too
+        number, lower = _param_number(node.lexpr), operator in ("<", "<=")
     else:
-        return set()
-    return {number} if number is not None else set()
+        return set(), set()
+    if number is None:
+        return set(), set()
+    return ({number}, set()) if lower else (set(), {number})
 
 
 def printed_expression(expression: str) -> str:

@@ -108,15 +108,44 @@ def test_a_plans_parameter_values_never_become_a_partial_index_predicate() -> No
 
 def test_a_lower_bound_is_planned_with_its_selective_end_as_the_rare_value() -> None:
     """For `created_at >= $1` the rare, selective value is the top of the histogram (the
-    recent rows a dashboard asks for), not its bottom, which selects every row."""
+    recent rows a dashboard asks for), not its bottom, which selects every row. With an upper
+    bound too, each set is a range that holds rows: the top bucket for the rare one, one
+    bucket in the middle, a tenth of the histogram around it for the common one (one value for
+    both bounds would plan a range that holds nothing)."""
     table = Table(1, "public", "accounts", ROWS, columns=["id", "created_at"])
-    stats = {("public.accounts", "created_at"): params.ColumnStats(
-        [], [], ["2026-01-01", "2026-06-01", "2026-12-01"], -1.0, 0.0)}
+    months = [f"2026-{m:02d}-01" for m in range(1, 12)]  # 11 bounds: 10 buckets
+    stats = {("public.accounts", "created_at"): params.ColumnStats([], [], months, -1.0, 0.0)}
+    since = "SELECT count(*) FROM accounts WHERE created_at >= $1"
+    assert params.value_sets(sqltext.param_uses(since), ["timestamptz"], {"accounts": table},
+                             stats)["rare"] == ["2026-11-01"]
     text = "SELECT count(*) FROM accounts WHERE created_at >= $1 AND created_at < $2"
     sets = params.value_sets(sqltext.param_uses(text), ["timestamptz", "timestamptz"],
                              {"accounts": table}, stats)
-    assert sets["rare"] == ["2026-12-01", "2026-01-01"]  # both bounds at their selective end
-    assert list(sets.values()) == [["2026-06-01", "2026-06-01"], sets["rare"]]  # common
+    assert sets == {"common": ["2026-05-01", "2026-07-01"],
+                    "median": ["2026-06-01", "2026-07-01"],
+                    "rare": ["2026-10-01", "2026-11-01"]}
+    between = "SELECT id FROM accounts WHERE created_at BETWEEN $1 AND $2"
+    assert params.value_sets(sqltext.param_uses(between), ["timestamptz", "timestamptz"],
+                             {"accounts": table}, stats) == sets
+
+
+def test_an_in_list_is_planned_with_distinct_values() -> None:
+    """`status IN ($1, $2)` is planned with two statuses, the two most common, two from the
+    middle or the two rarest, not with one status twice."""
+    table = Table(1, "public", "tickets", ROWS, columns=["id", "status"])
+    stats = {("public.tickets", "status"): params.ColumnStats(
+        ["open", "closed", "pending", "failed"], [0.6, 0.3, 0.07, 0.03], [], 4.0, 0.0)}
+    text = "SELECT id FROM tickets WHERE status IN ($1, $2)"
+    sets = params.value_sets(sqltext.param_uses(text), ["text", "text"], {"tickets": table},
+                             stats)
+    # the two rarest are the two in the middle here: planned once
+    assert sets == {"common": ["open", "closed"], "median": ["pending", "failed"]}
+    # more parameters than known values: the last one repeated
+    three = "SELECT id FROM tickets WHERE status IN ($1, $2, $3)"
+    few = params.ColumnStats(["open", "closed"], [0.7, 0.3], [], 2.0, 0.0)
+    assert list(params.value_sets(sqltext.param_uses(three), ["text"] * 3, {"tickets": table},
+                                  {("public.tickets", "status"): few}).values()) == [
+        ["open", "closed", "closed"]]
 
 
 TICKETS = """
@@ -145,8 +174,8 @@ async def test_an_index_is_costed_with_the_values_the_calls_use(database: str) -
     per_call = planned.statement.rows / planned.statement.calls
     assert per_call == 2000  # 1,500 high and 500 urgent
     [note] = [n for n in planned.notes if n.startswith("indexes costed without the")]
-    # 'normal' (90,000 rows) left out; 'high' and 'urgent' kept
-    assert note.startswith("indexes costed without the common values (90,000 rows): more "
+    # 'normal' and 'low' (90,000 and 8,000 rows) left out; 'high' and 'urgent' kept
+    assert note.startswith("indexes costed without the common values (98,000 rows): more "
                            "than 10 times the 2,000.0 rows a call returns on average")
     assert ("public.tickets", ("priority",)) in [
         (table, columns[:1]) for table, columns in recommended(result)]

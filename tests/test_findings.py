@@ -617,8 +617,8 @@ def test_param_uses_maps_parameters_to_columns_and_limits() -> None:
     assert sqltext.param_uses(
         "SELECT * FROM t WHERE $1 < a AND b BETWEEN $2 AND $3 AND c <= $4 AND $5 >= d") == {
         1: Use(1, "column", "t", "a", above=True), 2: Use(2, "column", "t", "b", above=True),
-        3: Use(3, "column", "t", "b"), 4: Use(4, "column", "t", "c"),
-        5: Use(5, "column", "t", "d")}
+        3: Use(3, "column", "t", "b", below=True), 4: Use(4, "column", "t", "c", below=True),
+        5: Use(5, "column", "t", "d", below=True)}
     assert sqltext.param_uses("SELECT count(*) FROM decision_log WHERE status = 'pending'") == {}
 
 

@@ -91,6 +91,26 @@ class ColumnStats:
     def distinct(self, rows: int) -> float:
         return self.n_distinct if self.n_distinct >= 0 else -self.n_distinct * rows
 
+    def several(self, label: str, count: int) -> list[str]:
+        """`count` distinct values of the `label` kind, for an IN list: the most common ones,
+        some from the middle, or the rarest known (the last repeated when there are fewer;
+        none when pg_stats knows no value)."""
+        by_frequency = [self.mcv[i] for i in sorted(range(len(self.mcv)),
+                                                     key=lambda i: -self.freqs[i])] \
+            if len(self.freqs) == len(self.mcv) else list(self.mcv)
+        middle = len(self.hist) // 2
+        if label == "common":
+            pool = by_frequency + self.hist[middle:] + self.hist[:middle]
+        elif label == "median":
+            half = len(by_frequency) // 2
+            pool = (self.hist[middle:] + self.hist[:middle] if self.hist
+                    else by_frequency[half:] + by_frequency[:half])
+        else:
+            pool = self.hist if self.hist else by_frequency[::-1]
+        known = list(dict.fromkeys(by_frequency + self.hist))
+        picked = sorted(list(dict.fromkeys(pool))[:count], key=known.index)  # one order
+        return [*picked, *[picked[-1]] * (count - len(picked))] if picked else []
+
 
 async def column_stats(conn: psycopg.AsyncConnection[dict[str, Any]],
                        columns: set[tuple[str, str, str]]
@@ -135,9 +155,54 @@ def value_sets(uses: dict[int, ParamUse], types: list[str], tables: dict[str, Ta
             use = uses.get(number)
             values.append(limit if use is not None and use.role == "limit"
                           else _value(use, type_name, label, tables, stats))
+        _together(values, uses, tables, stats, label)
         if values not in sets.values():
             sets[label] = values
     return sets
+
+
+def _together(values: list[str | None], uses: dict[int, ParamUse], tables: dict[str, Table],
+              stats: dict[tuple[str, str], ColumnStats], label: str) -> None:
+    """Parameters compared with the same column, set together in `values`: a range (a lower
+    and an upper bound) spans part of the column's histogram, and an IN list holds distinct
+    values of the label's kind. One value for all would plan a range from a value to itself,
+    which holds no row, and a list of one value."""
+    groups: dict[tuple[str, str], list[ParamUse]] = {}
+    for use in uses.values():
+        if (use.role == "column" and use.table in tables and use.column
+                and use.number <= len(values)):
+            groups.setdefault((tables[use.table].qualified, use.column), []).append(use)
+    for key, group in groups.items():
+        found = stats.get(key)
+        if found is None or len(group) < 2:
+            continue
+        lower, upper = [u for u in group if u.above], [u for u in group if u.below]
+        if lower and upper and len(found.hist) >= 3:
+            low, high = span(found.hist, label)
+            for use in lower:
+                values[use.number - 1] = low
+            for use in upper:
+                values[use.number - 1] = high
+        listed = sorted((u for u in group if not u.above and not u.below),
+                        key=lambda u: u.number)
+        several = found.several(label, len(listed)) if len(listed) >= 2 else []
+        for use, value in zip(listed, several, strict=False):
+            values[use.number - 1] = value
+
+
+# A common range spans this share of the histogram's buckets; a median one, one bucket in
+# the middle; a rare one, the top bucket (where a lower bound is selective).
+COMMON_SPAN = 0.1
+
+
+def span(hist: list[str], label: str) -> tuple[str, str]:
+    """The bounds of a range of the `label` kind over a histogram of at least 3 bounds."""
+    buckets = len(hist) - 1
+    if label == "rare":
+        return hist[-2], hist[-1]
+    middle = buckets // 2
+    half = max(1, round(buckets * COMMON_SPAN / 2)) if label == "common" else 0
+    return hist[max(0, middle - half)], hist[min(buckets, middle + half + (half == 0))]
 
 
 def _value(use: ParamUse | None, type_name: str, label: str, tables: dict[str, Table],
