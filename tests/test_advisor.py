@@ -492,6 +492,21 @@ async def test_create_sql_runs_on_postgresql(database: str) -> None:
         found[named.name]
 
 
+def test_an_index_far_smaller_than_the_one_serving_it_is_not_served() -> None:
+    """An index on `status` is served by one on `(status, created_at)`, unless its own size
+    is at most half that one's (deduplicated: a count reads far fewer pages of it); an index
+    of the same shape always serves it, whatever the sizes."""
+    wide = Index("t_status_created", ["status", "created_at"], size_bytes=1_000_000)
+    table = Table(1, "public", "t", 20_000, indexes=[wide])
+    assert table.served_by(("status",)) is wide
+    assert table.served_by(("status",), size_bytes=800_000) is wide
+    assert table.served_by(("status",), size_bytes=200_000) is None
+    same = Index("t_status", ["status"], size_bytes=1_000_000)  # bloated, say
+    assert Table(1, "public", "t", 20_000, indexes=[same]).served_by(
+        ("status",), size_bytes=200_000) is same
+    assert catalog.kept_beside(200_000, 1_000_000) and not catalog.kept_beside(0, 1_000_000)
+
+
 def test_widens() -> None:
     narrow = Candidate("public", "t", ("a",))
     wide = Candidate("public", "t", ("a", "b"))
@@ -593,17 +608,30 @@ async def test_select_widens_a_chosen_index() -> None:
     assert (await choose(factors, sizes, 15_000)).chosen == [A]
 
 
-async def test_select_never_adds_an_index_a_chosen_one_already_covers() -> None:
-    # two statements: one served best by AB, one slightly better by its prefix A
+async def test_select_adds_an_index_a_chosen_one_covers_only_when_it_is_far_smaller() -> None:
+    """Two statements: one served best by AB, one better by its prefix A. A's keys lead AB's,
+    so beside AB it is redundant, unless it is at most half AB's size (a deduplicated key,
+    which a count reads far fewer pages of) and pays for itself."""
     other = Workload("x", 1000.0, frozenset({T}))
     by_statement = {"w": {A: 0.5, AB: 0.1}, "x": {A: 0.05, AB: 0.1}}
 
     async def relative(work: Workload, config: tuple[Candidate, ...]) -> float:
         return min(by_statement[work.key][c] for c in config)
 
-    chosen = await select([WORK, other], [AB, A], {A: 10_000, AB: 20_000},
-                          {A: 0.0, AB: 0.0}, 10**9, relative)
-    assert chosen.chosen == [AB]  # A's keys are a prefix of AB's: adding it is redundant
+    redundant = await select([WORK, other], [AB, A], {A: 15_000, AB: 20_000},
+                             {A: 0.0, AB: 0.0}, 10**9, relative)
+    assert redundant.chosen == [AB]
+    smaller = await select([WORK, other], [AB, A], {A: 10_000, AB: 20_000},
+                           {A: 0.0, AB: 0.0}, 10**9, relative)
+    assert set(smaller.chosen) == {A, AB} and smaller.served[A] == ["x"]
+    # A chosen first stays when AB joins it, rather than being replaced
+    first = await select([WORK, other], [A, AB], {A: 10_000, AB: 20_000},
+                         {A: 0.0, AB: 0.0}, 10**9, relative)
+    assert set(first.chosen) == {A, AB}
+    # its 50 ms for x do not pay for 60 ms of writes
+    dear = await select([WORK, other], [AB, A], {A: 10_000, AB: 20_000},
+                        {A: 60.0, AB: 0.0}, 10**9, relative)
+    assert dear.chosen == [AB]
 
 
 async def test_select_prices_index_bytes_against_the_time_on_their_table() -> None:

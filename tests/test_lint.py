@@ -193,6 +193,30 @@ CREATE INDEX t_b_c ON t (b, c);
     assert of(await run_lint(database, min_age=7), "duplicate_index") == []
 
 
+async def test_a_deduplicated_prefix_is_kept_beside_the_wider_index(database: str) -> None:
+    """`(status)` over four values keeps one entry per value and page, a fraction of
+    `(status, created_at)`'s size, and a count over a common status reads that many fewer
+    pages: it is no redundant prefix. `(account_id)`, as wide as what it leads, is."""
+    execute(database, """
+CREATE TABLE t AS SELECT g AS id, (ARRAY['open', 'closed', 'pending', 'failed'])[1 + g % 4]
+    AS status, g AS account_id, g % 7 AS kind,
+    timestamptz '2025-01-01' + g * interval '1 minute' AS created_at
+FROM generate_series(1, 20000) AS g;
+CREATE INDEX t_status ON t (status);
+CREATE INDEX t_status_created ON t (status, created_at);
+CREATE INDEX t_account ON t (account_id);
+CREATE INDEX t_account_kind ON t (account_id, kind);
+ANALYZE t;
+""")
+    with psycopg.connect(database) as conn:
+        sizes = dict(conn.execute("SELECT relname, pg_relation_size(oid) FROM pg_class "
+                                  "WHERE relname LIKE 't\\_%' AND relkind = 'i'").fetchall())
+    assert sizes["t_status"] * 2 < sizes["t_status_created"]
+    found = of(await run_lint(database, min_age=7), "duplicate_index")
+    assert dropped([f.fix for f in found]) == {"t_account"}
+    assert {p["index"] for p in await run_cleanup(database, min_age=7)} == {"t_account"}
+
+
 async def test_cleanup_sql_quotes_a_mixed_case_index_and_runs(database: str) -> None:
     execute(database, """
 CREATE TABLE "Docs" (id int PRIMARY KEY, owner int, created timestamptz);

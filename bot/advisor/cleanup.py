@@ -56,7 +56,8 @@ def _keep_rank(index: Index) -> tuple[bool, bool, bool, int, int]:
 
 def _covers(keeper: Index, index: Index) -> bool | None:
     """True: `index` is an exact duplicate of `keeper`; False: a redundant prefix of it;
-    None: `keeper` does not make `index` redundant."""
+    None: `keeper` does not make `index` redundant (a prefix at most half its size is not:
+    `catalog.kept_beside`)."""
     if not (keeper.valid and index.valid and keeper.method == index.method
             and keeper.predicate == index.predicate):
         return None
@@ -66,7 +67,8 @@ def _covers(keeper: Index, index: Index) -> bool | None:
             and keeper.identity[:len(index.identity)] == index.identity
             and (len(keeper.identity) > len(index.identity)
                  or set(index.include) < set(keeper.include))
-            and set(index.include) <= set(keeper.columns)):
+            and set(index.include) <= set(keeper.columns)
+            and not catalog.kept_beside(index.size_bytes, keeper.size_bytes)):
         return False
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,14 +208,20 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
                     cands.for_table(p, table, stats, widths.get(table.qualified, {})))
     pool = list(dict.fromkeys(c for listed in per_statement.values() for c in listed))
     pool += cands.unions(pool, by_qualified, widths)
-    existing = {c: by_qualified[c.qualified].served_by(c.columns, c.include, c.where)
-                for c in pool}
+    known = await btree.columns(conn, sorted({(t.schema, t.name) for t in by_qualified.values()}))
+
+    def estimated(candidate: Candidate) -> int:
+        table = by_qualified[candidate.qualified]
+        return btree.size(candidate, table.rows, known.get(table.qualified, {})) or 0
+
+    existing = {c: by_qualified[c.qualified].served_by(c.columns, c.include, c.where,
+                                                       estimated(c)) for c in pool}
     fresh = [c for c in pool if existing[c] is None]
     skipped = len(pool) - len(fresh)
     if skipped:
         notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
                      "index")
-    sizes = await _sizes(planner, fresh, by_qualified, notes) if fresh else {}
+    sizes = await _sizes(planner, fresh, estimated, notes) if fresh else {}
     fresh = [c for c in fresh if c in sizes]
     table_writes = await writes.measured(
         conn, [by_qualified[q] for q in sorted({c.qualified for c in fresh})])
@@ -324,17 +331,15 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
     return widths
 
 
-async def _sizes(planner: Planner, candidates: list[Candidate], tables: dict[str, Table],
-                 notes: list[str]) -> dict[Candidate, int]:
+async def _sizes(planner: Planner, candidates: list[Candidate],
+                 estimated: Callable[[Candidate], int], notes: list[str]
+                 ) -> dict[Candidate, int]:
     """The size of each candidate: built on a scratch copy, the real size of the index built
     inside a transaction rolled back at once; otherwise made with HypoPG and sized from the
     page layout and the columns' statistics (`btree.size`), or, without statistics, as HypoPG
     estimates it. One that cannot be made (a type without a B-tree operator class, say) is
     left out, and the notes say why."""
     sizes = {}
-    known = await btree.columns(planner.conn, sorted(
-        {(tables[c.qualified].schema, tables[c.qualified].name) for c in candidates})) \
-        if planner.whatif == "hypopg" else {}
     try:
         for candidate in candidates:
             try:
@@ -350,9 +355,7 @@ async def _sizes(planner: Planner, candidates: list[Candidate], tables: dict[str
                              f"{error.diag.message_primary or error}")
                 continue
             row = await cur.fetchone()
-            table = tables[candidate.qualified]
-            sizes[candidate] = btree.size(candidate, table.rows, known.get(
-                table.qualified, {})) or (int(row["size"]) if row else 0)
+            sizes[candidate] = estimated(candidate) or (int(row["size"]) if row else 0)
     finally:
         if planner.whatif == "hypopg":
             await planner.conn.execute(sql.SQL(TAG + "SELECT {}()").format(

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.advisor.model import Candidate
+from bot.catalog import kept_beside
 
 MIN_GAIN_BYTES = 8192  # benefit is divided by at least one page: tiny indexes are not free
 MIN_BENEFIT_SHARE = 0.01  # an index must save 1 % of the time the workload has left
@@ -52,7 +53,8 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
     """Choose indexes for `workload` within `budget_bytes`.
 
     Each round takes the move with the best (saved ms - write penalty) per byte: a new index,
-    or a wider index replacing a chosen one it extends. Stops when no move saves at least
+    or a wider index replacing a chosen one it extends (or joining it, when the chosen one is
+    small enough to keep: `kept_beside`). Stops when no move saves at least
     MIN_BENEFIT_SHARE of the workload, nor, given `table_bytes` (schema.table → bytes), its
     price: SIZE_PRICE of the time still spent on its table per table's worth of growth. Then
     drops any chosen index no statement still needs.
@@ -75,15 +77,30 @@ async def select(workload: list[Workload], candidates: list[Candidate], sizes: d
             times[w.key] = w.weight_ms * (await relative(w, relevant) if relevant else 1.0)
         return times
 
+    def moves(chosen: list[Candidate]) -> list[tuple[Candidate, Candidate | None]]:
+        """Each candidate not chosen, with the chosen index it would replace (None: added). A
+        candidate a chosen index widens is redundant, unless it is small enough to be kept
+        beside it (`kept_beside`: a deduplicated key); one that widens a chosen index
+        replaces it, or joins it when that one is small enough to be kept beside it."""
+        found: list[tuple[Candidate, Candidate | None]] = []
+        for candidate in candidates:
+            if candidate in chosen or any(
+                    c.widens(candidate) and not kept_beside(sizes[candidate], sizes[c])
+                    for c in chosen):
+                continue
+            replaced = next((c for c in chosen if candidate.widens(c)), None)
+            if replaced is None or kept_beside(sizes[replaced], sizes[candidate]):
+                found.append((candidate, None))
+            if replaced is not None:
+                found.append((candidate, replaced))
+        return found
+
     while True:
         best: tuple[float, float, Candidate, Candidate | None] | None = None
         used = sum(sizes[c] for c in chosen)
         # what is left to win: once the big savings are taken, smaller ones matter
         remaining = sum((await predicted(chosen)).values())
-        for candidate in candidates:
-            if candidate in chosen or any(c.widens(candidate) for c in chosen):
-                continue  # a chosen index already covers its keys: it would be redundant
-            replaced = next((c for c in chosen if candidate.widens(c)), None)
+        for candidate, replaced in moves(chosen):
             growth = sizes[candidate] - (sizes[replaced] if replaced else 0)
             if used + growth > budget_bytes:
                 continue

@@ -11,6 +11,7 @@ from typing import cast
 
 from bot import squawk
 from bot.advisor.model import Candidate, Recommendation
+from bot.catalog import kept_beside
 from bot.container import Container
 from bot.errors import UserError
 from bot.flows import home
@@ -94,13 +95,16 @@ def _candidate(rec: Recommendation) -> Candidate:
 
 async def _supersede(container: Container, newer: Proposal) -> None:
     """Pending proposals of the same table whose index the `newer` one serves entirely (its
-    keys lead with theirs, the same rows, every column they hold) are superseded by it: their
-    cards lose their buttons and say by which."""
+    keys lead with theirs, the same rows, every column they hold), unless small enough to be
+    kept beside it (`catalog.kept_beside`), are superseded by it: their cards lose their
+    buttons and say by which."""
     mine = _candidate(newer["evidence"])
     async with container.pools.connection("state") as conn:
         older = [p for p in await store.pending_on(conn, newer["table_name"])
                  if p["id"] != newer["id"] and p["evidence"]["action"] == "create"
-                 and mine.widens(_candidate(p["evidence"]))]
+                 and mine.widens(_candidate(p["evidence"])) and not kept_beside(
+                     p["evidence"].get("size_bytes") or 0,
+                     newer["evidence"].get("size_bytes") or 0)]
         done = []
         for proposal in older:
             note = (f"superseded by index migration #{newer['id']} ({newer['index_name']}), "

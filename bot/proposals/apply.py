@@ -158,7 +158,7 @@ async def preflight(conn: psycopg.AsyncConnection[dict[str, Any]], rec: Recommen
         table = None  # the holder is named below
     if table is not None:
         served = table.served_by(tuple(rec["columns"]), tuple(rec.get("include") or ()),
-                                 rec.get("where"))
+                                 rec.get("where"), rec.get("size_bytes") or 0)
         if served is not None:
             return Hold("unneeded", f"the existing index {served.name} already serves what "
                                     f"{rec['index']} would: nothing built")
