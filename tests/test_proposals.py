@@ -920,6 +920,29 @@ def test_a_newer_proposal_that_serves_an_older_one_supersedes_it(flow: Flow) -> 
     assert flow.proposal(proposals[UNREAD]["id"])["status"] == "pending"
 
 
+def test_a_newer_proposal_far_larger_than_an_older_one_it_serves_leaves_it(flow: Flow) -> None:
+    """An older index at most half the newer one's size is kept beside it (a deduplicated
+    key: a count reads far fewer pages of it), so it is not superseded."""
+    older = flow.propose(ENGINEER)[PENDING]
+    rec = dict(older["evidence"])
+    assert rec["size_bytes"] > 0
+    schema, table = rec["table"].split(".", 1)
+    index = Candidate(schema, table, (*rec["columns"], "id"), rec["where"],
+                      tuple(rec["include"]))
+    wider = {**rec, "index": index.name, "columns": list(index.columns),
+             "sql": index.create_sql(concurrently=True) + ";",
+             "size_bytes": 3 * rec["size_bytes"]}
+    [analysis] = flow.query(
+        "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
+        "VALUES (%s, 'done', now(), %s) RETURNING id",
+        (ENGINEER, Jsonb({"recommendations": [wider]})))
+    [newer] = flow.bot.run(service.propose(flow.bot.container, ENGINEER,
+                                           analysis_id=analysis["id"]))
+    assert newer["status"] == "pending"
+    assert flow.proposal(older["id"])["status"] == "pending"
+    assert flow.audit(older["id"]) == ["proposed"]
+
+
 def test_an_expired_proposal_loses_its_buttons_without_anyone_clicking(flow: Flow) -> None:
     proposals = flow.propose(ENGINEER)
     old, fresh = proposals[PENDING], proposals[UNREAD]
