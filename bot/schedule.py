@@ -70,17 +70,32 @@ class Scheduler:
 
     async def start(self) -> None:
         for job in self.jobs:
-            self.aps.add_job(self.fire, job.trigger, args=[job], id=job.name,
+            self.aps.add_job(self.step(self.fire), job.trigger, args=[job], id=job.name,
                              max_instances=1, coalesce=True, misfire_grace_time=60)
-        self.aps.add_job(self.campaign, "interval", seconds=CAMPAIGN_SECONDS, id="campaign",
-                         next_run_time=datetime.now(UTC), max_instances=1)
-        self.aps.add_job(self.heartbeat, "interval", minutes=1,
+        self.aps.add_job(self.step(self.campaign), "interval", seconds=CAMPAIGN_SECONDS,
+                         id="campaign", next_run_time=datetime.now(UTC), max_instances=1)
+        self.aps.add_job(self.step(self.heartbeat), "interval", minutes=1,
                          id="heartbeat", next_run_time=datetime.now(UTC), max_instances=1,
                          coalesce=True)  # every replica: an idempotent upsert
         if self.container.settings.apply_window:
-            self.aps.add_job(self.apply_window, "cron", second=5, id="apply-window",
-                             max_instances=1, coalesce=True)
+            self.aps.add_job(self.step(self.apply_window), "cron", second=5,
+                             id="apply-window", max_instances=1, coalesce=True)
         self.aps.start()
+
+    def step(self, work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """`work` as APScheduler runs it. Cancelled by `stop()` (a replica shutting down), it
+        ends quietly: APScheduler would log the cancellation as the job's failure, with a
+        traceback. A database error is one line in the log, and the next run tries again."""
+        async def run(*args: Any) -> None:
+            try:
+                await work(*args)
+            except asyncio.CancelledError:
+                log.info("%s: %s stopped with the scheduler", self.name, work.__name__)
+            except (psycopg.Error, DatabaseUnavailable) as error:
+                log.warning("%s: %s failed, to be tried again: %s", self.name, work.__name__,
+                            self.container.settings.scrub(str(error)))
+        run.__name__ = work.__name__
+        return run
 
     async def apply_window(self) -> None:
         """Each minute, on the leader: build what waits for HOTDATA_APPLY_WINDOW, if this

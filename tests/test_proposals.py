@@ -35,6 +35,7 @@ from bot.flows import proposals as service
 from bot.flows.analysis import record
 from bot.proposals import allowlist, binding
 from bot.proposals import apply as applying
+from bot.proposals.model import Proposal
 from bot.render.proposals import APPLY_NOW, APPROVE, REJECT, ROLLBACK
 from bot.sample import hotdash as sample
 from bot.schedule import Scheduler
@@ -891,21 +892,30 @@ def test_an_approval_outside_the_window_is_queued_and_applied_inside_it(flow: Fl
         f"Index migration #{unread['id']} was already approved")
 
 
-def test_a_newer_proposal_that_serves_an_older_one_supersedes_it(flow: Flow) -> None:
-    proposals = flow.propose(ENGINEER)
-    older = proposals[PENDING]
+def propose_wider(flow: Flow, older: Proposal, size_factor: float = 1.0
+                  ) -> tuple[dict[str, Any], Proposal]:
+    """An analysis recommending an index whose keys lead with `older`'s (`size_factor` times
+    its size), proposed: the recommendation and the newer proposal."""
     rec = dict(older["evidence"])
     schema, table = rec["table"].split(".", 1)
     index = Candidate(schema, table, (*rec["columns"], "id"), rec["where"],
-                      tuple(rec["include"]))  # its keys lead with the older one's
+                      tuple(rec["include"]))
     wider = {**rec, "index": index.name, "columns": list(index.columns),
-             "sql": index.create_sql(concurrently=True) + ";"}
+             "sql": index.create_sql(concurrently=True) + ";",
+             "size_bytes": round(size_factor * (rec["size_bytes"] or 0))}
     [analysis] = flow.query(
         "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
         "VALUES (%s, 'done', now(), %s) RETURNING id",
         (ENGINEER, Jsonb({"recommendations": [wider]})))
     [newer] = flow.bot.run(service.propose(flow.bot.container, ENGINEER,
                                            analysis_id=analysis["id"]))
+    return wider, newer
+
+
+def test_a_newer_proposal_that_serves_an_older_one_supersedes_it(flow: Flow) -> None:
+    proposals = flow.propose(ENGINEER)
+    older = proposals[PENDING]
+    wider, newer = propose_wider(flow, older)
     final = flow.proposal(older["id"])
     assert final["status"] == "superseded"
     assert final["result"]["superseded_by"] == newer["id"]
@@ -924,20 +934,8 @@ def test_a_newer_proposal_far_larger_than_an_older_one_it_serves_leaves_it(flow:
     """An older index at most half the newer one's size is kept beside it (a deduplicated
     key: a count reads far fewer pages of it), so it is not superseded."""
     older = flow.propose(ENGINEER)[PENDING]
-    rec = dict(older["evidence"])
-    assert rec["size_bytes"] > 0
-    schema, table = rec["table"].split(".", 1)
-    index = Candidate(schema, table, (*rec["columns"], "id"), rec["where"],
-                      tuple(rec["include"]))
-    wider = {**rec, "index": index.name, "columns": list(index.columns),
-             "sql": index.create_sql(concurrently=True) + ";",
-             "size_bytes": 3 * rec["size_bytes"]}
-    [analysis] = flow.query(
-        "INSERT INTO hotdata.analyses (requested_by, status, finished_at, report) "
-        "VALUES (%s, 'done', now(), %s) RETURNING id",
-        (ENGINEER, Jsonb({"recommendations": [wider]})))
-    [newer] = flow.bot.run(service.propose(flow.bot.container, ENGINEER,
-                                           analysis_id=analysis["id"]))
+    assert older["evidence"]["size_bytes"] > 0
+    _, newer = propose_wider(flow, older, size_factor=3)
     assert newer["status"] == "pending"
     assert flow.proposal(older["id"])["status"] == "pending"
     assert flow.audit(older["id"]) == ["proposed"]

@@ -7,6 +7,7 @@ slot claiming on their own."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -206,12 +207,47 @@ async def test_stopping_lets_a_claimed_slot_finish_and_be_recorded(container: Co
     scheduler.jobs = []
     scheduler.leader = True  # as if it held the lock (no campaign here)
     scheduler.aps.start()
-    scheduler.aps.add_job(scheduler.fire, "date", run_date=datetime.now(UTC), args=[job])
+    scheduler.aps.add_job(scheduler.step(scheduler.fire), "date", run_date=datetime.now(UTC),
+                          args=[job])
     await asyncio.wait_for(started.wait(), 10)
     await scheduler.stop()
     assert finished == ["posted"]
     rows = await job_runs(container, "slow")
     assert [(r["status"], r["detail"]) for r in rows] == [("succeeded", "posted")]
+
+
+async def test_a_step_stopped_mid_query_or_failing_on_the_database_logs_one_line(
+        container: Container, caplog: pytest.LogCaptureFixture) -> None:
+    """A replica shutting down cancels the campaign or heartbeat it is running: that ends
+    quietly, not as a failure with a traceback (what APScheduler logs for an exception). A
+    database error in a step is one warning line; the next run tries again."""
+    caplog.set_level(logging.INFO)
+    started = asyncio.Event()
+
+    async def heartbeat() -> None:
+        async with connect(container.settings, "state") as conn:
+            started.set()
+            await conn.execute("SELECT pg_sleep(60)")
+
+    scheduler = Scheduler(container, name="quiet")
+    scheduler.jobs = []
+    scheduler.aps.start()
+    scheduler.aps.add_job(scheduler.step(heartbeat), "date", run_date=datetime.now(UTC))
+    await asyncio.wait_for(started.wait(), 10)
+    await scheduler.stop()
+    deadline = time.monotonic() + 30
+    while "quiet: heartbeat stopped with the scheduler" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        await asyncio.sleep(0.05)
+
+    async def campaign() -> None:
+        raise psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+
+    await scheduler.step(campaign)()
+    assert "quiet: campaign failed, to be tried again: canceling statement due to lock " \
+        "timeout" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert "Traceback" not in caplog.text
 
 
 async def test_one_leader_at_a_time_and_a_successor_when_it_goes(container: Container) -> None:
