@@ -58,7 +58,8 @@ SELECT i AS id, i % 100 AS a, i % 100 AS b FROM generate_series(1, {ROWS}) AS i;
 
 -- inbox_skewed: user 1 owns a sixth of the rows, 20,000 others about 8 each, stored in no
 -- order; a seventh unread. inbox_even: as many rows, spread evenly over the users. Both with
--- the index the "latest unread" statement wants.
+-- an index on the user and one on the time: a user's few rows are best found by the first
+-- and sorted, user 1's latest by walking the second back (a plan far cheaper for that value).
 CREATE TABLE inbox_skewed AS
 SELECT i AS id, CASE WHEN i % 6 = 0 THEN 1 ELSE 2 + i % 20000 END AS user_id,
        i % 7 <> 0 AS read,
@@ -67,8 +68,10 @@ SELECT i AS id, CASE WHEN i % 6 = 0 THEN 1 ELSE 2 + i % 20000 END AS user_id,
 FROM generate_series(1, {ROWS}) AS i ORDER BY md5(i::text);
 CREATE TABLE inbox_even AS SELECT id, 2 + id % 20000 AS user_id, read, created_at, body
 FROM inbox_skewed;
-CREATE INDEX inbox_skewed_latest_idx ON inbox_skewed (user_id, created_at DESC) WHERE NOT read;
-CREATE INDEX inbox_even_latest_idx ON inbox_even (user_id, created_at DESC) WHERE NOT read;
+CREATE INDEX inbox_skewed_user_idx ON inbox_skewed (user_id);
+CREATE INDEX inbox_skewed_created_idx ON inbox_skewed (created_at);
+CREATE INDEX inbox_even_user_idx ON inbox_even (user_id);
+CREATE INDEX inbox_even_created_idx ON inbox_even (created_at);
 
 -- notes: a wide text column (about 33 MB to sort, far beyond the default 4 MB work_mem)
 CREATE TABLE notes AS
@@ -333,7 +336,7 @@ async def test_generic_plan_when_a_prepared_statement_is_slow_for_a_heavy_value(
     assert own.ms is not None and generic.ms >= 5 * own.ms
     assert ("generic_plan", "public.inbox_skewed") in kinds(positive)
     finding = next(f for f in positive.findings if f.kind == "generic_plan")
-    assert "inbox_skewed_latest_idx" in finding.detail  # the custom plan's index scan
+    assert "inbox_skewed_created_idx" in finding.detail  # the custom plan's index scan
     assert "Sort" in finding.detail  # the generic plan sorts the heavy user's rows
     assert "plan_cache_mode = force_custom_plan" in finding.fix
     # There the generic plan is planned too, and found to be the value's own plan.
