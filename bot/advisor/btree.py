@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from bot.advisor.model import Candidate
+from bot.analysis.params import distinct_count
 from bot.catalog import TAG
 
 PAGE = 8192
@@ -75,11 +76,13 @@ class Column:
         """Where this column's value ends when it starts at `offset`."""
         if self.length < 0 and self.width < SHORT_VARLENA:
             return offset + self.width
-        step = ALIGN.get(self.align, 8)
-        return -(-offset // step) * step + (self.length if self.length > 0 else self.width)
+        return _aligned(offset, ALIGN.get(self.align, 8)) + (
+            self.length if self.length > 0 else self.width)
 
-    def values(self, rows: int) -> float:
-        return self.distinct if self.distinct >= 0 else -self.distinct * rows
+
+def _aligned(offset: float, step: int) -> int:
+    """`offset` rounded up to a multiple of `step`."""
+    return math.ceil(offset / step) * step
 
 
 Columns = dict[str, dict[str, Column]]  # schema.table → column → what sizing needs
@@ -107,14 +110,15 @@ def size(candidate: Candidate, rows: int, known: dict[str, Column]) -> int | Non
     end = 0
     for name in names:
         end = known[name].stored(end)
-    entry = -(-(ENTRY_HEADER + end) // 8) * 8
+    entry = _aligned(ENTRY_HEADER + end, 8)
     per_row = float(entry + LINE_POINTER)
     keys = [known[n] for n in candidate.key_columns]
     if not candidate.include and all(k.equalimage for k in keys):
-        distinct = min(float(rows), math.prod(max(1.0, k.values(rows)) for k in keys))
+        distinct = min(float(rows), math.prod(max(1.0, distinct_count(k.distinct, rows))
+                                              for k in keys))
         duplicates = min(rows / distinct, POSTING_TIDS)
         if duplicates >= 2:
-            posting = -(-(ENTRY_HEADER + end + HEAP_POINTER * duplicates) // 8) * 8
+            posting = _aligned(ENTRY_HEADER + end + HEAP_POINTER * duplicates, 8)
             per_row = min(per_row, (posting + LINE_POINTER) / duplicates)
     leaves = math.ceil(rows * per_row / (USABLE * LEAF_FILL))
     # one pivot entry per leaf page in the levels above, a metapage and a root

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,13 +208,10 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
     pool = list(dict.fromkeys(c for listed in per_statement.values() for c in listed))
     pool += cands.unions(pool, by_qualified, widths)
     known = await btree.columns(conn, sorted({(t.schema, t.name) for t in by_qualified.values()}))
-
-    def estimated(candidate: Candidate) -> int:
-        table = by_qualified[candidate.qualified]
-        return btree.size(candidate, table.rows, known.get(table.qualified, {})) or 0
-
+    estimated = {c: btree.size(c, by_qualified[c.qualified].rows,
+                               known.get(c.qualified, {})) or 0 for c in pool}
     existing = {c: by_qualified[c.qualified].served_by(c.columns, c.include, c.where,
-                                                       estimated(c)) for c in pool}
+                                                       estimated[c]) for c in pool}
     fresh = [c for c in pool if existing[c] is None]
     skipped = len(pool) - len(fresh)
     if skipped:
@@ -332,8 +328,7 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
 
 
 async def _sizes(planner: Planner, candidates: list[Candidate],
-                 estimated: Callable[[Candidate], int], notes: list[str]
-                 ) -> dict[Candidate, int]:
+                 estimated: dict[Candidate, int], notes: list[str]) -> dict[Candidate, int]:
     """The size of each candidate: built on a scratch copy, the real size of the index built
     inside a transaction rolled back at once; otherwise made with HypoPG and sized from the
     page layout and the columns' statistics (`btree.size`), or, without statistics, as HypoPG
@@ -355,7 +350,7 @@ async def _sizes(planner: Planner, candidates: list[Candidate],
                              f"{error.diag.message_primary or error}")
                 continue
             row = await cur.fetchone()
-            sizes[candidate] = estimated(candidate) or (int(row["size"]) if row else 0)
+            sizes[candidate] = estimated[candidate] or (int(row["size"]) if row else 0)
     finally:
         if planner.whatif == "hypopg":
             await planner.conn.execute(sql.SQL(TAG + "SELECT {}()").format(

@@ -48,6 +48,19 @@ class ColumnValues:
         return value
 
 
+def by_frequency(mcv: list[str], freqs: list[float] | None) -> list[str]:
+    """The most common values, the most frequent first (as given when frequencies are
+    missing)."""
+    if not freqs or len(freqs) != len(mcv):
+        return list(mcv)
+    return [mcv[i] for i in sorted(range(len(mcv)), key=lambda i: -freqs[i])]
+
+
+def distinct_count(n_distinct: float, rows: int) -> float:
+    """pg_stats' n_distinct as a count: it is one, or minus a share of the rows."""
+    return n_distinct if n_distinct >= 0 else -n_distinct * rows
+
+
 def pick(mcv: list[str] | None, freqs: list[float] | None,
          hist: list[str] | None) -> ColumnValues:
     """Heaviest value (first most-common value), a middle one, and the rarest one known.
@@ -61,9 +74,8 @@ def pick(mcv: list[str] | None, freqs: list[float] | None,
     if hist:
         return ColumnValues(common, hist[len(hist) // 2], hist[0])
     if mcv:
-        order = sorted(range(len(mcv)), key=lambda i: (freqs or [0] * len(mcv))[i],
-                       reverse=True)
-        return ColumnValues(common, mcv[order[len(order) // 2]], mcv[order[-1]])
+        order = by_frequency(mcv, freqs)
+        return ColumnValues(common, order[len(order) // 2], order[-1])
     return ColumnValues(None, None, None)
 
 
@@ -89,25 +101,23 @@ class ColumnStats:
         return None
 
     def distinct(self, rows: int) -> float:
-        return self.n_distinct if self.n_distinct >= 0 else -self.n_distinct * rows
+        return distinct_count(self.n_distinct, rows)
 
     def several(self, label: str, count: int) -> list[str]:
         """`count` distinct values of the `label` kind, for an IN list: the most common ones,
         some from the middle, or the rarest known (the last repeated when there are fewer;
         none when pg_stats knows no value)."""
-        by_frequency = [self.mcv[i] for i in sorted(range(len(self.mcv)),
-                                                     key=lambda i: -self.freqs[i])] \
-            if len(self.freqs) == len(self.mcv) else list(self.mcv)
+        common = by_frequency(self.mcv, self.freqs)
         middle = len(self.hist) // 2
         if label == "common":
-            pool = by_frequency + self.hist[middle:] + self.hist[:middle]
+            pool = common + self.hist[middle:] + self.hist[:middle]
         elif label == "median":
-            half = len(by_frequency) // 2
+            half = len(common) // 2
             pool = (self.hist[middle:] + self.hist[:middle] if self.hist
-                    else by_frequency[half:] + by_frequency[:half])
+                    else common[half:] + common[:half])
         else:
-            pool = self.hist if self.hist else by_frequency[::-1]
-        known = list(dict.fromkeys(by_frequency + self.hist))
+            pool = self.hist if self.hist else common[::-1]
+        known = list(dict.fromkeys(common + self.hist))
         picked = sorted(list(dict.fromkeys(pool))[:count], key=known.index)  # one order
         return [*picked, *[picked[-1]] * (count - len(picked))] if picked else []
 
@@ -201,8 +211,10 @@ def span(hist: list[str], label: str) -> tuple[str, str]:
     if label == "rare":
         return hist[-2], hist[-1]
     middle = buckets // 2
-    half = max(1, round(buckets * COMMON_SPAN / 2)) if label == "common" else 0
-    return hist[max(0, middle - half)], hist[min(buckets, middle + half + (half == 0))]
+    if label == "median":
+        return hist[middle], hist[middle + 1]
+    half = max(1, round(buckets * COMMON_SPAN / 2))
+    return hist[max(0, middle - half)], hist[min(buckets, middle + half)]
 
 
 def _value(use: ParamUse | None, type_name: str, label: str, tables: dict[str, Table],
