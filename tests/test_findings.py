@@ -239,6 +239,34 @@ async def test_misestimate_on_correlated_columns(dataset: str, tmp_path: Path) -
     assert "misestimate" not in kind_names(negative)
 
 
+async def test_misestimate_on_a_bitmap_index_scan_names_the_table_of_its_index(
+        dataset: str, tmp_path: Path) -> None:
+    """A Bitmap Index Scan names only its index: the finding goes to the index's table (its
+    Bitmap Heap Scan's), not to no table."""
+    with psycopg.connect(dataset, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pairs_indexed AS SELECT i AS id, i % 100 AS a, i % 100 AS b "
+                     "FROM generate_series(1, 20000) AS i")
+        conn.execute("CREATE INDEX pairs_indexed_a_b_idx ON pairs_indexed (a, b)")
+        conn.execute("VACUUM ANALYZE pairs_indexed")
+    results = await analyse_watched(dataset, tmp_path, {
+        "either pair": "SELECT * FROM pairs_indexed WHERE (a = 1 AND b = 1) OR (a = 2 AND b = 2)",
+    })
+    result = results["either pair"]
+    planned(result)
+    assert "Bitmap Index Scan" in result.plan_summary
+    misestimates = [f for f in result.findings if f.kind == "misestimate"]
+    assert [f.table for f in misestimates] == ["public.pairs_indexed"]
+    runs = [r for r in result.runs if r.plan is not None]
+    everything = [f for r in runs for f in findings.plan_findings(r, result.tables)
+                  if f.kind == "misestimate"]
+    on_index = [f for f in everything if f.detail.startswith("Bitmap Index Scan")]
+    assert on_index, everything
+    for finding in on_index:
+        assert finding.table == "public.pairs_indexed"
+        assert finding.detail.startswith("Bitmap Index Scan on pairs_indexed_a_b_idx ")
+        assert finding.fix.startswith("ANALYZE public.pairs_indexed;")
+
+
 # --- temp_spill -------------------------------------------------------------------------------
 
 

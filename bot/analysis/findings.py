@@ -142,6 +142,20 @@ def _scan_table(node: dict[str, Any], tables: dict[str, Table]) -> Table | None:
     return None
 
 
+def _heap_table(node: dict[str, Any], parents: tuple[dict[str, Any], ...],
+                tables: dict[str, Table]) -> Table | None:
+    """The table a Bitmap Index Scan's index belongs to: its Bitmap Heap Scan's (the index scan
+    node names only the index)."""
+    if node.get("Node Type") != "Bitmap Index Scan":
+        return None
+    heap = next((p for p in reversed(parents) if p.get("Node Type") == "Bitmap Heap Scan"), None)
+    return _table(heap, tables) if heap is not None else None
+
+
+def _on_index(node: dict[str, Any]) -> str:
+    return f" on {node['Index Name']}" if node.get("Index Name") else ""
+
+
 def _label(table: Table | None, node: dict[str, Any]) -> str | None:
     if table is not None:
         return table.qualified
@@ -192,11 +206,13 @@ def plan_findings(run: PlanRun, tables: dict[str, Table],
             estimated, actual = float(node["Plan Rows"]), float(node["Actual Rows"])
             high, low = max(estimated, actual), max(min(estimated, actual), 1.0)
             if high >= limits.misestimate_min_rows and high / low >= limits.misestimate_ratio:
-                est_table = table or _scan_table(node, tables)
+                est_table = table or _heap_table(node, parents, tables) or _scan_table(
+                    node, tables)
                 target = est_table.qualified if est_table else "the tables involved"
                 found.append(Finding(
                     "misestimate", _label(est_table, node),
-                    f"{kind} estimated {_n(estimated)} rows per loop, got {_n(actual)} "
+                    f"{kind}{_on_index(node)} estimated {_n(estimated)} rows per loop, got "
+                    f"{_n(actual)} "
                     f"({high / low:.0f} times off)",
                     f"ANALYZE {target}; if it persists, raise the statistics target of the "
                     "filtered columns or add extended statistics (CREATE STATISTICS)"))
