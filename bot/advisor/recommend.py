@@ -179,14 +179,10 @@ async def recommend(settings: Settings, conn: psycopg.AsyncConnection[dict[str, 
     return found
 
 
-async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, Any]],
-                  planner: Planner, results: list[QueryResult], app: AppIdentity | None,
-                  notes: list[str], plan_cache_mode: str
-                  ) -> tuple[list[Recommendation], list[Declined]]:
-    """recommend() with its what-if method chosen: `planner` makes HypoPG's hypothetical
-    indexes on the target (`conn`), or builds them for real on a scratch copy; the catalog
-    facts and the write counters always come from the target."""
-    statements = workload(results, app)
+async def candidates(conn: psycopg.AsyncConnection[dict[str, Any]], statements: list[Statement]
+                     ) -> tuple[dict[str, list[Candidate]], list[Candidate]]:
+    """Every index the advisor considers for `statements`: each statement's own candidates
+    (by its workload key), and the whole pool, with the unions of candidates on one table."""
     found = {s.workload.key: cands.merged(
         cands.predicates(s.text, s.tables, _policy_quals(s)),
         cands.from_plan(s.plan["Plan"], s.tables, cands.bound_columns(s.text))
@@ -207,6 +203,19 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
                     cands.for_table(p, table, stats, widths.get(table.qualified, {})))
     pool = list(dict.fromkeys(c for listed in per_statement.values() for c in listed))
     pool += cands.unions(pool, by_qualified, widths)
+    return per_statement, pool
+
+
+async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, Any]],
+                  planner: Planner, results: list[QueryResult], app: AppIdentity | None,
+                  notes: list[str], plan_cache_mode: str
+                  ) -> tuple[list[Recommendation], list[Declined]]:
+    """recommend() with its what-if method chosen: `planner` makes HypoPG's hypothetical
+    indexes on the target (`conn`), or builds them for real on a scratch copy; the catalog
+    facts and the write counters always come from the target."""
+    statements = workload(results, app)
+    per_statement, pool = await candidates(conn, statements)
+    by_qualified = {t.qualified: t for s in statements for t in s.tables.values()}
     known = await btree.columns(conn, sorted({(t.schema, t.name) for t in by_qualified.values()}))
     estimated = {c: btree.size(c, by_qualified[c.qualified].rows,
                                known.get(c.qualified, {})) or 0 for c in pool}
