@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from bot import extensions, sqltext
-from bot.advisor import btree, whatif, writes
+from bot.advisor import btree, pages, whatif, writes
 from bot.advisor import candidates as cands
 from bot.advisor.model import Candidate, Declined, Recommendation
 from bot.advisor.select import USED_SHARE, Selection, Workload, select
@@ -226,13 +226,14 @@ async def _advise(settings: Settings, conn: psycopg.AsyncConnection[dict[str, An
     if skipped:
         notes.append(f"{skipped} candidate index(es) skipped: already served by an existing "
                      "index")
-    sizes = await _sizes(planner, fresh, estimated, notes) if fresh else {}
+    sizes, excess = await _sizes(planner, fresh, estimated, notes) if fresh else ({}, {})
     fresh = [c for c in fresh if c in sizes]
     table_writes = await writes.measured(
         conn, [by_qualified[q] for q in sorted({c.qualified for c in fresh})])
     penalties = {c: writes.penalty(c, by_qualified[c.qualified], table_writes[c.qualified])
                  for c in fresh}
-    costs = WhatIfCosts(planner, statements, plan_cache_mode)
+    costs = WhatIfCosts(planner, statements, plan_cache_mode, [
+        pages.Padding(c, excess[c], by_qualified[c.qualified].rows) for c in excess])
     await costs.baselines(notes)
     budget = int(settings.index_budget_mb * 1024 * 1024)
     selection = await select([s.workload for s in costs.statements], fresh, sizes,
@@ -336,14 +337,16 @@ async def column_widths(conn: psycopg.AsyncConnection[dict[str, Any]],
     return widths
 
 
-async def _sizes(planner: Planner, candidates: list[Candidate],
-                 estimated: dict[Candidate, int], notes: list[str]) -> dict[Candidate, int]:
+async def _sizes(planner: Planner, candidates: list[Candidate], estimated: dict[Candidate, int],
+                 notes: list[str]) -> tuple[dict[Candidate, int], dict[Candidate, float]]:
     """The size of each candidate: built on a scratch copy, the real size of the index built
     inside a transaction rolled back at once; otherwise made with HypoPG and sized from the
     page layout and the columns' statistics (`btree.size`), or, without statistics, as HypoPG
     estimates it. One that cannot be made (a type without a B-tree operator class, say) is
-    left out, and the notes say why."""
-    sizes = {}
+    left out, and the notes say why. Also, for each one sized from the page layout, the pages
+    HypoPG's own estimate has beyond it (`pages.Padding`)."""
+    sizes: dict[Candidate, int] = {}
+    excess: dict[Candidate, float] = {}
     try:
         for candidate in candidates:
             try:
@@ -359,12 +362,15 @@ async def _sizes(planner: Planner, candidates: list[Candidate],
                              f"{error.diag.message_primary or error}")
                 continue
             row = await cur.fetchone()
-            sizes[candidate] = estimated[candidate] or (int(row["size"]) if row else 0)
+            padded = int(row["size"]) if row else 0
+            sizes[candidate] = estimated[candidate] or padded
+            if estimated[candidate] and padded:
+                excess[candidate] = (padded - estimated[candidate]) / pages.PAGE
     finally:
         if planner.whatif == "hypopg":
             await planner.conn.execute(sql.SQL(TAG + "SELECT {}()").format(
                 planner.hypopg_call("hypopg_reset")))
-    return sizes
+    return sizes, excess
 
 
 async def _built_size(planner: Planner, candidate: Candidate) -> int:
@@ -398,10 +404,12 @@ class WhatIfCosts:
     """Planner costs of each statement under hypothetical index sets, cached per set."""
 
     def __init__(self, planner: Planner, statements: list[Statement],
-                 mode: str = "auto") -> None:
+                 mode: str = "auto", paddings: list[pages.Padding] | None = None) -> None:
         self.planner = planner
         self.statements = statements
         self.mode = mode
+        self.paddings = {p.candidate: p for p in paddings or []}
+        self.random_page_cost = 4.0  # the server's, read with the baselines
         self.by_key = {s.workload.key: s for s in statements}
         self.base: dict[str, list[float]] = {}
         self.failed = 0  # what-if costings that failed (counted as saving nothing)
@@ -410,6 +418,10 @@ class WhatIfCosts:
     async def baselines(self, notes: list[str]) -> None:
         """Cost every statement without new indexes; one that cannot be costed is skipped
         (the notes say why), and the others go on without it."""
+        cur = await self.planner.conn.execute(
+            TAG + "SELECT current_setting('random_page_cost')::float8 AS cost")
+        row = await cur.fetchone()
+        self.random_page_cost = float(row["cost"]) if row else self.random_page_cost
         kept = []
         for statement in self.statements:
             try:
@@ -428,9 +440,11 @@ class WhatIfCosts:
         key = (statement.workload.key, tuple(sorted(config, key=repr)))
         if key not in self._cache:
             try:
+                paddings = [self.paddings[c] for c in config if c in self.paddings]
                 self._cache[key] = await whatif.estimate(
                     self.planner, statement.text, statement.value_sets, app=statement.app,
-                    hypothetical=[c.create_sql() for c in config], mode=self.mode)
+                    hypothetical=[c.create_sql() for c in config], mode=self.mode,
+                    credit=lambda plan: pages.credit(plan, paddings, self.random_page_cost))
             except psycopg.Error as error:
                 if not config:
                     raise

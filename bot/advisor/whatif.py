@@ -13,6 +13,7 @@ plan's kind at that value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -81,36 +82,42 @@ def usable(plan: dict[str, Any], generic: frozenset[str]) -> bool:
 
 async def estimate(planner: Planner, text: str, value_sets: list[list[str | None]], *,
                    app: AppIdentity | None, hypothetical: list[str],
-                   mode: str = "auto") -> list[float]:
+                   mode: str = "auto",
+                   credit: Callable[[dict[str, Any]], float] | None = None) -> list[float]:
     """Planner costs with HypoPG's hypothetical indexes (CREATE INDEX texts): one per value set
     under its custom plan, then one per value set as a prepared statement runs it (the generic
     plan's kind at that value, when PostgreSQL would choose the generic plan under the
-    application's plan_cache_mode `mode`). Raises psycopg.Error when the statement cannot be
-    planned; the hypothetical indexes are reset afterwards."""
+    application's plan_cache_mode `mode`); each less what `credit` takes off its plan
+    (`pages.credit`). Raises psycopg.Error when the statement cannot be planned; the
+    hypothetical indexes are reset afterwards."""
     conn = planner.conn
     name = planner._name()
+
+    def cost(plan: dict[str, Any]) -> float:
+        return total_cost(plan) - (credit(plan) if credit is not None else 0.0)
+
     async with planner._prepared(name, text, app, hypothetical):
         custom = [await _plan(planner, name, values) for values in value_sets]
         if mode == "force_custom_plan":
-            return [total_cost(p) for p in custom] * 2
+            return [cost(p) for p in custom] * 2
         await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_generic_plan")
         generic = await _plan(planner, name, value_sets[0])
         await conn.execute(TAG + "SET LOCAL plan_cache_mode = force_custom_plan")
-        prepared = [total_cost(p) for p in custom]
+        prepared = [cost(p) for p in custom]
         if generic_chosen(generic, custom, mode):
             wanted = kinds(generic)
             for n, plan in enumerate(custom):
                 if kinds(plan) & GOVERNED <= wanted:
                     continue  # the custom plan is of the generic plan's kind already
-                prepared[n] = max(prepared[n], total_cost(generic))
+                prepared[n] = max(prepared[n], cost(generic))
                 # a savepoint: the switches end with it
                 async with conn.transaction(force_rollback=True):
                     for setting in _known(planner, switches_off(wanted)):
                         await conn.execute(sql.SQL(TAG + "SET LOCAL " + setting))
                     kept = await _plan(planner, name, value_sets[n])
                     if usable(kept, wanted):
-                        prepared[n] = total_cost(kept)
-    return [total_cost(p) for p in custom] + prepared
+                        prepared[n] = cost(kept)
+    return [cost(p) for p in custom] + prepared
 
 
 def _known(planner: Planner, settings: list[str]) -> list[str]:
