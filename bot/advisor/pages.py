@@ -45,17 +45,16 @@ def hypothetical_name(candidate: Candidate) -> str:
     return f"btree_{schema}{candidate.table}_{'_'.join(columns)}"
 
 
-def _named(name: str, paddings: list[Padding]) -> Padding | None:
-    """The padding of the hypothetical index called `name` (`<oid>btree_…`, perhaps truncated),
-    when exactly one index of the set could be it."""
+def _named(name: str, named: list[tuple[str, Padding]]) -> Padding | None:
+    """The padding of the hypothetical index called `name` (`<oid>btree_…`, perhaps truncated)
+    among `named` (each padding with its `hypothetical_name`), when exactly one could be it."""
     found = re.fullmatch(r"<\d+>(.*)", name)
     if found is None:
         return None
     shown = found.group(1)
     truncated = len(name) >= NAME_LIMIT
-    matching = [p for p in paddings if (hypothetical_name(p.candidate).startswith(shown)
-                                        if truncated else
-                                        hypothetical_name(p.candidate) == shown)]
+    matching = [p for full, p in named
+                if (full.startswith(shown) if truncated else full == shown)]
     return matching[0] if len(matching) == 1 else None
 
 
@@ -75,12 +74,13 @@ def credit(plan: dict[str, Any], paddings: list[Padding], random_page_cost: floa
     take off its total cost."""
     if not paddings:
         return 0.0
+    named = [(hypothetical_name(p.candidate), p) for p in paddings]
     total = 0.0
 
     def visit(node: dict[str, Any], repeated: bool, read: float) -> None:
         """`read`: the share of this node's output its parents read (a Limit reads its count)."""
         nonlocal total
-        padding = _named(node.get("Index Name", ""), paddings) \
+        padding = _named(node.get("Index Name", ""), named) \
             if node.get("Node Type") in INDEX_SCANS and not repeated else None
         if padding is not None and padding.rows > 0:
             share = min(1.0, float(node.get("Plan Rows", 0)) / padding.rows)

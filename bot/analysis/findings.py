@@ -212,8 +212,7 @@ def plan_findings(run: PlanRun, tables: dict[str, Table],
                 found.append(Finding(
                     "misestimate", _label(est_table, node),
                     f"{kind}{_on_index(node)} estimated {_n(estimated)} rows per loop, got "
-                    f"{_n(actual)} "
-                    f"({high / low:.0f} times off)",
+                    f"{_n(actual)} ({high / low:.0f} times off)",
                     f"ANALYZE {target}; if it persists, raise the statistics target of the "
                     "filtered columns or add extended statistics (CREATE STATISTICS)"))
                 found += _stale_statistics(node, tables, limits, estimated, actual)
